@@ -1,0 +1,45 @@
+"""World-size helpers and the gathers that let losses and evaluators see every rank's samples.
+
+Every function here is also correct in a single process (it returns its input), so losses and
+evaluators are written once and tested on plain tensors.
+"""
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate `x` from every rank along dim 0 (in rank order) and keep the autograd graph.
+
+    The backward pass sums, over ranks, the gradient each rank computed for the gathered tensor and hands
+    every rank the slice of its own samples. So when rank r uses rank s's embeddings as negatives, that
+    gradient reaches rank s's encoder, and DDP's gradient averaging yields the gradient of the global loss.
+    All ranks must pass the same shape.
+    """
+    if world_size() == 1:
+        return x
+    return torch.cat(dist_nn.all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather(x: Tensor) -> Tensor:
+    """Concatenate `x` from every rank along dim 0 without gradient (feature banks, labels, queues)."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)

@@ -1,0 +1,5 @@
+"""Losses as plain modules and functions on tensors: no Lightning, testable on their own."""
+
+from selfsup.losses.info_nce import InfoNCELoss, info_nce
+
+__all__ = ["InfoNCELoss", "info_nce"]

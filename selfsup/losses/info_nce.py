@@ -1,0 +1,68 @@
+"""InfoNCE / NT-Xent, SimCLR's contrastive loss, with the negatives of every rank.
+
+"A Simple Framework for Contrastive Learning of Visual Representations" (Chen et al., ICML 2020), eq. (1):
+for the 2N augmented samples of a batch, anchor i with positive j,
+
+    l(i, j) = -log( exp(sim(z_i, z_j) / T) / sum_{k != i} exp(sim(z_i, z_k) / T) ),
+
+averaged over all 2N anchors, sim being cosine similarity. With `decoupled=True` the positive is left out
+of the denominator, which removes the negative-positive coupling that makes InfoNCE need large batches:
+"Decoupled Contrastive Learning" (Yeh et al., ECCV 2022), eq. (6).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.distributed import gather_with_grad, rank
+from selfsup.errors import ConfigurationError
+
+
+def info_nce(logits: Tensor, positive_index: Tensor, decoupled: bool = False) -> Tensor:
+    """Mean InfoNCE over the rows of `logits`.
+
+    Args:
+        logits: (A, C) similarities of A anchors to C candidates, already divided by the temperature.
+            Entries that are not candidates (an anchor compared with itself) must be -inf.
+        positive_index: (A,) the column of each anchor's positive.
+        decoupled: leave the positive out of the denominator (DCL, Yeh et al. 2022, eq. 6).
+    """
+    if not decoupled:
+        return F.cross_entropy(logits, positive_index)
+    positive = logits.gather(1, positive_index[:, None]).squeeze(1)
+    negatives = logits.scatter(1, positive_index[:, None], float("-inf"))
+    return (torch.logsumexp(negatives, dim=1) - positive).mean()
+
+
+class InfoNCELoss(nn.Module):
+    """NT-Xent over two views, contrasting each local sample with the samples of all ranks.
+
+    Under DDP every rank must hold the same number of samples. The result on each rank is the mean over its
+    own 2N anchors, so the mean over ranks equals the single-process loss on the concatenated batch, and
+    DDP's averaged gradients equal the single-process gradients.
+    """
+
+    def __init__(self, temperature: float = 0.1, decoupled: bool = False) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigurationError(
+                f"temperature must be positive, got {temperature}; set a value such as 0.1"
+            )
+        self.temperature = temperature
+        self.decoupled = decoupled
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        """z_a, z_b: (N, D) projections of two views of the same N images on this rank."""
+        z_a = F.normalize(z_a.float(), dim=1)
+        z_b = F.normalize(z_b.float(), dim=1)
+        all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (M, D) each, M = N * world size
+        n, m = z_a.shape[0], all_a.shape[0]
+        anchors = torch.cat([z_a, z_b])  # (2N, D)
+        candidates = torch.cat([all_a, all_b])  # (2M, D): view a of all ranks, then view b
+        logits = anchors @ candidates.T / self.temperature  # (2N, 2M)
+
+        local = torch.arange(n, device=z_a.device) + rank() * n  # global index of each local sample
+        self_column = torch.cat([local, local + m])
+        positive_column = torch.cat([local + m, local])
+        logits = logits.scatter(1, self_column[:, None], float("-inf"))
+        return info_nce(logits, positive_column, self.decoupled)
