@@ -1,0 +1,165 @@
+"""The LightningDataModule: one place that turns `--data.*` options into training and evaluation batches.
+
+Training batches are uint8 images (plus labels, used only by the online probe); the method augments them on
+the device. Evaluation uses two loaders, in this order: the labelled training images (the kNN monitor's
+feature bank) and the test images. Built-in datasets live on the training device as one tensor; image
+folders are read by DataLoader workers.
+"""
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from selfsup.data.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD, Split
+from selfsup.data.device_loader import DeviceBatchLoader, ShardedBatchSampler
+from selfsup.data.image_folder import ImageFolderDataset, scan_image_folder
+from selfsup.errors import ConfigurationError
+
+IMAGE_FOLDER = "image_folder"
+
+
+class SelfSupDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        root: str | None = None,
+        batch_size: int = 256,
+        max_samples: int | None = None,
+        folder_image_size: int = 256,
+        num_workers: int = 8,
+    ) -> None:
+        """
+        Args:
+            dataset: fashion_mnist, cifar10, cifar100, stl10 or image_folder.
+            root: where the data is. Fashion-MNIST: a folder with its IDX files (default: Debian's
+                /usr/share/datasets/fashion-mnist, else a download into ~/.cache/selfsup). CIFAR/STL: the folder
+                holding torchvision's extracted archive (default: a download into ~/.cache/selfsup).
+                image_folder: a folder of class subfolders, or one with train/ and val/ inside.
+            batch_size: images per device per step.
+            max_samples: use only the first N training and N test images (quick runs and tests).
+            folder_image_size: image folders are decoded to squares of this side; random crops come from them.
+            num_workers: DataLoader workers for image folders (built-in datasets need none).
+        """
+        super().__init__()
+        if dataset != IMAGE_FOLDER and dataset not in DATASETS:
+            raise ConfigurationError(
+                f"Unknown dataset {dataset!r}. Set --data.dataset to one of: {', '.join([*DATASETS, IMAGE_FOLDER])}."
+            )
+        if batch_size < 1:
+            raise ConfigurationError(f"--data.batch_size must be positive, got {batch_size}")
+        if max_samples is not None and max_samples < 1:
+            raise ConfigurationError(f"--data.max_samples must be positive or null, got {max_samples}")
+        self.dataset = dataset
+        self.root = Path(root).expanduser() if root is not None else None
+        if self.root is not None and not self.root.exists():
+            raise ConfigurationError(f"Data root {self.root} does not exist. Fix --data.root, or omit it.")
+        if self.root is not None and not os.access(self.root, os.R_OK | os.X_OK):
+            raise ConfigurationError(
+                f"Data root {self.root} is not readable. Fix its permissions or --data.root."
+            )
+        self.batch_size = batch_size
+        self.max_samples = max_samples
+        self.folder_image_size = folder_image_size
+        self.num_workers = num_workers
+
+        if dataset == IMAGE_FOLDER:
+            if self.root is None:
+                raise ConfigurationError(
+                    "--data.dataset image_folder needs --data.root pointing at the image folder."
+                )
+            train_dir = self.root / "train" if (self.root / "train").is_dir() else self.root
+            self._train_samples, self.classes = scan_image_folder(train_dir)
+            val_dir = self.root / "val"
+            self._val_samples = scan_image_folder(val_dir)[0] if val_dir.is_dir() else []
+            self.num_classes = max(len(self.classes), 1)
+            self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            spec = DATASETS[dataset]
+            self.num_classes, self.mean, self.std = spec.num_classes, spec.mean, spec.std
+        self._train: Split | None = None
+        self._test: Split | None = None
+
+    # -- loading ------------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        if self.dataset != IMAGE_FOLDER:
+            DATASETS[self.dataset].locate(self.root, True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset == IMAGE_FOLDER:
+            self._check_batch_size(len(self._limit(self._train_samples)))
+            return
+        if self._train is not None:
+            return
+        spec = DATASETS[self.dataset]
+        train, test = spec.read(spec.locate(self.root, False))
+        if self.max_samples is not None:
+            train, test = (s.subset(torch.arange(min(self.max_samples, len(s)))) for s in (train, test))
+        self._check_batch_size(len(train))
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        self._train = Split(train.images.to(device), train.labels.to(device))
+        self._test = Split(test.images.to(device), test.labels.to(device))
+
+    def _limit(self, samples: list) -> list:
+        return samples[: self.max_samples] if self.max_samples is not None else samples
+
+    def _check_batch_size(self, num_train: int) -> None:
+        per_device = num_train // self._world_size()
+        if self.batch_size > per_device:
+            raise ConfigurationError(
+                f"--data.batch_size {self.batch_size} is larger than the {per_device} training images each of "
+                f"{self._world_size()} device(s) gets from {self.dataset}. Lower --data.batch_size (or raise "
+                "--data.max_samples)."
+            )
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    def _device_loader(self, split: Split, train: bool) -> DeviceBatchLoader:
+        sampler = ShardedBatchSampler(
+            len(split),
+            self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            rank=self._rank(),
+            world_size=self._world_size(),
+        )
+        return DeviceBatchLoader(split, sampler)
+
+    def _folder_loader(self, samples: list, train: bool) -> DataLoader:
+        return DataLoader(
+            ImageFolderDataset(self._limit(samples), self.folder_image_size),
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    # -- loaders ------------------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DeviceBatchLoader | DataLoader:
+        if self.dataset == IMAGE_FOLDER:
+            return self._folder_loader(self._train_samples, train=True)
+        return self._device_loader(self._train, train=True)
+
+    def val_dataloader(self) -> list:
+        """[labelled training images (kNN bank), test images]; empty when there are no labels to score."""
+        if self.dataset == IMAGE_FOLDER:
+            labelled = [s for s in self._limit(self._train_samples) if s[1] >= 0]
+            if not labelled or not self._val_samples:
+                return []
+            return [
+                self._folder_loader(labelled, train=False),
+                self._folder_loader(self._val_samples, train=False),
+            ]
+        bank = self._train.subset(torch.nonzero(self._train.labels >= 0).squeeze(1))
+        return [self._device_loader(bank, train=False), self._device_loader(self._test, train=False)]

@@ -1,0 +1,199 @@
+"""Built-in datasets as uint8 tensors: Fashion-MNIST, CIFAR-10/100 and STL-10.
+
+Each loader returns a pretraining split and a test split as `Split(images (N, C, H, W) uint8, labels (N,))`.
+Unlabelled samples (STL-10's unlabeled part) carry label -1. Nothing is ever written to a user-given root:
+a root must already hold the data; without a root, data comes from the Debian package (Fashion-MNIST) or
+is downloaded once into the selfsup cache (`$SELFSUP_CACHE`, default ~/.cache/selfsup).
+"""
+
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor
+
+from selfsup.errors import ConfigurationError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Split:
+    images: Tensor  # (N, C, H, W) uint8
+    labels: Tensor  # (N,) int64, -1 where unlabelled
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def subset(self, indices: Tensor) -> "Split":
+        return Split(self.images[indices], self.labels[indices])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    locate: Callable[[Path | None, bool], Path]  # (root, download) -> directory holding the data
+    read: Callable[[Path], tuple[Split, Split]]  # directory -> (pretraining split, test split)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SELFSUP_CACHE", Path.home() / ".cache" / "selfsup")) / "datasets"
+
+
+class DatasetNotFoundError(ConfigurationError):
+    pass
+
+
+# Fashion-MNIST ---------------------------------------------------------------------------------------------
+
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format, optionally gzipped) of unsigned bytes."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    zero, dtype_code, ndim = data[0] * 256 + data[1], data[2], data[3]
+    if zero != 0 or dtype_code != 0x08:
+        raise ConfigurationError(
+            f"{path} is not an IDX file of unsigned bytes; replace it with the original file"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx_file(directory: Path, stem: str) -> Path | None:
+    for folder in (directory, directory / "FashionMNIST" / "raw"):
+        for name in (stem, f"{stem}.gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _has_fashion_mnist(directory: Path) -> bool:
+    return all(_idx_file(directory, stem) for stem in FASHION_MNIST_FILES)
+
+
+def locate_fashion_mnist(root: Path | None, download: bool) -> Path:
+    if root is not None:
+        if not _has_fashion_mnist(root):
+            raise DatasetNotFoundError(
+                f"No Fashion-MNIST in {root}: expected {', '.join(FASHION_MNIST_FILES)} (optionally .gz) there or "
+                f"in {root}/FashionMNIST/raw. Point --data.root at that folder, or omit --data.root to use "
+                f"{DEBIAN_FASHION_MNIST} (Debian package dataset-fashion-mnist) or a download."
+            )
+        return root
+    if _has_fashion_mnist(DEBIAN_FASHION_MNIST):
+        return DEBIAN_FASHION_MNIST
+    target = cache_dir()
+    if not _has_fashion_mnist(target) and download:
+        try:
+            for train in (True, False):
+                torchvision.datasets.FashionMNIST(str(target), train=train, download=True)
+        except Exception as error:  # network failures surface as many different exception types
+            raise DatasetNotFoundError(
+                f"Fashion-MNIST is not installed and could not be downloaded into {target} ({error}). Install it "
+                "with `apt-get install dataset-fashion-mnist` (as root), or pass --data.root to a folder holding "
+                "the four IDX files."
+            ) from error
+    return target
+
+
+def read_fashion_mnist(directory: Path) -> tuple[Split, Split]:
+    arrays = [read_idx(_idx_file(directory, stem)) for stem in FASHION_MNIST_FILES]
+    train_images, train_labels, test_images, test_labels = (torch.from_numpy(a.copy()) for a in arrays)
+    return (
+        Split(train_images[:, None], train_labels.long()),
+        Split(test_images[:, None], test_labels.long()),
+    )
+
+
+# torchvision datasets (CIFAR-10/100, STL-10) ---------------------------------------------------------------
+
+
+def _torchvision_locator(
+    folder_name: str, make: Callable[[str, bool], object]
+) -> Callable[[Path | None, bool], Path]:
+    """A locator for a torchvision dataset: a user root must hold `folder_name`; otherwise use the cache."""
+
+    def locate(root: Path | None, download: bool) -> Path:
+        if root is not None:
+            if not (root / folder_name).is_dir():
+                raise DatasetNotFoundError(
+                    f"No {folder_name} folder in {root}. Point --data.root at the folder that contains "
+                    f"{folder_name}/ (torchvision's layout), or omit --data.root to download into {cache_dir()}."
+                )
+            return root
+        target = cache_dir()
+        if download and not (target / folder_name).is_dir():
+            try:
+                make(str(target), True)
+            except Exception as error:  # network failures surface as many different exception types
+                raise DatasetNotFoundError(
+                    f"Could not download {folder_name} into {target} ({error}). Download it elsewhere and pass "
+                    "--data.root to the folder that contains it."
+                ) from error
+        return target
+
+    return locate
+
+
+def _cifar(cls: type) -> Callable[[Path], tuple[Split, Split]]:
+    def read(directory: Path) -> tuple[Split, Split]:
+        def split(train: bool) -> Split:
+            data = cls(str(directory), train=train, download=False)
+            images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
+            return Split(images, torch.tensor(data.targets, dtype=torch.long))
+
+        return split(True), split(False)
+
+    return read
+
+
+def read_stl10(directory: Path) -> tuple[Split, Split]:
+    def split(name: str) -> Split:
+        data = torchvision.datasets.STL10(str(directory), split=name, download=False)
+        return Split(torch.from_numpy(data.data), torch.from_numpy(data.labels.astype(np.int64)))
+
+    return split("train+unlabeled"), split("test")
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec(10, (0.2860,) * 3, (0.3530,) * 3, locate_fashion_mnist, read_fashion_mnist),
+    "cifar10": DatasetSpec(
+        10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        _torchvision_locator("cifar-10-batches-py", lambda r, d: torchvision.datasets.CIFAR10(r, download=d)),
+        _cifar(torchvision.datasets.CIFAR10),
+    ),
+    "cifar100": DatasetSpec(
+        100,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        _torchvision_locator("cifar-100-python", lambda r, d: torchvision.datasets.CIFAR100(r, download=d)),
+        _cifar(torchvision.datasets.CIFAR100),
+    ),
+    "stl10": DatasetSpec(
+        10,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        _torchvision_locator(
+            "stl10_binary", lambda r, d: torchvision.datasets.STL10(r, split="train+unlabeled", download=d)
+        ),
+        read_stl10,
+    ),
+}

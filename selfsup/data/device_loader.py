@@ -1,0 +1,88 @@
+"""Batches drawn from a dataset that lives on the GPU as one uint8 tensor: no workers, no per-sample CPU work.
+
+Lightning accepts any iterable as a dataloader and calls `set_epoch` on its `sampler` before every epoch,
+which is how the shuffle stays identical across ranks and reproducible when training resumes.
+"""
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from selfsup.data.datasets import Split
+
+
+class ShardedBatchSampler:
+    """Index batches for one rank of `world_size`.
+
+    Training (`shuffle`, `drop_last`): every epoch all ranks draw the same permutation (seeded by seed and
+    epoch) and rank r takes every world_size-th index from r on, so ranks see disjoint samples, each the same
+    number. Evaluation (no shuffle, no drop_last): the index range is padded with -1 up to a multiple of
+    world_size, so every rank runs the same number of batches; -1 marks padding, which the loader labels -1.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _per_rank(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.world_size
+        return -(-self.num_samples // self.world_size)
+
+    def __len__(self) -> int:
+        per_rank = self._per_rank()
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        total = self._per_rank() * self.world_size
+        if total > self.num_samples:
+            order = torch.cat([order, torch.full((total - self.num_samples,), -1, dtype=order.dtype)])
+        mine = order[self.rank : total : self.world_size]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield mine[start : start + self.batch_size]
+
+
+class DeviceBatchLoader:
+    """Yields (images, labels) batches indexed straight out of device-resident tensors."""
+
+    def __init__(self, split: Split, sampler: ShardedBatchSampler) -> None:
+        self.split = split
+        self.sampler = sampler
+        self.batch_sampler = None  # Lightning inspects it; the sampler already yields whole batches
+        self.batch_size = sampler.batch_size
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        device = self.split.images.device
+        for indices in self.sampler:
+            indices = indices.to(device, non_blocking=True)
+            valid = indices >= 0
+            safe = indices.clamp(min=0)
+            labels = torch.where(valid, self.split.labels[safe], torch.full_like(safe, -1))
+            yield self.split.images[safe], labels

@@ -1,0 +1,91 @@
+"""Image folders (ImageNet layout: one subfolder per class) read by CPU workers, augmented on the GPU.
+
+Workers only read, decode, resize the shorter side and centre-crop to one fixed square size, so batches
+are uint8 tensors of one shape; every random transform then runs on the GPU. The folder is scanned once
+when the data module is built, so a missing path, an empty folder or a stray non-image file is reported
+before any training starts.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from selfsup.errors import ConfigurationError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class ImageFolderError(ConfigurationError):
+    pass
+
+
+def scan_image_folder(directory: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Return [(path, label)] and the class names. Images directly in `directory` are unlabelled (-1)."""
+    if not directory.is_dir():
+        raise ImageFolderError(
+            f"Image folder {directory} does not exist or is not a directory. Fix --data.root."
+        )
+    classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    samples: list[tuple[Path, int]] = []
+    others: list[Path] = []
+
+    def collect(files: list[Path], label: int) -> None:
+        for path in files:
+            if path.name.startswith("."):
+                continue
+            (samples if path.suffix.lower() in IMAGE_EXTENSIONS else others).append((path, label))
+
+    collect(sorted(p for p in directory.iterdir() if p.is_file()), -1)
+    for label, name in enumerate(classes):
+        collect(sorted(p for p in (directory / name).rglob("*") if p.is_file()), label)
+    if others:
+        shown = ", ".join(str(path) for path, _ in others[:5])
+        raise ImageFolderError(
+            f"{len(others)} non-image file(s) in {directory}, for example {shown}. Image folders may hold only "
+            f"images ({', '.join(sorted(IMAGE_EXTENSIONS))}); move the other files out."
+        )
+    if not samples:
+        raise ImageFolderError(
+            f"No images in {directory}. Expected {directory}/<class>/<image> (or images directly in it); "
+            "fix --data.root."
+        )
+    return samples, classes
+
+
+def load_square(path: Path, size: int) -> Tensor:
+    """Decode an image to RGB, resize its shorter side to `size` and centre-crop: (3, size, size) uint8."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width, height = image.size
+            scale = size / min(width, height)
+            image = image.resize(
+                (max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR
+            )
+            left, top = (image.width - size) // 2, (image.height - size) // 2
+            image = image.crop((left, top, left + size, top + size))
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as error:
+        raise ImageFolderError(
+            f"Cannot decode image {path} ({error}); remove or replace the file."
+        ) from error
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+class ImageFolderDataset(Dataset):
+    """(uint8 image (3, size, size), label) pairs from a scanned folder."""
+
+    def __init__(self, samples: list[tuple[Path, int]], size: int) -> None:
+        self.samples = samples
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        return load_square(path, self.size), label
