@@ -1,0 +1,229 @@
+"""The shared `Method`: everything self-supervised methods have in common, so a method file holds only its
+heads and its loss.
+
+Per training step: uint8 images arrive on the device -> `on_after_batch_transfer` turns them into views
+(`augment.MultiView`, seeded per rank and epoch) -> the backbone embeds every view (views of one size in one
+forward pass, channels_last) -> the subclass's `ssl_loss` -> plus the online linear probe's loss on detached
+features. Validation embeds clean images: the labelled training set as a kNN bank, then the test set, which
+both the kNN monitor (`val/knn_top1`) and the online probe (`val/online_linear_top1`) score.
+"""
+
+import itertools
+import time
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from selfsup.augment import CleanView, MultiView, ViewRecipe
+from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from selfsup.distributed import gather
+from selfsup.evaluation import knn_predict
+from selfsup.models import build_backbone
+from selfsup.optim import LARS, warmup_cosine
+
+
+class Method(pl.LightningModule):
+    """Base class of every self-supervised method; subclasses implement `ssl_loss`."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        small_image_stem: bool = True,
+        views: tuple[ViewRecipe, ...] = (ViewRecipe(),),
+        optimizer: Literal["lars", "sgd", "adamw"] = "lars",
+        base_lr: float = 0.4,
+        weight_decay: float = 1e-5,
+        momentum: float = 0.9,
+        warmup_epochs: float = 10.0,
+        probe_lr: float = 0.1,
+        knn_k: int = 200,
+        knn_temperature: float = 0.1,
+        compile_backbone: bool = False,
+        num_classes: int = 10,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        batch_size: int = 256,
+    ) -> None:
+        """
+        Args:
+            backbone: a torchvision ResNet name (resnet18, resnet50, ...) or any timm model name.
+            small_image_stem: 3x3 stride-1 first convolution and no max-pool, for 28-64 px images.
+            views: the augmentation recipe, one entry per group of views (see `selfsup.augment.ViewRecipe`).
+            optimizer: lars (SimCLR/BYOL's choice for large batches), sgd or adamw.
+            base_lr: learning rate for a global batch of 256; the actual rate scales linearly with the global
+                batch (per-device batch x devices x gradient accumulation).
+            weight_decay: weight decay of weights; biases and normalisation parameters get none.
+            momentum: momentum of sgd and lars (adamw's beta1).
+            warmup_epochs: epochs of linear learning-rate warmup before the cosine decay.
+            probe_lr: learning rate of the online linear probe (not scaled by batch size).
+            knn_k: neighbours that vote in the kNN monitor.
+            knn_temperature: temperature of the kNN monitor's weighted vote.
+            compile_backbone: compile the backbone with torch.compile (faster steps after a slower start).
+            num_classes: classes of the dataset (set from the data module by train.py).
+            image_mean: per-channel mean used to normalise views (set from the data module by train.py).
+            image_std: per-channel std used to normalise views (set from the data module by train.py).
+            batch_size: per-device batch size, for learning-rate scaling (set from the data module by train.py).
+        """
+        super().__init__()
+        views = tuple(ViewRecipe.from_dict(v) for v in views)
+        self.save_hyperparameters(ignore=["views"])
+        self.hparams["views"] = [
+            v.to_dict() for v in views
+        ]  # plain types: checkpoints load with weights_only
+
+        self.backbone, self.feature_dim = build_backbone(backbone, small_image_stem)
+        self.backbone.to(memory_format=torch.channels_last)
+        if compile_backbone:
+            self.backbone.compile()
+        self.multiview = MultiView(views, image_mean, image_std)
+        self.clean_view = CleanView(views[0].size, image_mean, image_std)
+        self.probe = nn.Linear(self.feature_dim, num_classes)
+        self.probe_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+        self.knn_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+        self._generator: torch.Generator | None = None
+        self._eval_features: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self._throughput_clock: tuple[float, int] | None = None
+
+    # -- what a method implements -------------------------------------------------------------------------
+
+    def ssl_loss(self, features: list[Tensor]) -> Tensor:
+        """The self-supervised loss from the backbone features (B, feature_dim) of each view, in view order."""
+        raise NotImplementedError
+
+    # -- data to views ------------------------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        # A generator per rank and epoch: views differ across ranks, and resuming at an epoch boundary
+        # reproduces the augmentations of an uninterrupted run.
+        seed = np.random.SeedSequence([torch.initial_seed(), self.global_rank, self.current_epoch])
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(int(seed.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Any, Tensor]:
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            return self.multiview(images, self._generator), labels
+        return self.clean_view(images), labels
+
+    def embed(self, views: list[Tensor]) -> list[Tensor]:
+        """Backbone features of each view; consecutive views of one size share a forward pass."""
+        features: list[Tensor] = []
+        for _, group in itertools.groupby(views, key=lambda view: view.shape[-2:]):
+            group = list(group)
+            features += self.backbone(torch.cat(group)).chunk(len(group))
+        return features
+
+    # -- training -----------------------------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        views, labels = batch
+        features = self.embed(views)
+        loss = self.ssl_loss(features)
+        probe_loss = self._probe_loss(features, labels)
+        batch_size = labels.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/online_linear_loss", probe_loss, batch_size=batch_size)
+        return loss + probe_loss
+
+    def _probe_loss(self, features: list[Tensor], labels: Tensor) -> Tensor:
+        """Cross-entropy of the linear probe on detached features of every view; unlabelled (-1) samples skipped."""
+        logits = self.probe(torch.cat(features).detach().float())
+        targets = labels.repeat(len(features))
+        return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum") / (
+            targets >= 0
+        ).sum().clamp(min=1)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now, images = time.perf_counter(), batch[1].shape[0] * self.trainer.world_size
+        if self._throughput_clock is None:
+            self._throughput_clock = (now, 0)
+            return
+        start, seen = self._throughput_clock
+        seen += images
+        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("perf/img_per_s", seen / (now - start), batch_size=images)
+            start, seen = now, 0
+        self._throughput_clock = (start, seen)
+
+    def on_train_epoch_end(self) -> None:
+        self._throughput_clock = None  # validation time is not training throughput
+
+    # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        features = self.backbone(images).float()
+        self._eval_features.setdefault(dataloader_idx, []).append((features, labels))
+        if dataloader_idx == 1:
+            self.probe_accuracy.update(self.probe(features).argmax(dim=1), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        if set(self._eval_features) == {0, 1}:
+            bank, bank_labels = (gather(torch.cat(t)) for t in zip(*self._eval_features[0]))
+            queries, query_labels = (torch.cat(t) for t in zip(*self._eval_features[1]))
+            predictions = knn_predict(
+                queries,
+                bank,
+                bank_labels,
+                self.hparams.num_classes,
+                self.hparams.knn_k,
+                self.hparams.knn_temperature,
+            )
+            self.knn_accuracy.update(predictions, query_labels)
+            self.log("val/knn_top1", self.knn_accuracy.compute(), prog_bar=True)
+            self.log("val/online_linear_top1", self.probe_accuracy.compute())
+        self.knn_accuracy.reset()
+        self.probe_accuracy.reset()
+        self._eval_features = {}
+
+    # -- optimisation -------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        global_batch = hp.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        lr = hp.base_lr * global_batch / 256
+
+        weights, unregularized = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad and not name.startswith("probe."):
+                (unregularized if param.ndim <= 1 else weights).append(param)
+        groups = [
+            {"params": weights},
+            {"params": unregularized, "weight_decay": 0.0, "lars_exclude": True},
+            {
+                "params": list(self.probe.parameters()),
+                "lr": hp.probe_lr,
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+            },
+        ]
+        if hp.optimizer == "lars":
+            optimizer = LARS(groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(
+                groups, lr=lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay
+            )
+
+        steps_per_epoch = max(
+            1, -(-self.trainer.num_training_batches // self.trainer.accumulate_grad_batches)
+        )
+        warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
+        if warmup_steps >= total_steps:
+            rank_zero_warn(
+                f"warmup_epochs={hp.warmup_epochs} covers the whole run ({total_steps} steps); warming up over the "
+                "first 10% of steps instead. Set --model.init_args.warmup_epochs below --trainer.max_epochs."
+            )
+            warmup_steps = total_steps // 10
+        schedule = partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,40 @@
+"""SimCLR: two views of each image are pulled together and pushed away from every other view in the global
+batch ("A Simple Framework for Contrastive Learning of Visual Representations", Chen et al., ICML 2020)."""
+
+import torch
+from torch import Tensor
+
+from selfsup.errors import ConfigurationError
+from selfsup.losses import InfoNCELoss
+from selfsup.methods.base import Method
+from selfsup.models import projection_mlp
+
+
+class SimCLR(Method):
+    def __init__(
+        self,
+        temperature: float = 0.2,
+        decoupled: bool = False,
+        projector_hidden_dim: int = 2048,
+        projector_output_dim: int = 256,
+        **kwargs,
+    ) -> None:
+        """
+        Args:
+            temperature: softmax temperature of NT-Xent (0.2 suits small images, as in solo-learn's CIFAR setup).
+            decoupled: use the decoupled contrastive loss (DCL, Yeh et al. 2022): no positive in the denominator.
+            projector_hidden_dim: width of the projection MLP's hidden layer.
+            projector_output_dim: dimension of the embeddings the loss compares.
+        """
+        super().__init__(**kwargs)
+        if self.multiview.num_views != 2:
+            raise ConfigurationError(
+                f"SimCLR contrasts exactly 2 views per image, but the view recipes give {self.multiview.num_views}. "
+                "Set one recipe with num_views: 2."
+            )
+        self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
+        self.criterion = InfoNCELoss(temperature, decoupled)
+
+    def ssl_loss(self, features: list[Tensor]) -> Tensor:
+        z_a, z_b = self.projector(torch.cat(features)).chunk(2)  # (N, D) each; one BN over both views
+        return self.criterion(z_a, z_b)
