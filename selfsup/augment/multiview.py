@@ -65,18 +65,12 @@ class MultiView(nn.Module):
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         source = to_unit_float(images)
-        return [
-            self.augment(source, recipe, generator)
-            for recipe in self.recipes
-            for _ in range(recipe.num_views)
-        ]
+        return [self.augment(source, recipe, generator) for recipe in self.recipes for _ in range(recipe.num_views)]
 
     def augment(self, images: Tensor, recipe: ViewRecipe, generator: torch.Generator | None) -> Tensor:
         n, _, height, width = images.shape
         device = images.device
-        boxes = ops.sample_crop_boxes(
-            n, height, width, recipe.crop_scale, recipe.crop_ratio, generator, device
-        )
+        boxes = ops.sample_crop_boxes(n, height, width, recipe.crop_scale, recipe.crop_ratio, generator, device)
         flip = ops.bernoulli(recipe.flip_prob, n, generator, device)
         views = to_rgb(ops.crop_flip_resize(images, boxes, flip, recipe.size))
 

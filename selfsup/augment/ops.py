@@ -14,9 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def uniform(
-    low: float, high: float, n: int, generator: torch.Generator | None, device: torch.device
-) -> Tensor:
+def uniform(low: float, high: float, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
     return torch.empty(n, device=device).uniform_(low, high, generator=generator)
 
 

@@ -50,9 +50,7 @@ class ViewRecipe:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigurationError(f"Unknown view recipe key(s) {unknown}; valid keys are {sorted(known)}.")
-        return cls(
-            **{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
-        )
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +76,5 @@ class ViewRecipe:
             problems.append(f"hue must lie in [0, 0.5], got {self.hue}")
         if problems:
             raise ConfigurationError(
-                "Invalid view recipe: "
-                + "; ".join(problems)
-                + ". Fix these values in --model.init_args.views."
+                "Invalid view recipe: " + "; ".join(problems) + ". Fix these values in --model.init_args.views."
             )

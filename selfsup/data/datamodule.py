@@ -57,9 +57,7 @@ class SelfSupDataModule(pl.LightningDataModule):
         if self.root is not None and not self.root.exists():
             raise ConfigurationError(f"Data root {self.root} does not exist. Fix --data.root, or omit it.")
         if self.root is not None and not os.access(self.root, os.R_OK | os.X_OK):
-            raise ConfigurationError(
-                f"Data root {self.root} is not readable. Fix its permissions or --data.root."
-            )
+            raise ConfigurationError(f"Data root {self.root} is not readable. Fix its permissions or --data.root.")
         self.batch_size = batch_size
         self.max_samples = max_samples
         self.folder_image_size = folder_image_size
@@ -67,9 +65,7 @@ class SelfSupDataModule(pl.LightningDataModule):
 
         if dataset == IMAGE_FOLDER:
             if self.root is None:
-                raise ConfigurationError(
-                    "--data.dataset image_folder needs --data.root pointing at the image folder."
-                )
+                raise ConfigurationError("--data.dataset image_folder needs --data.root pointing at the image folder.")
             train_dir = self.root / "train" if (self.root / "train").is_dir() else self.root
             self._train_samples, self.classes = scan_image_folder(train_dir)
             val_dir = self.root / "val"

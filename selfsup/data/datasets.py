@@ -68,9 +68,7 @@ def read_idx(path: Path) -> np.ndarray:
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     zero, dtype_code, ndim = data[0] * 256 + data[1], data[2], data[3]
     if zero != 0 or dtype_code != 0x08:
-        raise ConfigurationError(
-            f"{path} is not an IDX file of unsigned bytes; replace it with the original file"
-        )
+        raise ConfigurationError(f"{path} is not an IDX file of unsigned bytes; replace it with the original file")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
@@ -124,9 +122,7 @@ def read_fashion_mnist(directory: Path) -> tuple[Split, Split]:
 # torchvision datasets (CIFAR-10/100, STL-10) ---------------------------------------------------------------
 
 
-def _torchvision_locator(
-    folder_name: str, make: Callable[[str, bool], object]
-) -> Callable[[Path | None, bool], Path]:
+def _torchvision_locator(folder_name: str, make: Callable[[str, bool], object]) -> Callable[[Path | None, bool], Path]:
     """A locator for a torchvision dataset: a user root must hold `folder_name`; otherwise use the cache."""
 
     def locate(root: Path | None, download: bool) -> Path:

@@ -26,9 +26,7 @@ class ImageFolderError(ConfigurationError):
 def scan_image_folder(directory: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     """Return [(path, label)] and the class names. Images directly in `directory` are unlabelled (-1)."""
     if not directory.is_dir():
-        raise ImageFolderError(
-            f"Image folder {directory} does not exist or is not a directory. Fix --data.root."
-        )
+        raise ImageFolderError(f"Image folder {directory} does not exist or is not a directory. Fix --data.root.")
     classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     samples: list[tuple[Path, int]] = []
     others: list[Path] = []
@@ -63,16 +61,12 @@ def load_square(path: Path, size: int) -> Tensor:
             image = image.convert("RGB")
             width, height = image.size
             scale = size / min(width, height)
-            image = image.resize(
-                (max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR
-            )
+            image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BILINEAR)
             left, top = (image.width - size) // 2, (image.height - size) // 2
             image = image.crop((left, top, left + size, top + size))
             array = np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as error:
-        raise ImageFolderError(
-            f"Cannot decode image {path} ({error}); remove or replace the file."
-        ) from error
+        raise ImageFolderError(f"Cannot decode image {path} ({error}); remove or replace the file.") from error
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 

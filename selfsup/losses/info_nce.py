@@ -45,9 +45,7 @@ class InfoNCELoss(nn.Module):
     def __init__(self, temperature: float = 0.1, decoupled: bool = False) -> None:
         super().__init__()
         if temperature <= 0:
-            raise ConfigurationError(
-                f"temperature must be positive, got {temperature}; set a value such as 0.1"
-            )
+            raise ConfigurationError(f"temperature must be positive, got {temperature}; set a value such as 0.1")
         self.temperature = temperature
         self.decoupled = decoupled
 

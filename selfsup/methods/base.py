@@ -74,9 +74,7 @@ class Method(pl.LightningModule):
         super().__init__()
         views = tuple(ViewRecipe.from_dict(v) for v in views)
         self.save_hyperparameters(ignore=["views"])
-        self.hparams["views"] = [
-            v.to_dict() for v in views
-        ]  # plain types: checkpoints load with weights_only
+        self.hparams["views"] = [v.to_dict() for v in views]  # plain types: checkpoints load with weights_only
 
         self.backbone, self.feature_dim = build_backbone(backbone, small_image_stem)
         self.backbone.to(memory_format=torch.channels_last)
@@ -136,9 +134,7 @@ class Method(pl.LightningModule):
         """Cross-entropy of the linear probe on detached features of every view; unlabelled (-1) samples skipped."""
         logits = self.probe(torch.cat(features).detach().float())
         targets = labels.repeat(len(features))
-        return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum") / (
-            targets >= 0
-        ).sum().clamp(min=1)
+        return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum") / (targets >= 0).sum().clamp(min=1)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         now, images = time.perf_counter(), batch[1].shape[0] * self.trainer.world_size
@@ -166,8 +162,8 @@ class Method(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if set(self._eval_features) == {0, 1}:
-            bank, bank_labels = (gather(torch.cat(t)) for t in zip(*self._eval_features[0]))
-            queries, query_labels = (torch.cat(t) for t in zip(*self._eval_features[1]))
+            bank, bank_labels = (gather(torch.cat(t)) for t in zip(*self._eval_features[0], strict=True))
+            queries, query_labels = (torch.cat(t) for t in zip(*self._eval_features[1], strict=True))
             predictions = knn_predict(
                 queries,
                 bank,
@@ -210,13 +206,9 @@ class Method(pl.LightningModule):
         elif hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(
-                groups, lr=lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay
-            )
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay)
 
-        steps_per_epoch = max(
-            1, -(-self.trainer.num_training_batches // self.trainer.accumulate_grad_batches)
-        )
+        steps_per_epoch = max(1, -(-self.trainer.num_training_batches // self.trainer.accumulate_grad_batches))
         warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
         if warmup_steps >= total_steps:
             rank_zero_warn(

@@ -62,8 +62,6 @@ def _use_small_image_stem(model: nn.Module, name: str) -> None:
             f"small_image_stem needs a ResNet-style backbone with a single `conv1` convolution and a `maxpool`; "
             f"{name!r} has none. Set --model.init_args.small_image_stem false, or choose a ResNet backbone."
         )
-    model.conv1 = nn.Conv2d(
-        stem.in_channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False
-    )
+    model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
