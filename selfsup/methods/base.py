@@ -120,11 +120,14 @@ class Method(pl.LightningModule):
 
     # -- training -----------------------------------------------------------------------------------------
 
+    def compute_losses(self, views: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
+        """(self-supervised loss, online probe loss) of one batch of views; the whole step without logging."""
+        features = self.embed(views)
+        return self.ssl_loss(features), self._probe_loss(features, labels)
+
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, labels = batch
-        features = self.embed(views)
-        loss = self.ssl_loss(features)
-        probe_loss = self._probe_loss(features, labels)
+        loss, probe_loss = self.compute_losses(views, labels)
         batch_size = labels.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/online_linear_loss", probe_loss, batch_size=batch_size)

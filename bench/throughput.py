@@ -1,0 +1,172 @@
+"""Training throughput of SimCLR on Fashion-MNIST: the model-only ceiling against the real training loop.
+
+In one process it measures, in images per second (each image = two views):
+  model_only    forward + backward + optimizer step on synthetic views already on the device (the ceiling);
+  end_to_end    `Trainer.fit` on the device-resident dataset: batch draw + GPU augmentation + the same step,
+                Lightning's loop and logging included (what a user gets);
+  augment_only  the two-view augmentation of a batch alone.
+and prints them with end_to_end / model_only as JSON. On a CPU-only machine it runs a small setting.
+
+    python bench/throughput.py                      # defaults: GPU if present, batch 512
+    python bench/throughput.py --compile --out bench/results/throughput.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from selfsup.data import SelfSupDataModule  # noqa: E402
+from selfsup.methods import SimCLR  # noqa: E402
+from selfsup.optim import LARS  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(args: argparse.Namespace, data: SelfSupDataModule) -> SimCLR:
+    return SimCLR(
+        backbone=args.backbone,
+        compile_backbone=args.compile,
+        num_classes=data.num_classes,
+        image_mean=data.mean,
+        image_std=data.std,
+        batch_size=args.batch_size,
+    )
+
+
+def model_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> float:
+    method = build(args, data).to(device)
+    optimizer = LARS(method.parameters(), lr=0.1, weight_decay=1e-5)
+    images = torch.randint(0, 256, (args.batch_size, 1, 28, 28), dtype=torch.uint8, device=device)
+    views = [v.clone() for v in method.multiview(images)]  # fixed views: no augmentation in the timed loop
+    labels = torch.randint(0, data.num_classes, (args.batch_size,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            loss, probe_loss = method.compute_losses(views, labels)
+        optimizer.zero_grad(set_to_none=True)
+        (loss + probe_loss).backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    synchronize(device)
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def augment_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> float:
+    method = build(args, data).to(device)
+    images = torch.randint(0, 256, (args.batch_size, 1, 28, 28), dtype=torch.uint8, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    for _ in range(args.warmup):
+        method.multiview(images, generator)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        method.multiview(images, generator)
+    synchronize(device)
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+class _StepTimer(pl.Callback):
+    """Wall time of the training steps after `warmup`, with the device synchronised at both ends."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start = self.end = 0.0
+        self.timed_steps = 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            synchronize(module.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > self.warmup:
+            self.timed_steps += 1
+        if trainer.global_step == trainer.max_steps:
+            synchronize(module.device)
+            self.end = time.perf_counter()
+
+
+def end_to_end(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> float:
+    method = build(args, data)
+    timer = _StepTimer(args.warmup)
+    trainer = pl.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision="bf16-mixed" if device.type == "cuda" else "32-true",
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(method, datamodule=data)
+    return timer.timed_steps * args.batch_size / (timer.end - timer.start)
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=512 if cuda else 32)
+    parser.add_argument("--steps", type=int, default=100 if cuda else 3, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=20 if cuda else 1, help="untimed steps first")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the usual search)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if cuda else "cpu")
+    torch.backends.cudnn.benchmark = True
+    data = SelfSupDataModule(
+        "fashion_mnist", root=args.data_root, batch_size=args.batch_size, max_samples=None if cuda else 1024
+    )
+    ceiling = model_only(args, data, device)
+    real = end_to_end(args, data, device)
+    result = {
+        "benchmark": "throughput",
+        "method": "simclr",
+        "backbone": args.backbone + " (small-image stem)",
+        "dataset": "fashion_mnist 28px -> two 32px views",
+        "batch_size": args.batch_size,
+        "precision": "bf16-mixed" if cuda else "32-true",
+        "compile": args.compile,
+        "model_only_img_per_s": round(ceiling, 1),
+        "end_to_end_img_per_s": round(real, 1),
+        "end_to_end_over_model_only": round(real / ceiling, 3),
+        "augment_only_img_per_s": round(augment_only(args, data, device), 1),
+        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "pytorch_lightning": pl.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
