@@ -108,5 +108,17 @@ def main(args: list[str] | None = None) -> SelfSupCLI:
     """Run the CLI; a `ConfigurationError` ends it with one line naming the fix, exit status 1."""
     try:
         return SelfSupCLI(args=args)
-    except ConfigurationError as error:
-        sys.exit(f"error: {error}")
+    except Exception as error:
+        cause = _configuration_error(error)
+        if cause is None:
+            raise
+        sys.exit(f"error: {cause}")
+
+
+def _configuration_error(error: BaseException | None) -> ConfigurationError | None:
+    """The user's mistake behind `error`, also when jsonargparse wrapped it while instantiating a class."""
+    while error is not None:
+        if isinstance(error, ConfigurationError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

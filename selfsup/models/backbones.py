@@ -41,7 +41,7 @@ def build_backbone(name: str, small_image_stem: bool = False) -> tuple[nn.Module
         model = timm.create_model(name, pretrained=False, num_classes=0)
         feature_dim = model.num_features
     else:
-        known = list(TORCHVISION_RESNETS) + timm.list_models()
+        known = sorted(set(TORCHVISION_RESNETS) | set(timm.list_models()))
         close = difflib.get_close_matches(name, known, n=5)
         hint = f" Did you mean one of {close}?" if close else ""
         raise ConfigurationError(

@@ -1,0 +1,147 @@
+import pytest
+import torch
+import torchvision.transforms.v2 as T
+
+from selfsup.augment import CleanView, MultiView, ViewRecipe, ops
+from selfsup.errors import ConfigurationError
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_views_have_recipe_shapes_dtype_layout_and_range() -> None:
+    pipeline = MultiView([ViewRecipe(num_views=2, size=32), ViewRecipe(num_views=3, size=16)], MEAN, STD)
+    images = torch.randint(0, 256, (10, 3, 40, 30), dtype=torch.uint8)
+    views = pipeline(images, generator())
+    assert [tuple(v.shape) for v in views] == [(10, 3, 32, 32)] * 2 + [(10, 3, 16, 16)] * 3
+    for view in views:
+        assert view.dtype == torch.float32
+        assert view.is_contiguous(memory_format=torch.channels_last)
+        unit = view * 0.25 + 0.5  # undo normalisation
+        assert unit.min() >= -1e-5 and unit.max() <= 1 + 1e-5
+
+
+def test_grayscale_source_becomes_three_identical_channels_without_colour_jitter() -> None:
+    recipe = ViewRecipe(jitter_prob=0.0, grayscale_prob=0.0)
+    (view, _) = MultiView([recipe], MEAN, STD)(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), generator())
+    assert view.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(view[:, 0], view[:, 1])
+    torch.testing.assert_close(view[:, 1], view[:, 2])
+
+
+def test_same_seed_same_views_and_different_seed_different_views() -> None:
+    pipeline = MultiView([ViewRecipe()], MEAN, STD)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    first, second, other = (
+        pipeline(images, generator(1)),
+        pipeline(images, generator(1)),
+        pipeline(images, generator(2)),
+    )
+    torch.testing.assert_close(first, second)
+    assert not torch.allclose(first[0], other[0])
+    assert not torch.allclose(first[0], first[1])  # the two views of one call differ
+
+
+def test_full_box_at_native_size_is_identity_and_flip_mirrors() -> None:
+    images = torch.rand(3, 3, 12, 12)
+    boxes = torch.tensor([[0.0, 0.0, 12.0, 12.0]]).repeat(3, 1)
+    out = ops.crop_flip_resize(images, boxes, torch.tensor([False, True, False]), 12)
+    torch.testing.assert_close(out[0], images[0])
+    torch.testing.assert_close(out[1], images[1].flip(-1))
+
+
+def test_crop_matches_torchvision_resized_crop_for_fixed_box() -> None:
+    """Upsampling a fixed box: bilinear grid_sample agrees with torchvision's resized_crop within a small error."""
+    image = torch.rand(1, 3, 20, 20)
+    box = torch.tensor([[4.0, 2.0, 10.0, 12.0]])  # x0, y0, w, h
+    ours = ops.crop_flip_resize(image, box, torch.tensor([False]), 24)
+    theirs = T.functional.resized_crop(image, top=2, left=4, height=12, width=10, size=[24, 24], antialias=False)
+    assert (ours - theirs).abs().mean() < 0.02
+
+
+def test_crop_box_distribution_matches_torchvision() -> None:
+    """Area fraction and log aspect ratio of the boxes follow RandomResizedCrop.get_params's distribution."""
+    n, height, width, scale, ratio = 4000, 28, 28, (0.08, 1.0), (3 / 4, 4 / 3)
+    boxes = ops.sample_crop_boxes(n, height, width, scale, ratio, generator(0), torch.device("cpu"))
+    x0, y0, w, h = boxes.unbind(1)
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= width).all() and (y0 + h <= height).all()
+    torch.manual_seed(0)
+    reference = torch.tensor(
+        [T.RandomResizedCrop.get_params(torch.empty(1, height, width), list(scale), list(ratio)) for _ in range(n)],
+        dtype=torch.float,
+    )  # (top, left, h, w)
+    ours_area, ref_area = (w * h) / (height * width), reference[:, 2] * reference[:, 3] / (height * width)
+    ours_log_ratio, ref_log_ratio = torch.log(w / h), torch.log(reference[:, 3] / reference[:, 2])
+    for ours, ref in ((ours_area, ref_area), (ours_log_ratio, ref_log_ratio)):
+        assert ours.mean().item() == pytest.approx(ref.mean().item(), abs=0.02)
+        assert ours.std().item() == pytest.approx(ref.std().item(), abs=0.02)
+        quantiles = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+        torch.testing.assert_close(ours.quantile(quantiles), ref.quantile(quantiles), atol=0.04, rtol=0)
+    assert (w >= 1).all() and (h >= 1).all()  # whole pixels, as torchvision (so tiny boxes may exceed `ratio`)
+
+
+def test_flip_and_grayscale_rates_match_probabilities() -> None:
+    n = 20000
+    flips = ops.bernoulli(0.5, n, generator(3), torch.device("cpu")).float().mean().item()
+    assert flips == pytest.approx(0.5, abs=0.015)
+    recipe = ViewRecipe(jitter_prob=0.0, grayscale_prob=0.2, size=4, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    colourful = torch.zeros(2000, 3, 4, 4, dtype=torch.uint8)
+    colourful[:, 0] = 255
+    (view,) = MultiView([ViewRecipe(**{**recipe.to_dict(), "num_views": 1})], MEAN, STD)(colourful, generator(4))
+    gray = (view[:, 0] - view[:, 2]).abs().amax(dim=(1, 2)) < 1e-5
+    assert gray.float().mean().item() == pytest.approx(0.2, abs=0.03)
+
+
+def test_jitter_factors_stay_within_ranges() -> None:
+    """With only brightness on, every output/input ratio lies in [1 - b, 1 + b] and roughly covers it."""
+    recipe = ViewRecipe(
+        num_views=1,
+        size=8,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_prob=0.0,
+        jitter_prob=1.0,
+        brightness=0.4,
+        contrast=0.0,
+        saturation=0.0,
+        hue=0.0,
+        grayscale_prob=0.0,
+    )
+    images = torch.full((3000, 3, 8, 8), 100, dtype=torch.uint8)
+    (view,) = MultiView([recipe], (0.0,) * 3, (1.0,) * 3)(images, generator(5))
+    factor = view[:, 0, 0, 0] / (100 / 255)
+    assert factor.min() >= 0.6 - 1e-4 and factor.max() <= 1.4 + 1e-4
+    assert factor.min() < 0.62 and factor.max() > 1.38
+    assert factor.mean().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_colour_ops_match_torchvision_for_fixed_factors() -> None:
+    images = torch.rand(2, 3, 9, 9)
+    factor = torch.tensor([0.7, 1.3])
+    for ours, theirs in (
+        (ops.adjust_brightness, T.functional.adjust_brightness),
+        (ops.adjust_contrast, T.functional.adjust_contrast),
+        (ops.adjust_saturation, T.functional.adjust_saturation),
+    ):
+        expected = torch.stack([theirs(images[i], factor[i].item()) for i in range(2)])
+        torch.testing.assert_close(ours(images, factor), expected, atol=2e-3, rtol=0)
+    shift = torch.tensor([0.1, -0.2])
+    expected = torch.stack([T.functional.adjust_hue(images[i], shift[i].item()) for i in range(2)])
+    torch.testing.assert_close(ops.adjust_hue(images, shift), expected, atol=1e-2, rtol=0)
+
+
+def test_clean_view_resizes_and_normalises_deterministically() -> None:
+    images = torch.full((2, 1, 28, 28), 128, dtype=torch.uint8)
+    out = CleanView(32, MEAN, STD)(images)
+    assert out.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(out, torch.full_like(out, (128 / 255 - 0.5) / 0.25))
+
+
+def test_invalid_recipe_names_the_field() -> None:
+    with pytest.raises(ConfigurationError, match="crop_scale"):
+        ViewRecipe(crop_scale=(0.5, 1.5))
+    with pytest.raises(ConfigurationError, match="valid keys"):
+        ViewRecipe.from_dict({"sise": 3})

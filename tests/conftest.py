@@ -1,0 +1,41 @@
+"""Shared test helpers: CPU only, small data, no network."""
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("WANDB_MODE", "offline")  # tests never sync to wandb, whatever the machine's setup
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(2)
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(),
+    reason="Debian package dataset-fashion-mnist not installed (make test installs it as root)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A tiny labelled image folder in ImageNet layout: train/ and val/, 2 classes of distinct colours."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("val", 8)):
+        for label, name in enumerate(("red", "blue")):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 80, (20, 24, 3), dtype=np.uint8)
+                pixels[..., 0 if label == 0 else 2] += 150
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return tmp_path

@@ -1,0 +1,176 @@
+"""train.py end to end: fit on tiny data, checkpoint, resume, offline wandb, and the bad-input messages."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selfsup.cli import main
+from tests.conftest import needs_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = ("train/loss", "val/knn_top1", "val/online_linear_top1", "perf/img_per_s")
+
+
+def train(*args: str, root: Path) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "train.py",
+        "fit",
+        "--config",
+        "configs/simclr.yaml",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--seed_everything",
+        "0",
+        *args,
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def tiny_folder_args(folder: Path) -> list[str]:
+    return [
+        "--data.dataset",
+        "image_folder",
+        "--data.root",
+        str(folder),
+        "--data.batch_size",
+        "8",
+        "--data.num_workers",
+        "0",
+        "--data.folder_image_size",
+        "16",
+        "--model.init_args.views",
+        '[{"size": 16}]',
+        "--model.init_args.warmup_epochs",
+        "1",
+        "--trainer.log_every_n_steps",
+        "2",
+    ]
+
+
+def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_path: Path, image_folder: Path) -> None:
+    runs = tmp_path / "runs"
+    train(*tiny_folder_args(image_folder), "--trainer.max_epochs", "1", root=runs)
+    first = runs / "simclr" / "version_0"
+    rows = read_metrics(first)
+    logged = {key for row in rows for key, value in row.items() if value}
+    assert set(METRICS) <= logged
+    assert 0.0 <= float(next(r["val/knn_top1"] for r in rows if r["val/knn_top1"])) <= 1.0
+    checkpoint = first / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+
+    wandb_files = list((first / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(wandb_files) == 1, "expected one offline wandb run next to the CSV log"
+    record = wandb_files[0].read_bytes()
+    for name in (*METRICS, "simclr", "image_folder", "pretrain"):
+        assert name.encode() in record, f"{name} missing from the offline wandb run"
+
+    train(*tiny_folder_args(image_folder), "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=runs)
+    resumed = read_metrics(runs / "simclr" / "version_1")
+    assert {row["epoch"] for row in resumed} == {"1"}, "resuming must continue at epoch 1, not restart"
+    assert min(int(row["step"]) for row in resumed) >= 6  # epoch 0 ran 48 / 8 = 6 steps
+
+
+@needs_fashion_mnist
+def test_fit_on_real_fashion_mnist_subset(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    options = "--data.max_samples 128 --data.batch_size 32 --trainer.max_epochs 1 --trainer.limit_val_batches 2"
+    options += " --trainer.log_every_n_steps 2 --model.init_args.small_image_stem false --wandb false"
+    train(*options.split(), root=runs)
+    run = runs / "simclr" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert any(row["val/knn_top1"] for row in read_metrics(run))
+    assert not (run / "wandb").exists()
+
+
+def test_print_config_shows_every_option(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs" / "simclr.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    for option in (
+        "class_path: selfsup.methods.SimCLR",
+        "temperature: 0.2",
+        "crop_scale:",
+        "dataset: fashion_mnist",
+        "max_epochs: 100",
+        "wandb: true",
+    ):
+        assert option in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.init_args.temprature", "0.3"], "temprature"),
+        (["--data.dataset", "imagenet"], "Unknown dataset 'imagenet'"),
+        (["--model.init_args.backbone", "resnet81"], "Unknown backbone 'resnet81'"),
+        (["--data.root", "/nonexistent/data"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_error_before_training(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs" / "simclr.yaml"),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                *args,
+            ]
+        )
+    assert exit_info.value.code not in (0, None)
+    assert message in str(exit_info.value.code) + capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing may be written before the error"
+
+
+def test_fit_with_two_ddp_processes_on_cpu(tmp_path: Path) -> None:
+    """The issue's launch line (--trainer.devices 2 --trainer.strategy ddp) on CPU with gloo, device-resident data."""
+    from tests.data.test_datasets import fake_fashion_mnist
+
+    fake_fashion_mnist(tmp_path / "fmnist", train=64, test=20)
+    runs = tmp_path / "runs"
+    train(
+        "--data.root",
+        str(tmp_path / "fmnist"),
+        "--data.batch_size",
+        "8",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--model.init_args.views",
+        '[{"size": 16}]',
+        "--model.init_args.warmup_epochs",
+        "0.5",
+        "--wandb",
+        "false",
+        root=runs,
+    )
+    rows = read_metrics(runs / "simclr" / "version_0")
+    steps = [int(row["step"]) for row in rows if row["train/loss"]]
+    assert max(steps) == 3  # 64 images / 2 ranks / batch 8 = 4 steps, each rank on its own shard
+    assert any(row["val/knn_top1"] for row in rows)
