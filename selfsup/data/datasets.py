@@ -147,16 +147,19 @@ def _torchvision_locator(folder_name: str, make: Callable[[str, bool], object]) 
     return locate
 
 
-def _cifar(cls: type) -> Callable[[Path], tuple[Split, Split]]:
+def _cifar_spec(cls: type, folder_name: str, num_classes: int, mean: tuple, std: tuple) -> DatasetSpec:
+    """CIFAR-10 and CIFAR-100 differ only in torchvision class, folder name, classes and statistics."""
+
     def read(directory: Path) -> tuple[Split, Split]:
         def split(train: bool) -> Split:
             data = cls(str(directory), train=train, download=False)
-            images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
+            images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
             return Split(images, torch.tensor(data.targets, dtype=torch.long))
 
         return split(True), split(False)
 
-    return read
+    locate = _torchvision_locator(folder_name, lambda root, download: cls(root, download=download))
+    return DatasetSpec(num_classes, mean, std, locate, read)
 
 
 def read_stl10(directory: Path) -> tuple[Split, Split]:
@@ -169,19 +172,11 @@ def read_stl10(directory: Path) -> tuple[Split, Split]:
 
 DATASETS: dict[str, DatasetSpec] = {
     "fashion_mnist": DatasetSpec(10, (0.2860,) * 3, (0.3530,) * 3, locate_fashion_mnist, read_fashion_mnist),
-    "cifar10": DatasetSpec(
-        10,
-        (0.4914, 0.4822, 0.4465),
-        (0.2470, 0.2435, 0.2616),
-        _torchvision_locator("cifar-10-batches-py", lambda r, d: torchvision.datasets.CIFAR10(r, download=d)),
-        _cifar(torchvision.datasets.CIFAR10),
+    "cifar10": _cifar_spec(
+        torchvision.datasets.CIFAR10, "cifar-10-batches-py", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     ),
-    "cifar100": DatasetSpec(
-        100,
-        (0.5071, 0.4865, 0.4409),
-        (0.2673, 0.2564, 0.2762),
-        _torchvision_locator("cifar-100-python", lambda r, d: torchvision.datasets.CIFAR100(r, download=d)),
-        _cifar(torchvision.datasets.CIFAR100),
+    "cifar100": _cifar_spec(
+        torchvision.datasets.CIFAR100, "cifar-100-python", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     ),
     "stl10": DatasetSpec(
         10,
