@@ -1,6 +1,22 @@
 """GPU augmentation: view recipes as data, batched ops, and the multi-view pipeline every method shares."""
 
 from selfsup.augment.multiview import CleanView, MultiView
-from selfsup.augment.recipe import ViewRecipe
+from selfsup.augment.recipe import (
+    RECIPES,
+    ViewRecipe,
+    byol_views,
+    mocov2_views,
+    multicrop_views,
+    simclr_views,
+)
 
-__all__ = ["CleanView", "MultiView", "ViewRecipe"]
+__all__ = [
+    "RECIPES",
+    "CleanView",
+    "MultiView",
+    "ViewRecipe",
+    "byol_views",
+    "mocov2_views",
+    "multicrop_views",
+    "simclr_views",
+]

@@ -47,8 +47,9 @@ class _Normalize(nn.Module):
 class MultiView(nn.Module):
     """Augmented views of a batch, one group of views per recipe, in recipe order.
 
-    Each view draws its own crop, flip, jitter and grayscale parameters for every sample. Colour jitter is
-    applied in a fixed order (brightness, contrast, saturation, hue), unlike torchvision's random order.
+    Each view draws its own parameters for every sample: crop + flip (one `grid_sample`), colour jitter and
+    grayscale (one affine colour map, in the fixed order brightness, contrast, saturation, hue, where
+    torchvision draws a random order), then blur and solarization where the recipe asks for them.
     Output: float32 views, normalised with the dataset's mean and std, in channels_last layout.
     """
 
@@ -80,13 +81,15 @@ class MultiView(nn.Module):
             drawn = ops.uniform(1 - spread, 1 + spread, n, generator, device)
             return torch.where(jitter, drawn, torch.ones_like(drawn))
 
-        views = ops.adjust_brightness(views, factor(recipe.brightness))
-        views = ops.adjust_contrast(views, factor(recipe.contrast))
-        views = ops.adjust_saturation(views, factor(recipe.saturation))
-        if recipe.hue > 0:
-            shift = ops.uniform(-recipe.hue, recipe.hue, n, generator, device)
-            views = ops.adjust_hue(views, torch.where(jitter, shift, torch.zeros_like(shift)))
-        views = ops.to_grayscale(views, ops.bernoulli(recipe.grayscale_prob, n, generator, device))
+        brightness, contrast, saturation = factor(recipe.brightness), factor(recipe.contrast), factor(recipe.saturation)
+        hue = torch.where(jitter, ops.uniform(-recipe.hue, recipe.hue, n, generator, device), 0.0)
+        grayscale = ops.bernoulli(recipe.grayscale_prob, n, generator, device)
+        views = ops.jitter_colours(views, brightness, contrast, saturation, hue, grayscale)
+        if recipe.blur_prob > 0:
+            sigma = ops.uniform(*recipe.blur_sigma, n, generator, device)
+            views = ops.gaussian_blur(views, sigma, ops.bernoulli(recipe.blur_prob, n, generator, device))
+        if recipe.solarize_prob > 0:
+            views = ops.solarize(views, ops.bernoulli(recipe.solarize_prob, n, generator, device))
         return self.normalize(views)
 
 

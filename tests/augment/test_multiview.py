@@ -1,11 +1,15 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision.transforms.v2 as T
+import yaml
 
-from selfsup.augment import CleanView, MultiView, ViewRecipe, ops
+from selfsup.augment import RECIPES, CleanView, MultiView, ViewRecipe, byol_views, multicrop_views, ops
 from selfsup.errors import ConfigurationError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -118,19 +122,113 @@ def test_jitter_factors_stay_within_ranges() -> None:
     assert factor.mean().item() == pytest.approx(1.0, abs=0.02)
 
 
-def test_colour_ops_match_torchvision_for_fixed_factors() -> None:
+def identity(n: int) -> dict[str, torch.Tensor]:
+    return dict(
+        brightness=torch.ones(n),
+        contrast=torch.ones(n),
+        saturation=torch.ones(n),
+        hue=torch.zeros(n),
+        grayscale=torch.zeros(n, dtype=torch.bool),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [
+        ("brightness", T.functional.adjust_brightness),
+        ("contrast", T.functional.adjust_contrast),
+        ("saturation", T.functional.adjust_saturation),
+    ],
+)
+def test_each_colour_op_matches_torchvision_for_fixed_factors(name: str, reference) -> None:
+    images, factor = torch.rand(2, 3, 9, 9), torch.tensor([0.7, 1.3])
+    ours = ops.jitter_colours(images, **{**identity(2), name: factor})
+    expected = torch.stack([reference(images[i], factor[i].item()) for i in range(2)])
+    torch.testing.assert_close(ours, expected, atol=2e-3, rtol=0)
+
+
+def test_grayscale_matches_torchvision_and_identity_parameters_change_nothing() -> None:
     images = torch.rand(2, 3, 9, 9)
-    factor = torch.tensor([0.7, 1.3])
-    for ours, theirs in (
-        (ops.adjust_brightness, T.functional.adjust_brightness),
-        (ops.adjust_contrast, T.functional.adjust_contrast),
-        (ops.adjust_saturation, T.functional.adjust_saturation),
-    ):
-        expected = torch.stack([theirs(images[i], factor[i].item()) for i in range(2)])
-        torch.testing.assert_close(ours(images, factor), expected, atol=2e-3, rtol=0)
-    shift = torch.tensor([0.1, -0.2])
-    expected = torch.stack([T.functional.adjust_hue(images[i], shift[i].item()) for i in range(2)])
-    torch.testing.assert_close(ops.adjust_hue(images, shift), expected, atol=1e-2, rtol=0)
+    torch.testing.assert_close(ops.jitter_colours(images, **identity(2)), images)
+    gray = ops.jitter_colours(images, **{**identity(2), "grayscale": torch.tensor([True, False])})
+    torch.testing.assert_close(gray[0], T.functional.rgb_to_grayscale(images[0], 3), atol=2e-3, rtol=0)
+    torch.testing.assert_close(gray[1], images[1])
+
+
+def test_fused_chain_matches_torchvision_sequence_away_from_clipping() -> None:
+    """Brightness -> contrast -> saturation applied by torchvision one op at a time equals the fused map when no
+    intermediate value leaves [0, 1] (torchvision clamps after each op, the fused map once at the end)."""
+    images = 0.3 + 0.4 * torch.rand(2, 3, 9, 9)
+    b, c, s = torch.tensor([0.9, 1.1]), torch.tensor([1.2, 0.8]), torch.tensor([0.6, 1.3])
+    ours = ops.jitter_colours(images, b, c, s, torch.zeros(2), torch.zeros(2, dtype=torch.bool))
+    for i in range(2):
+        expected = T.functional.adjust_brightness(images[i], b[i].item())
+        expected = T.functional.adjust_contrast(expected, c[i].item())
+        expected = T.functional.adjust_saturation(expected, s[i].item())
+        torch.testing.assert_close(ours[i], expected, atol=2e-3, rtol=0)
+
+
+def test_hue_rotation_approximates_torchvision_hue_and_keeps_gray() -> None:
+    torch.manual_seed(0)
+    images = 0.2 + 0.6 * torch.rand(2, 3, 16, 16)
+    shift = torch.tensor([0.05, -0.1])
+    ours = ops.jitter_colours(images, **{**identity(2), "hue": shift})
+    for i, tolerance in ((0, 0.04), (1, 0.07)):
+        expected = T.functional.adjust_hue(images[i], shift[i].item())
+        assert (ours[i] - expected).abs().mean() < tolerance
+    gray = torch.full((1, 3, 4, 4), 0.4)
+    torch.testing.assert_close(ops.jitter_colours(gray, **{**identity(1), "hue": torch.tensor([0.3])}), gray)
+
+
+def test_blur_matches_torchvision_and_solarize_matches_torchvision() -> None:
+    images = torch.rand(3, 3, 32, 32)
+    blurred = ops.gaussian_blur(images, torch.tensor([0.5, 1.5, 1.5]), torch.tensor([True, True, False]))
+    kernel = ops.blur_kernel_size(32)
+    for i, sigma in ((0, 0.5), (1, 1.5)):
+        expected = T.functional.gaussian_blur(images[i], [kernel, kernel], [sigma, sigma])
+        torch.testing.assert_close(blurred[i], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(blurred[2], images[2])
+    solarized = ops.solarize(images, torch.tensor([True, False, True]))
+    torch.testing.assert_close(solarized[0], T.functional.solarize(images[0], 0.5))
+    torch.testing.assert_close(solarized[1], images[1])
+
+
+def test_blur_and_solarize_rates_follow_their_probabilities() -> None:
+    recipe = ViewRecipe(
+        num_views=1,
+        size=8,
+        jitter_prob=0.0,
+        grayscale_prob=0.0,
+        flip_prob=0.0,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        solarize_prob=0.2,
+    )
+    bright = torch.full((4000, 3, 8, 8), 230, dtype=torch.uint8)
+    (view,) = MultiView([recipe], (0.0,) * 3, (1.0,) * 3)(bright, generator(6))
+    solarized = view[:, 0, 0, 0] < 0.5
+    assert solarized.float().mean().item() == pytest.approx(0.2, abs=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_presets_produce_their_views(name: str) -> None:
+    recipes = RECIPES[name]()
+    views = MultiView(recipes, MEAN, STD)(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), generator())
+    assert [tuple(v.shape[-2:]) for v in views] == [(r.size, r.size) for r in recipes for _ in range(r.num_views)]
+
+
+def test_multicrop_and_byol_presets_follow_the_papers() -> None:
+    global_crops, local_crops = multicrop_views(224, 96, 6)
+    assert (global_crops.num_views, global_crops.size, local_crops.num_views, local_crops.size) == (2, 224, 6, 96)
+    first, second = byol_views(224)
+    assert (first.blur_prob, first.solarize_prob, second.blur_prob, second.solarize_prob) == (1.0, 0.0, 0.1, 0.2)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_view_config_files_equal_the_presets(name: str) -> None:
+    config = yaml.safe_load((REPO / "configs" / "views" / f"{name}.yaml").read_text())
+    recipes = tuple(ViewRecipe.from_dict(v) for v in config["model"]["init_args"]["views"])
+    assert recipes == RECIPES[name]()
 
 
 def test_clean_view_resizes_and_normalises_deterministically() -> None:
