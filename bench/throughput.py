@@ -28,10 +28,8 @@ from selfsup.data import SelfSupDataModule  # noqa: E402
 from selfsup.methods import SimCLR  # noqa: E402
 from selfsup.optim import LARS  # noqa: E402
 
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import images_per_second, synchronize  # noqa: E402
 
 
 def build(args: argparse.Namespace, data: SelfSupDataModule) -> SimCLR:
@@ -60,28 +58,16 @@ def model_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.
         (loss + probe_loss).backward()
         optimizer.step()
 
-    for _ in range(args.warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    synchronize(device)
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return images_per_second(step, args.batch_size, args.steps, args.warmup, device)
 
 
 def augment_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> float:
     method = build(args, data).to(device)
     images = torch.randint(0, 256, (args.batch_size, 1, 28, 28), dtype=torch.uint8, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
-    for _ in range(args.warmup):
-        method.multiview(images, generator)
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        method.multiview(images, generator)
-    synchronize(device)
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return images_per_second(
+        lambda: method.multiview(images, generator), args.batch_size, args.steps, args.warmup, device
+    )
 
 
 class _StepTimer(pl.Callback):
