@@ -1,6 +1,6 @@
 """GPU augmentation: view recipes as data, batched ops, and the multi-view pipeline every method shares."""
 
-from selfsup.augment.multiview import CleanView, MultiView
+from selfsup.augment.multiview import CleanView, MultiView, view_seed
 from selfsup.augment.recipe import (
     RECIPES,
     ViewRecipe,
@@ -19,4 +19,5 @@ __all__ = [
     "mocov2_views",
     "multicrop_views",
     "simclr_views",
+    "view_seed",
 ]

@@ -7,12 +7,20 @@ reproducible and independent across DDP ranks.
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.augment import ops
 from selfsup.augment.recipe import ViewRecipe
+
+
+def view_seed(base_seed: int, rank: int, epoch: int) -> int:
+    """The augmentation seed of one rank in one epoch: distinct across ranks (each sees other randomness) and
+    epochs, and a pure function of its inputs, so a run resumed at an epoch boundary draws the same views."""
+    state = np.random.SeedSequence([base_seed, rank, epoch]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))  # torch seeds are 63-bit
 
 
 def to_unit_float(images: Tensor) -> Tensor:

@@ -13,7 +13,6 @@ import time
 from functools import partial
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from selfsup.augment import CleanView, MultiView, ViewRecipe
+from selfsup.augment import CleanView, MultiView, ViewRecipe, view_seed
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from selfsup.distributed import gather
 from selfsup.evaluation import knn_predict
@@ -98,11 +97,8 @@ class Method(pl.LightningModule):
     # -- data to views ------------------------------------------------------------------------------------
 
     def on_train_epoch_start(self) -> None:
-        # A generator per rank and epoch: views differ across ranks, and resuming at an epoch boundary
-        # reproduces the augmentations of an uninterrupted run.
-        seed = np.random.SeedSequence([torch.initial_seed(), self.global_rank, self.current_epoch])
         self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(int(seed.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+        self._generator.manual_seed(view_seed(torch.initial_seed(), self.global_rank, self.current_epoch))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Any, Tensor]:
         images, labels = batch

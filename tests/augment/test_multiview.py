@@ -5,7 +5,7 @@ import torch
 import torchvision.transforms.v2 as T
 import yaml
 
-from selfsup.augment import RECIPES, CleanView, MultiView, ViewRecipe, byol_views, multicrop_views, ops
+from selfsup.augment import RECIPES, CleanView, MultiView, ViewRecipe, byol_views, multicrop_views, ops, view_seed
 from selfsup.errors import ConfigurationError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -243,3 +243,13 @@ def test_invalid_recipe_names_the_field() -> None:
         ViewRecipe(crop_scale=(0.5, 1.5))
     with pytest.raises(ConfigurationError, match="valid keys"):
         ViewRecipe.from_dict({"sise": 3})
+
+
+def test_view_seeds_differ_across_ranks_and_epochs_and_repeat_on_resume() -> None:
+    seeds = {(rank, epoch): view_seed(0, rank, epoch) for rank in range(4) for epoch in range(4)}
+    assert len(set(seeds.values())) == 16
+    assert view_seed(0, 2, 3) == seeds[(2, 3)]
+    pipeline = MultiView([ViewRecipe()], MEAN, STD)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    rank0, rank1 = (pipeline(images, generator(view_seed(0, rank, 0))) for rank in (0, 1))
+    assert not torch.allclose(rank0[0], rank1[0])
