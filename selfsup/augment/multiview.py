@@ -6,6 +6,7 @@ reproducible and independent across DDP ranks.
 """
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,34 +40,90 @@ def to_rgb(images: Tensor) -> Tensor:
     return images
 
 
-class _Normalize(nn.Module):
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean and std need one value per RGB channel, got mean={mean}, std={std}")
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """(images - mean) / std per channel, returned in channels_last layout for the backbone."""
+    return ((images - mean) / std).contiguous(memory_format=torch.channels_last)
 
-    def forward(self, images: Tensor) -> Tensor:
-        normalized = (images - self.mean) / self.std
-        return normalized.contiguous(memory_format=torch.channels_last)
+
+def _channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need one value per RGB channel, got mean={mean}, std={std}")
+    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+class ViewParams(NamedTuple):
+    """Every random parameter of one view, one entry per sample; identity values where an op is not drawn."""
+
+    boxes: Tensor  # (N, 4) crop box x0, y0, w, h in source pixels
+    flip: Tensor  # (N,) bool
+    brightness: Tensor  # (N,) factors, 1 = unchanged
+    contrast: Tensor
+    saturation: Tensor
+    hue: Tensor  # (N,) shift in turns, 0 = unchanged
+    grayscale: Tensor  # (N,) bool
+    blur_sigma: Tensor  # (N,) pixels
+    blur: Tensor  # (N,) bool
+    solarize: Tensor  # (N,) bool
+
+
+def sample_view_params(
+    recipe: ViewRecipe, n: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+) -> ViewParams:
+    """Draw one view's parameters for n samples from `recipe`, as tensors on `device`."""
+    boxes = ops.sample_crop_boxes(n, height, width, recipe.crop_scale, recipe.crop_ratio, generator, device)
+    flip = ops.bernoulli(recipe.flip_prob, n, generator, device)
+    jitter = ops.bernoulli(recipe.jitter_prob, n, generator, device)
+
+    def factor(spread: float) -> Tensor:
+        return torch.where(jitter, ops.uniform(1 - spread, 1 + spread, n, generator, device), 1.0)
+
+    brightness, contrast, saturation = factor(recipe.brightness), factor(recipe.contrast), factor(recipe.saturation)
+    hue = torch.where(jitter, ops.uniform(-recipe.hue, recipe.hue, n, generator, device), 0.0)
+    grayscale = ops.bernoulli(recipe.grayscale_prob, n, generator, device)
+    blur_sigma = ops.uniform(*recipe.blur_sigma, n, generator, device)
+    blur = ops.bernoulli(recipe.blur_prob, n, generator, device)
+    solarize = ops.bernoulli(recipe.solarize_prob, n, generator, device)
+    return ViewParams(boxes, flip, brightness, contrast, saturation, hue, grayscale, blur_sigma, blur, solarize)
+
+
+def render_view(
+    source: Tensor, params: ViewParams, size: int, blur: bool, solarize: bool, mean: Tensor, std: Tensor
+) -> Tensor:
+    """One view from a float source in [0, 1] and its drawn parameters: a pure function of tensors, so it can
+    be compiled into a few fused kernels. `blur` / `solarize` say whether the recipe uses those ops at all."""
+    views = to_rgb(ops.crop_flip_resize(source, params.boxes, params.flip, size))
+    views = ops.jitter_colours(
+        views, params.brightness, params.contrast, params.saturation, params.hue, params.grayscale
+    )
+    if blur:
+        views = ops.gaussian_blur(views, params.blur_sigma, params.blur)
+    if solarize:
+        views = ops.solarize(views, params.solarize)
+    return normalize(views, mean, std)
 
 
 class MultiView(nn.Module):
     """Augmented views of a batch, one group of views per recipe, in recipe order.
 
-    Each view draws its own parameters for every sample: crop + flip (one `grid_sample`), colour jitter and
-    grayscale (one affine colour map, in the fixed order brightness, contrast, saturation, hue, where
-    torchvision draws a random order), then blur and solarization where the recipe asks for them.
+    Each view draws its own parameters for every sample (`sample_view_params`), then `render_view` applies
+    them: crop + flip (one `grid_sample`), colour jitter and grayscale (one affine colour map, in the fixed
+    order brightness, contrast, saturation, hue, where torchvision draws a random order), then blur and
+    solarization where the recipe asks for them. With `compile=True` rendering runs under torch.compile, which
+    fuses it into a few kernels (worth it on a GPU; the first batch of each view size pays the compilation).
     Output: float32 views, normalised with the dataset's mean and std, in channels_last layout.
     """
 
-    def __init__(self, recipes: Sequence[ViewRecipe], mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, recipes: Sequence[ViewRecipe], mean: Sequence[float], std: Sequence[float], compile: bool = False
+    ) -> None:
         super().__init__()
         if not recipes:
             raise ValueError("MultiView needs at least one view recipe")
         self.recipes = tuple(recipes)
-        self.normalize = _Normalize(mean, std)
+        mean_tensor, std_tensor = _channel_stats(mean, std)
+        self.register_buffer("mean", mean_tensor, persistent=False)
+        self.register_buffer("std", std_tensor, persistent=False)
+        self._render = torch.compile(render_view, dynamic=False) if compile else render_view
 
     @property
     def num_views(self) -> int:
@@ -74,31 +131,14 @@ class MultiView(nn.Module):
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         source = to_unit_float(images)
-        return [self.augment(source, recipe, generator) for recipe in self.recipes for _ in range(recipe.num_views)]
-
-    def augment(self, images: Tensor, recipe: ViewRecipe, generator: torch.Generator | None) -> Tensor:
-        n, _, height, width = images.shape
-        device = images.device
-        boxes = ops.sample_crop_boxes(n, height, width, recipe.crop_scale, recipe.crop_ratio, generator, device)
-        flip = ops.bernoulli(recipe.flip_prob, n, generator, device)
-        views = to_rgb(ops.crop_flip_resize(images, boxes, flip, recipe.size))
-
-        jitter = ops.bernoulli(recipe.jitter_prob, n, generator, device)
-
-        def factor(spread: float) -> Tensor:
-            drawn = ops.uniform(1 - spread, 1 + spread, n, generator, device)
-            return torch.where(jitter, drawn, torch.ones_like(drawn))
-
-        brightness, contrast, saturation = factor(recipe.brightness), factor(recipe.contrast), factor(recipe.saturation)
-        hue = torch.where(jitter, ops.uniform(-recipe.hue, recipe.hue, n, generator, device), 0.0)
-        grayscale = ops.bernoulli(recipe.grayscale_prob, n, generator, device)
-        views = ops.jitter_colours(views, brightness, contrast, saturation, hue, grayscale)
-        if recipe.blur_prob > 0:
-            sigma = ops.uniform(*recipe.blur_sigma, n, generator, device)
-            views = ops.gaussian_blur(views, sigma, ops.bernoulli(recipe.blur_prob, n, generator, device))
-        if recipe.solarize_prob > 0:
-            views = ops.solarize(views, ops.bernoulli(recipe.solarize_prob, n, generator, device))
-        return self.normalize(views)
+        n, _, height, width = source.shape
+        views = []
+        for recipe in self.recipes:
+            blur, solarize = recipe.blur_prob > 0, recipe.solarize_prob > 0
+            for _ in range(recipe.num_views):
+                params = sample_view_params(recipe, n, height, width, generator, source.device)
+                views.append(self._render(source, params, recipe.size, blur, solarize, self.mean, self.std))
+        return views
 
 
 class CleanView(nn.Module):
@@ -107,10 +147,12 @@ class CleanView(nn.Module):
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.size = size
-        self.normalize = _Normalize(mean, std)
+        mean_tensor, std_tensor = _channel_stats(mean, std)
+        self.register_buffer("mean", mean_tensor, persistent=False)
+        self.register_buffer("std", std_tensor, persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
         images = to_unit_float(images)
         if images.shape[-2:] != (self.size, self.size):
             images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True)
-        return self.normalize(to_rgb(images))
+        return normalize(to_rgb(images), self.mean, self.std)

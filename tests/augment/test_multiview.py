@@ -253,3 +253,13 @@ def test_view_seeds_differ_across_ranks_and_epochs_and_repeat_on_resume() -> Non
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     rank0, rank1 = (pipeline(images, generator(view_seed(0, rank, 0))) for rank in (0, 1))
     assert not torch.allclose(rank0[0], rank1[0])
+
+
+def test_compiled_rendering_equals_eager() -> None:
+    """torch.compile fuses rendering but must not change it (BYOL's recipe: blur and solarize included)."""
+    images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    eager = MultiView(byol_views(32), MEAN, STD)(images, generator(1))
+    compiled = MultiView(byol_views(32), MEAN, STD, compile=True)(images, generator(1))
+    for ours, reference in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(ours, reference, atol=1e-4, rtol=0)
+        assert ours.is_contiguous(memory_format=torch.channels_last)
