@@ -36,6 +36,7 @@ def build(args: argparse.Namespace, data: SelfSupDataModule) -> SimCLR:
     return SimCLR(
         backbone=args.backbone,
         compile_backbone=args.compile,
+        compile_augment=args.compile_augment,
         num_classes=data.num_classes,
         image_mean=data.mean,
         image_std=data.std,
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20 if cuda else 1, help="untimed steps first")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    parser.add_argument("--compile-augment", action="store_true", help="torch.compile the view rendering")
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the usual search)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
@@ -137,6 +139,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "precision": "bf16-mixed" if cuda else "32-true",
         "compile": args.compile,
+        "compile_augment": args.compile_augment,
         "model_only_img_per_s": round(ceiling, 1),
         "end_to_end_img_per_s": round(real, 1),
         "end_to_end_over_model_only": round(real / ceiling, 3),
