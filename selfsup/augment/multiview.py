@@ -142,7 +142,7 @@ class MultiView(nn.Module):
 
 
 class CleanView(nn.Module):
-    """The evaluation transform: resize to `size` (antialiased) and normalise; no randomness."""
+    """The evaluation transform: centre square crop, resize to `size` (antialiased), normalise; no randomness."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -153,6 +153,11 @@ class CleanView(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         images = to_unit_float(images)
+        height, width = images.shape[-2:]
+        if height != width:  # centre square, so non-square sources are cropped rather than squashed
+            side = min(height, width)
+            top, left = (height - side) // 2, (width - side) // 2
+            images = images[..., top : top + side, left : left + side]
         if images.shape[-2:] != (self.size, self.size):
             images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True)
         return normalize(to_rgb(images), self.mean, self.std)

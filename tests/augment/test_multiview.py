@@ -238,6 +238,21 @@ def test_clean_view_resizes_and_normalises_deterministically() -> None:
     torch.testing.assert_close(out, torch.full_like(out, (128 / 255 - 0.5) / 0.25))
 
 
+def test_clean_view_centre_crops_non_square_sources() -> None:
+    images = torch.zeros(1, 3, 8, 12, dtype=torch.uint8)
+    images[..., 2:10] = 255  # the centre 8x8 square is white, the side bands black
+    out = CleanView(8, (0.0,) * 3, (1.0,) * 3)(images)
+    torch.testing.assert_close(out, torch.ones(1, 3, 8, 8))
+
+
+def test_float_input_in_unit_range_gives_the_same_views_as_uint8() -> None:
+    images = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
+    pipeline = MultiView([ViewRecipe()], MEAN, STD)
+    from_uint8, from_float = pipeline(images, generator(2)), pipeline(images.float() / 255, generator(2))
+    for a, b in zip(from_uint8, from_float, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_invalid_recipe_names_the_field() -> None:
     with pytest.raises(ConfigurationError, match="crop_scale"):
         ViewRecipe(crop_scale=(0.5, 1.5))
