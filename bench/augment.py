@@ -9,10 +9,7 @@ and for the naive chain, with the ratios, as JSON. On a CPU-only machine it runs
 """
 
 import argparse
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import kornia.augmentation as K
@@ -22,7 +19,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import images_per_second  # noqa: E402
+from common import emit, environment, images_per_second  # noqa: E402
 
 from selfsup.augment import MultiView, ViewRecipe  # noqa: E402
 
@@ -81,16 +78,9 @@ def main() -> None:
         "benchmark": "augment",
         "recipe": "SimCLR: crop (0.08, 1), flip, jitter (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, normalise",
         "results": [measure(size, source, batch, args.steps, args.warmup, device) for size, source, batch in settings],
-        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python " + " ".join(["bench/augment.py", *sys.argv[1:]]),
+        **environment(device),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

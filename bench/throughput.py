@@ -12,9 +12,6 @@ and prints them with end_to_end / model_only as JSON. On a CPU-only machine it r
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +26,7 @@ from selfsup.methods import SimCLR  # noqa: E402
 from selfsup.optim import LARS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import images_per_second, synchronize  # noqa: E402
+from common import emit, environment, images_per_second, synchronize  # noqa: E402
 
 
 def build(args: argparse.Namespace, data: SelfSupDataModule) -> SimCLR:
@@ -144,17 +141,10 @@ def main() -> None:
         "end_to_end_img_per_s": round(real, 1),
         "end_to_end_over_model_only": round(real / ceiling, 3),
         "augment_only_img_per_s": round(augment_only(args, data, device), 1),
-        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__,
         "pytorch_lightning": pl.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+        **environment(device),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
