@@ -45,10 +45,12 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return ((images - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
-def _channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+def _register_normalization(module: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Give `module` per-channel `mean` and `std` buffers, which follow it across devices."""
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"mean and std need one value per RGB channel, got mean={mean}, std={std}")
-    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    module.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+    module.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
 
 class ViewParams(NamedTuple):
@@ -120,9 +122,7 @@ class MultiView(nn.Module):
         if not recipes:
             raise ValueError("MultiView needs at least one view recipe")
         self.recipes = tuple(recipes)
-        mean_tensor, std_tensor = _channel_stats(mean, std)
-        self.register_buffer("mean", mean_tensor, persistent=False)
-        self.register_buffer("std", std_tensor, persistent=False)
+        _register_normalization(self, mean, std)
         self._render = torch.compile(render_view, dynamic=False) if compile else render_view
 
     @property
@@ -147,9 +147,7 @@ class CleanView(nn.Module):
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.size = size
-        mean_tensor, std_tensor = _channel_stats(mean, std)
-        self.register_buffer("mean", mean_tensor, persistent=False)
-        self.register_buffer("std", std_tensor, persistent=False)
+        _register_normalization(self, mean, std)
 
     def forward(self, images: Tensor) -> Tensor:
         images = to_unit_float(images)
