@@ -1,0 +1,41 @@
+"""A FIFO queue of embeddings shared by all ranks: MoCo's negatives, NNCLR's support set, SwAV's feature queue.
+
+The keys live in registered buffers, so they are saved in and restored from checkpoints, and, being the
+same on every rank, they load unchanged when training resumes on a different number of GPUs. `enqueue`
+gathers the keys of every rank before writing, which keeps all ranks' queues identical. Writes wrap around,
+so the queue size need not be a multiple of the global batch.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.distributed import gather
+
+
+class EmbeddingQueue(nn.Module):
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"queue size must be positive, got {size}")
+        # Random unit vectors until real keys arrive, as MoCo does; a fixed seed keeps ranks identical.
+        initial = F.normalize(torch.randn(size, dim, generator=torch.Generator().manual_seed(0)), dim=1)
+        self.register_buffer("keys", initial)
+        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))  # diagnostics only
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # next slot to write
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[0]
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor, labels: Tensor | None = None) -> None:
+        """Append the keys (N, D) of every rank, in rank order, overwriting the oldest entries."""
+        if labels is None:
+            labels = torch.full((keys.shape[0],), -1, dtype=torch.long, device=keys.device)
+        keys, labels = gather(keys.detach().to(self.keys.dtype)), gather(labels)
+        keys, labels = keys[-self.size :], labels[-self.size :]  # a batch larger than the queue keeps its newest
+        slots = (self.pointer + torch.arange(keys.shape[0], device=keys.device)) % self.size
+        self.keys[slots] = keys
+        self.labels[slots] = labels
+        self.pointer.copy_((self.pointer + keys.shape[0]) % self.size)

@@ -1,0 +1,63 @@
+import torch
+import torch.nn.functional as F
+
+from selfsup.methods import MoCoV2
+from selfsup.models.hard_negative_mixing import mix_hard_negatives
+
+
+def setup(b: int = 4, k: int = 12, d: int = 16):
+    torch.manual_seed(0)
+    return F.normalize(torch.randn(b, d), dim=1), F.normalize(torch.randn(k, d), dim=1)
+
+
+def test_shapes_unit_norm_and_no_gradient() -> None:
+    queries, negatives = setup()
+    queries.requires_grad_(True)
+    mixed = mix_hard_negatives(queries, negatives, num_hard=5, num_mixed=6, num_query_mixed=3)
+    assert mixed.negatives.shape == (4, 9, 16)
+    torch.testing.assert_close(mixed.negatives.norm(dim=2), torch.ones(4, 9))
+    assert not mixed.negatives.requires_grad  # no gradient into the mixing or the queue
+    assert 0.0 <= mixed.harder_fraction.item() <= 1.0
+
+
+def test_synthetic_negatives_lie_in_the_span_of_the_hard_negatives_and_query() -> None:
+    queries, negatives = setup()
+    num_hard = 3
+    mixed = mix_hard_negatives(queries, negatives, num_hard=num_hard, num_mixed=5, num_query_mixed=5)
+    hardest = (queries @ negatives.T).topk(num_hard, dim=1).indices
+    for i in range(queries.shape[0]):
+        pair_basis = negatives[hardest[i]].T  # (D, N)
+        query_basis = torch.cat([pair_basis, queries[i][:, None]], dim=1)
+        for j, basis in ((slice(0, 5), pair_basis), (slice(5, 10), query_basis)):
+            target = mixed.negatives[i, j].T
+            coefficients = torch.linalg.lstsq(basis, target).solution
+            torch.testing.assert_close(basis @ coefficients, target, atol=1e-5, rtol=0)
+
+
+def test_query_share_of_query_mixtures_is_below_one_half() -> None:
+    """With the query orthogonal to orthonormal negatives, coefficients are read off directly: beta < 0.5."""
+    eye = torch.eye(8)
+    queries, negatives = eye[:1], eye[1:]
+    mixed = mix_hard_negatives(queries, negatives, num_hard=4, num_mixed=0, num_query_mixed=500)
+    query_part = mixed.negatives[0, :, 0]
+    negative_part = mixed.negatives[0, :, 1:].abs().amax(dim=1)
+    assert (query_part < negative_part).all()  # beta / (1 - beta) < 1
+    assert (query_part > 0).all()
+
+
+def test_no_mixing_gives_plain_moco_logits() -> None:
+    options = dict(
+        backbone="test_resnet",
+        small_image_stem=False,
+        views=[{"num_views": 2, "size": 16}],
+        queue_size=32,
+        num_classes=3,
+    )
+    plain, with_empty_mixing = MoCoV2(**options), MoCoV2(**options, num_hard=8, num_mixed=0, num_query_mixed=0)
+    queries, keys = setup(4, 1, 128)[0], setup(4, 1, 128)[0].flip(0)
+    negatives = plain.queue.keys
+    torch.testing.assert_close(
+        plain._contrast(queries, keys, negatives), with_empty_mixing._contrast(queries, keys, negatives)
+    )
+    hard = MoCoV2(**options, num_hard=8, num_mixed=4, num_query_mixed=2)
+    assert hard._contrast(queries, keys, negatives) > plain._contrast(queries, keys, negatives)
