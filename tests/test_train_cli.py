@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from selfsup.cli import main
 from tests.conftest import needs_fashion_mnist
@@ -15,23 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 METRICS = ("train/loss", "val/knn_top1", "val/online_linear_top1", "perf/img_per_s")
 
 
-def train(*args: str, root: Path) -> subprocess.CompletedProcess:
+def train(*args: str, root: Path, method: str = "simclr") -> subprocess.CompletedProcess:
     command = [
-        sys.executable,
-        "train.py",
-        "fit",
-        "--config",
-        "configs/simclr.yaml",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--seed_everything",
-        "0",
-        *args,
-    ]
+        sys.executable, "train.py", "fit", "--config", f"configs/{method}.yaml",
+        "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(root),
+        "--trainer.enable_progress_bar", "false", "--seed_everything", "0", *args,
+    ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -143,7 +133,8 @@ def test_bad_input_is_one_clear_error_before_training(
     assert not any(tmp_path.iterdir()), "nothing may be written before the error"
 
 
-def test_fit_with_two_ddp_processes_on_cpu(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["simclr", "mochi"])
+def test_fit_with_two_ddp_processes_on_cpu(method: str, tmp_path: Path) -> None:
     """The issue's launch line (--trainer.devices 2 --trainer.strategy ddp) on CPU with gloo, device-resident data."""
     from tests.data.test_datasets import fake_fashion_mnist
 
@@ -168,9 +159,34 @@ def test_fit_with_two_ddp_processes_on_cpu(tmp_path: Path) -> None:
         "0.5",
         "--wandb",
         "false",
+        "--trainer.sync_batchnorm",
+        "false",  # SyncBatchNorm needs GPUs
         root=runs,
+        method=method,
     )
-    rows = read_metrics(runs / "simclr" / "version_0")
+    rows = read_metrics(runs / method / "version_0")
     steps = [int(row["step"]) for row in rows if row["train/loss"]]
     assert max(steps) == 3  # 64 images / 2 ranks / batch 8 = 4 steps, each rank on its own shard
     assert any(row["val/knn_top1"] for row in rows)
+
+
+@pytest.mark.parametrize("method", ["mocov2", "mochi", "byol"])
+def test_momentum_methods_fit_and_resume_with_queue_and_target_intact(
+    method: str, tmp_path: Path, image_folder: Path
+) -> None:
+    runs = tmp_path / "runs"
+    options = [*tiny_folder_args(image_folder), "--wandb", "false"]
+    train(*options, "--trainer.max_epochs", "1", root=runs, method=method)
+    checkpoint = runs / method / "version_0" / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    if method == "byol":
+        target, online = state["target_projector.0.weight"], state["projector.0.weight"]
+        assert not torch.equal(target, online)  # an EMA of the online weights, not a copy
+    else:
+        assert state["queue.pointer"].item() == 6 * 8 * 2  # 6 steps x batch 8 x 2 symmetric keys
+    train(*options, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=runs, method=method)
+    resumed = read_metrics(runs / method / "version_1")
+    assert {row["epoch"] for row in resumed} == {"1"}
+    if method != "byol":
+        final = torch.load(runs / method / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+        assert final["state_dict"]["queue.pointer"].item() == 12 * 8 * 2  # continued from the saved queue

@@ -1,8 +1,11 @@
 """LightningModules: the shared `Method` base and one short file per method, registered by name."""
 
-from selfsup.methods.base import Method
+from selfsup.methods.base import Method, MomentumMethod
+from selfsup.methods.byol import BYOL
+from selfsup.methods.mochi import MoCHi
+from selfsup.methods.mocov2 import MoCoV2
 from selfsup.methods.simclr import SimCLR
 
-METHODS: dict[str, type[Method]] = {"simclr": SimCLR}
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "mocov2": MoCoV2, "mochi": MoCHi, "byol": BYOL}
 
-__all__ = ["METHODS", "Method", "SimCLR"]
+__all__ = ["BYOL", "METHODS", "Method", "MoCHi", "MoCoV2", "MomentumMethod", "SimCLR"]

@@ -23,8 +23,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from selfsup.augment import CleanView, MultiView, ViewRecipe, view_seed
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from selfsup.distributed import gather
+from selfsup.errors import ConfigurationError
 from selfsup.evaluation import knn_predict
 from selfsup.models import build_backbone
+from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, warmup_cosine
 
 
@@ -93,8 +95,9 @@ class Method(pl.LightningModule):
 
     # -- what a method implements -------------------------------------------------------------------------
 
-    def ssl_loss(self, features: list[Tensor]) -> Tensor:
-        """The self-supervised loss from the backbone features (B, feature_dim) of each view, in view order."""
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
+        """The self-supervised loss from the backbone features (B, feature_dim) of each view, in view order;
+        the views themselves are there for methods that also run a momentum encoder on them."""
         raise NotImplementedError
 
     # -- data to views ------------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class Method(pl.LightningModule):
     def compute_losses(self, views: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
         """(self-supervised loss, online probe loss) of one batch of views; the whole step without logging."""
         features = self.embed(views)
-        return self.ssl_loss(features), self._probe_loss(features, labels)
+        return self.ssl_loss(features, views), self._probe_loss(features, labels)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, labels = batch
@@ -221,3 +224,36 @@ class Method(pl.LightningModule):
         schedule = partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class MomentumMethod(Method):
+    """A method with momentum (EMA) copies of some of its modules: MoCo's key encoder, BYOL's target.
+
+    Copies made with `momentum_copy` are updated after every training step with tau following BYOL's cosine
+    schedule from `tau_base` to `tau_final` (equal values hold it constant, as MoCo does); tau is logged as
+    `train/tau`. The copies are part of the state dict, so checkpoints keep them.
+    """
+
+    def __init__(self, tau_base: float = 0.99, tau_final: float = 1.0, **kwargs) -> None:
+        """
+        Args:
+            tau_base: momentum of the EMA copies at the start of training.
+            tau_final: momentum at the end of training (equal to tau_base: constant).
+        """
+        super().__init__(**kwargs)
+        if not 0 <= tau_base <= 1 or not 0 <= tau_final <= 1:
+            raise ConfigurationError(f"tau_base and tau_final must lie in [0, 1], got {tau_base} and {tau_final}")
+        self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def momentum_copy(self, module: nn.Module) -> nn.Module:
+        target = momentum_copy(module)
+        self._momentum_pairs.append((module, target))
+        return target
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        total = int(self.trainer.estimated_stepping_batches)
+        tau = cosine_momentum(self.global_step, total, self.hparams.tau_base, self.hparams.tau_final)
+        for online, target in self._momentum_pairs:
+            ema_update(target, online, tau)
+        self.log("train/tau", tau, batch_size=batch[1].shape[0])

@@ -1,0 +1,47 @@
+"""BYOL: an online network with a predictor regresses the target network's projection of another view;
+the target is a momentum copy of the online backbone and projector ("Bootstrap Your Own Latent",
+Grill et al., NeurIPS 2020)."""
+
+import torch
+from torch import Tensor
+
+from selfsup.augment import ViewRecipe, byol_views
+from selfsup.losses.byol import normalized_mse
+from selfsup.methods.base import MomentumMethod
+from selfsup.models import projection_mlp
+
+
+class BYOL(MomentumMethod):
+    def __init__(
+        self,
+        projector_hidden_dim: int = 4096,
+        projector_output_dim: int = 256,
+        predictor_hidden_dim: int = 4096,
+        views: tuple[ViewRecipe, ...] = byol_views(32),
+        base_lr: float = 1.0,
+        tau_base: float = 0.99,
+        tau_final: float = 1.0,
+        **kwargs,
+    ) -> None:
+        """
+        Args:
+            projector_hidden_dim: hidden width of the projection MLP.
+            projector_output_dim: dimension of projections and predictions.
+            predictor_hidden_dim: hidden width of the predictor MLP.
+            views: the augmentation recipe (BYOL's asymmetric pair by default).
+            base_lr: learning rate per 256 images (solo-learn's CIFAR setting for BYOL with LARS).
+            tau_base: target momentum at the start (BYOL: 0.99 at batch 4096, 0.996 in its paper's table).
+            tau_final: target momentum at the end (1.0: the cosine schedule of the paper).
+        """
+        super().__init__(views=views, base_lr=base_lr, tau_base=tau_base, tau_final=tau_final, **kwargs)
+        self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
+        self.predictor = projection_mlp(projector_output_dim, predictor_hidden_dim, projector_output_dim)
+        self.target_backbone = self.momentum_copy(self.backbone)
+        self.target_projector = self.momentum_copy(self.projector)
+
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
+        predictions = self.predictor(self.projector(torch.cat(features[:2]))).chunk(2)
+        with torch.no_grad():
+            targets = self.target_projector(self.target_backbone(torch.cat(views[:2]))).chunk(2)
+        # symmetric: each view's prediction regresses the other view's target (eq. 2 and its mirror)
+        return normalized_mse(predictions[0], targets[1]) + normalized_mse(predictions[1], targets[0])
