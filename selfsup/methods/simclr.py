@@ -17,6 +17,10 @@ class SimCLR(Method):
         decoupled: bool = False,
         projector_hidden_dim: int = 2048,
         projector_output_dim: int = 256,
+        num_hard: int = 0,
+        num_mixed: int = 0,
+        num_query_mixed: int = 0,
+        mixing_start_epoch: int = 0,
         **kwargs,
     ) -> None:
         """
@@ -25,6 +29,11 @@ class SimCLR(Method):
             decoupled: use the decoupled contrastive loss (DCL, Yeh et al. 2022): no positive in the denominator.
             projector_hidden_dim: width of the projection MLP's hidden layer.
             projector_output_dim: dimension of the embeddings the loss compares.
+            num_hard: MoCHi's N over in-batch negatives: the hardest negatives per anchor that mixing draws
+                from (0: no mixing). See "Hard Negative Mixing for Contrastive Learning" (Kalantidis et al. 2020).
+            num_mixed: MoCHi's s, synthetic negatives mixed from pairs of hard negatives.
+            num_query_mixed: MoCHi's s', synthetic negatives mixed from the anchor and a hard negative.
+            mixing_start_epoch: first epoch with mixing.
         """
         super().__init__(**kwargs)
         if self.multiview.num_views != 2:
@@ -33,8 +42,8 @@ class SimCLR(Method):
                 "Set one recipe with num_views: 2."
             )
         self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
-        self.criterion = InfoNCELoss(temperature, decoupled)
+        self.criterion = InfoNCELoss(temperature, decoupled, num_hard, num_mixed, num_query_mixed)
 
     def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
         z_a, z_b = self.projector(torch.cat(features)).chunk(2)  # (N, D) each; one BN over both views
-        return self.criterion(z_a, z_b)
+        return self.criterion(z_a, z_b, mix=self.current_epoch >= self.hparams.mixing_start_epoch)

@@ -29,16 +29,23 @@ def mix_hard_negatives(
     num_hard: int,
     num_mixed: int,
     num_query_mixed: int,
+    negative_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> MixedNegatives:
     """queries (B, D) and negatives (K, D), both unit-norm; returns the synthetic negatives of each query.
 
-    In the paper's notation (N, s, s') = (num_hard, num_mixed, num_query_mixed).
+    In the paper's notation (N, s, s') = (num_hard, num_mixed, num_query_mixed). `negative_mask` (B, K) marks
+    which candidates are negatives of each query: with in-batch negatives (SimCLR) a query's own embedding and
+    its positive are candidates but not negatives, and are never mixed.
     """
-    queries = queries.detach()
+    queries, negatives = queries.detach(), negatives.detach()
     b, device = queries.shape[0], queries.device
     similarity = queries @ negatives.T  # (B, K)
-    num_hard = min(num_hard, negatives.shape[0])
+    num_negatives = negatives.shape[0]
+    if negative_mask is not None:
+        similarity = similarity.masked_fill(~negative_mask, float("-inf"))
+        num_negatives = int(negative_mask.sum(dim=1).min())
+    num_hard = min(num_hard, num_negatives)
     hard_similarity, hard_index = similarity.topk(num_hard, dim=1)  # (B, N), hardest first
     hard = negatives[hard_index]  # (B, N, D)
 

@@ -85,3 +85,14 @@ def test_two_process_ddp_equals_single_process(decoupled: bool) -> None:
     assert sum(r[1] for r in results) / 2 == pytest.approx(loss.item(), rel=1e-5)
     torch.testing.assert_close(torch.tensor([row for r in results for row in r[2]]), z_a.grad)
     torch.testing.assert_close(torch.tensor([row for r in results for row in r[3]]), z_b.grad)
+
+
+def test_hard_negative_mixing_over_in_batch_negatives() -> None:
+    """SimCLR + MoCHi: with s = s' = 0 the loss is plain NT-Xent; with synthetic hard negatives it is higher."""
+    torch.manual_seed(0)
+    z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)
+    plain = InfoNCELoss(0.2)(z_a, z_b)
+    torch.testing.assert_close(InfoNCELoss(0.2, num_hard=4)(z_a, z_b), plain)
+    mixing = InfoNCELoss(0.2, num_hard=4, num_mixed=8, num_query_mixed=4)
+    assert mixing(z_a, z_b) > plain
+    torch.testing.assert_close(mixing(z_a, z_b, mix=False), plain)

@@ -38,3 +38,13 @@ def test_checkpoint_round_trip_with_weights_only(name: str, tmp_path: Path) -> N
     restored.load_state_dict(checkpoint["state_dict"])
     for key, value in method.state_dict().items():
         torch.testing.assert_close(restored.state_dict()[key], value)
+
+
+def test_simclr_with_hard_negative_mixing_trains() -> None:
+    torch.manual_seed(0)
+    method = METHODS["simclr"](**TINY, num_hard=8, num_mixed=8, num_query_mixed=4)
+    images, labels = torch.randint(0, 256, (16, 1, 20, 20), dtype=torch.uint8), torch.randint(0, 3, (16,))
+    views = [v.clone() for v in method.multiview(images, torch.Generator().manual_seed(0))]
+    loss, _ = method.compute_losses(views, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and method.projector[0].weight.grad is not None

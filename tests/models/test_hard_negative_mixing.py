@@ -61,3 +61,17 @@ def test_no_mixing_gives_plain_moco_logits() -> None:
     )
     hard = MoCoV2(**options, num_hard=8, num_mixed=4, num_query_mixed=2)
     assert hard._contrast(queries, keys, negatives) > plain._contrast(queries, keys, negatives)
+
+
+def test_masked_candidates_are_never_mixed() -> None:
+    """In-batch negatives: a query's own embedding (similarity 1) is a candidate but masked out."""
+    queries, negatives = setup(b=1, k=6)
+    candidates = torch.cat([queries, negatives])  # column 0 is the query itself
+    mask = torch.ones(1, 7, dtype=torch.bool)
+    mask[0, 0] = False
+    mixed = mix_hard_negatives(queries, candidates, num_hard=3, num_mixed=20, num_query_mixed=0, negative_mask=mask)
+    assert mixed.hardest_similarity < 0.99
+    hardest = (queries @ negatives.T).topk(3, dim=1).indices[0]
+    basis = negatives[hardest].T
+    target = mixed.negatives[0].T
+    torch.testing.assert_close(basis @ torch.linalg.lstsq(basis, target).solution, target, atol=1e-5, rtol=0)
