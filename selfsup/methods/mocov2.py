@@ -98,10 +98,10 @@ class MoCoV2(MomentumMethod):
         return info_nce(logits, positive, hp.decoupled)
 
     def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
-        queries = [F.normalize(self.projector(f).float(), dim=1) for f in features[:2]]
-        keys = [self._keys(views[1]), self._keys(views[0])]  # the key of the *other* view
         pairs = range(2 if self.hparams.symmetric else 1)
+        queries = [F.normalize(self.projector(features[i]).float(), dim=1) for i in pairs]
+        keys = [self._keys(views[1 - i]) for i in pairs]  # each query's positive: the key of the other view
         negatives = self.queue.keys.clone()  # autograd keeps it for backward, and enqueue writes in place
-        loss = torch.stack([self._contrast(queries[i], keys[i], negatives) for i in pairs]).mean()
-        self.queue.enqueue(torch.cat([keys[i] for i in pairs]))  # after the loss: a key is never its own negative
+        loss = torch.stack([self._contrast(q, k, negatives) for q, k in zip(queries, keys, strict=True)]).mean()
+        self.queue.enqueue(torch.cat(keys))  # after the loss: a key is never its own negative
         return loss
