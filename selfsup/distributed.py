@@ -43,3 +43,12 @@ def gather(x: Tensor) -> Tensor:
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def all_reduce(x: Tensor, op: str = "sum") -> Tensor:
+    """`x` reduced over every rank ("sum" or "max"), as a new tensor; the input is left untouched."""
+    x = x.clone()
+    if world_size() > 1:
+        dist.all_reduce(x, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return x

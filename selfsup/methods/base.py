@@ -95,9 +95,12 @@ class Method(pl.LightningModule):
 
     # -- what a method implements -------------------------------------------------------------------------
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
-        """The self-supervised loss from the backbone features (B, feature_dim) of each view, in view order;
-        the views themselves are there for methods that also run a momentum encoder on them."""
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
+        """The self-supervised loss from the backbone features (B, feature_dim) of each view, in view order.
+
+        The views are there for methods that also run a momentum encoder on them. The labels (-1 where
+        unknown) are for diagnostics only, such as NNCLR's neighbour accuracy; no loss may use them.
+        """
         raise NotImplementedError
 
     # -- data to views ------------------------------------------------------------------------------------
@@ -125,7 +128,7 @@ class Method(pl.LightningModule):
     def compute_losses(self, views: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
         """(self-supervised loss, online probe loss) of one batch of views; the whole step without logging."""
         features = self.embed(views)
-        return self.ssl_loss(features, views), self._probe_loss(features, labels)
+        return self.ssl_loss(features, views, labels), self._probe_loss(features, labels)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, labels = batch
@@ -136,7 +139,9 @@ class Method(pl.LightningModule):
         return loss + probe_loss
 
     def _probe_loss(self, features: list[Tensor], labels: Tensor) -> Tensor:
-        """Cross-entropy of the linear probe on detached features of every view; unlabelled (-1) samples skipped."""
+        """Cross-entropy of the linear probe on detached features of the first recipe's views (the global crops
+        under multi-crop, the size it is evaluated at); unlabelled (-1) samples skipped."""
+        features = features[: self.multiview.recipes[0].num_views]
         logits = self.probe(torch.cat(features).detach().float())
         targets = labels.repeat(len(features))
         return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum") / (targets >= 0).sum().clamp(min=1)

@@ -39,7 +39,7 @@ class BYOL(MomentumMethod):
         self.target_backbone = self.momentum_copy(self.backbone)
         self.target_projector = self.momentum_copy(self.projector)
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
         predictions = self.predictor(self.projector(torch.cat(features[:2]))).chunk(2)
         with torch.no_grad():
             targets = self.target_projector(self.target_backbone(torch.cat(views[:2]))).chunk(2)

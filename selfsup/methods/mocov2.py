@@ -97,11 +97,11 @@ class MoCoV2(MomentumMethod):
         positive = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
         return info_nce(logits, positive, hp.decoupled)
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
         pairs = range(2 if self.hparams.symmetric else 1)
         queries = [F.normalize(self.projector(features[i]).float(), dim=1) for i in pairs]
         keys = [self._keys(views[1 - i]) for i in pairs]  # each query's positive: the key of the other view
         negatives = self.queue.keys.clone()  # autograd keeps it for backward, and enqueue writes in place
         loss = torch.stack([self._contrast(q, k, negatives) for q, k in zip(queries, keys, strict=True)]).mean()
-        self.queue.enqueue(torch.cat(keys))  # after the loss: a key is never its own negative
+        self.queue.enqueue(torch.cat(keys), labels.repeat(len(keys)))  # after the loss: never its own negative
         return loss

@@ -44,6 +44,6 @@ class SimCLR(Method):
         self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
         self.criterion = InfoNCELoss(temperature, decoupled, num_hard, num_mixed, num_query_mixed)
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor]) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = self.projector(torch.cat(features)).chunk(2)  # (N, D) each; one BN over both views
         return self.criterion(z_a, z_b, mix=self.current_epoch >= self.hparams.mixing_start_epoch)

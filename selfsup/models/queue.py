@@ -3,7 +3,8 @@
 The keys live in registered buffers, so they are saved in and restored from checkpoints, and, being the
 same on every rank, they load unchanged when training resumes on a different number of GPUs. `enqueue`
 gathers the keys of every rank before writing, which keeps all ranks' queues identical. Writes wrap around,
-so the queue size need not be a multiple of the global batch.
+so the queue size need not be a multiple of the global batch. `filled` counts the slots written so far:
+MoCo uses the random initial keys as negatives from the start, while NNCLR and SwAV use written entries only.
 """
 
 import torch
@@ -23,10 +24,33 @@ class EmbeddingQueue(nn.Module):
         self.register_buffer("keys", initial)
         self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))  # diagnostics only
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # next slot to write
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # slots written, at most `size`
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Checkpoints written before `filled` existed come from MoCo runs, whose queues had wrapped around.
+        state_dict.setdefault(prefix + "filled", torch.tensor(self.size))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def size(self) -> int:
         return self.keys.shape[0]
+
+    @property
+    def is_full(self) -> bool:
+        return int(self.filled) == self.size
+
+    @torch.no_grad()
+    def nearest_neighbours(self, queries: Tensor) -> tuple[Tensor, Tensor]:
+        """The written entry nearest to each query (B, D) by cosine similarity: (keys (B, D), labels (B,)).
+
+        NNCLR's support-set lookup; no gradient flows through it. With nothing written yet, each query is its
+        own neighbour.
+        """
+        if int(self.filled) == 0:
+            return queries.detach().clone(), torch.full_like(queries[:, 0], -1, dtype=torch.long)
+        support = self.keys[: int(self.filled)]  # slots are written in order until the queue is full
+        index = (F.normalize(queries.detach().to(support.dtype), dim=1) @ support.T).argmax(dim=1)
+        return support[index], self.labels[index]
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, labels: Tensor | None = None) -> None:
@@ -39,3 +63,4 @@ class EmbeddingQueue(nn.Module):
         self.keys[slots] = keys
         self.labels[slots] = labels
         self.pointer.copy_((self.pointer + keys.shape[0]) % self.size)
+        self.filled.clamp_(max=self.size - keys.shape[0]).add_(keys.shape[0])
