@@ -82,3 +82,17 @@ class InfoNCELoss(nn.Module):
             synthetic = torch.einsum("bd,bsd->bs", anchors, mixed.negatives) / self.temperature  # (2N, s + s')
             logits = torch.cat([logits, synthetic], dim=1)
         return info_nce(logits, positive_column, self.decoupled)
+
+
+def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float) -> Tensor:
+    """InfoNCE of each local anchor (N, D) against the candidates (N, D) of every rank: the positive of anchor i
+    is candidate i (the other view of the same image), the negatives are the candidates of every other image.
+
+    NNCLR's loss ("With a Little Help from My Friends", Dwibedi et al., ICCV 2021, eq. 2), where the anchors are
+    nearest neighbours from the support set (no gradient) and the candidates are predictions; the candidates
+    are gathered with gradient, so the mean over ranks equals the loss of one process on the whole batch.
+    """
+    anchors = F.normalize(anchors.float(), dim=1)
+    candidates = gather_with_grad(F.normalize(candidates.float(), dim=1))  # (M, D), M = N * world size
+    positive = torch.arange(anchors.shape[0], device=anchors.device) + rank() * anchors.shape[0]
+    return info_nce(anchors @ candidates.T / temperature, positive)
