@@ -1,7 +1,7 @@
 """Compare methods on Fashion-MNIST: each trains through train.py at the same epochs, batch and seed, and the
 final kNN top-1, online linear top-1, median images/s and wall time are printed as JSON.
 
-    python bench/methods.py --methods simclr mocov2 mochi byol --epochs 15 --out bench/results/methods.json
+    python bench/methods.py --epochs 15 --out bench/results/methods.json    # every registered method
 
 Each method runs in its own process, exactly as a user would launch it. On a CPU-only machine it runs a small
 setting (512 images, 1 epoch, batch 64).
@@ -20,6 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, environment  # noqa: E402
+
+from selfsup.methods import METHODS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +56,7 @@ def run(method: str, args: argparse.Namespace, root: Path, small: bool) -> dict:
 def main() -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["simclr", "mocov2", "mochi", "byol"])
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
     parser.add_argument("--epochs", type=int, default=15 if cuda else 1)
     parser.add_argument("--warmup-epochs", type=float, default=2 if cuda else 0)
     parser.add_argument("--seed", type=int, default=0)

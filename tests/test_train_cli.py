@@ -190,3 +190,36 @@ def test_momentum_methods_fit_and_resume_with_queue_and_target_intact(
     if method != "byol":
         final = torch.load(runs / method / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
         assert final["state_dict"]["queue.pointer"].item() == 12 * 8 * 2  # continued from the saved queue
+
+
+@pytest.mark.parametrize("method", ["swav", "nnclr"])
+def test_clustering_and_neighbour_methods_fit_and_resume_with_queues_and_prototypes_intact(
+    method: str, tmp_path: Path, image_folder: Path
+) -> None:
+    runs = tmp_path / "runs"
+    options = [*tiny_folder_args(image_folder), "--wandb", "false"]
+    if method == "swav":  # multi-crop, and a queue that fills within the first epoch
+        options += [
+            "--model.init_args.views",
+            '[{"num_views": 2, "size": 16}, {"num_views": 2, "size": 8}]',
+            "--model.init_args.queue_size",
+            "32",
+            "--model.init_args.num_prototypes",
+            "10",
+        ]
+    queue = "queues.0" if method == "swav" else "support_set"
+    train(*options, "--trainer.max_epochs", "1", root=runs, method=method)
+    checkpoint = runs / method / "version_0" / "checkpoints" / "last.ckpt"
+    diagnostics = ["train/prototype_usage", "train/assignment_entropy"] if method == "swav" else ["train/nn_accuracy"]
+    assert all(any(row[name] for row in read_metrics(runs / method / "version_0")) for name in diagnostics)
+    first = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert first[f"{queue}.filled"].item() == (32 if method == "swav" else 6 * 8)  # 6 steps x batch 8
+    train(*options, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=runs, method=method)
+    assert {row["epoch"] for row in read_metrics(runs / method / "version_1")} == {"1"}
+    final = torch.load(runs / method / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert final[f"{queue}.pointer"].item() == 12 * 8 % final[f"{queue}.keys"].shape[0]  # continued, not restarted
+    if method == "swav":  # frozen in epoch 0, trained in epoch 1, on the unit sphere in both
+        assert not torch.equal(first["prototypes.weight"], final["prototypes.weight"])
+        torch.testing.assert_close(first["prototypes.weight"].norm(dim=1), torch.ones(10))
+    else:
+        assert (final["support_set.labels"][:96] >= 0).all()  # labels kept for the neighbour accuracy

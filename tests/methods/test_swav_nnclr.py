@@ -1,0 +1,109 @@
+"""SwAV and NNCLR as methods: prototype freezing, and a step on 2 gloo ranks equal to one process on the whole
+batch (loss, parameter gradients after DDP's averaging, queues). The networks run in eval mode so that batch
+norm uses the same statistics on every rank; in training, SyncBatchNorm gives the same guarantee on GPUs."""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from selfsup.methods import NNCLR, SwAV
+from tests.conftest import free_port
+
+SMALL = dict(backbone="test_resnet", small_image_stem=False, projector_hidden_dim=32, num_classes=3)
+METHOD_OPTIONS = {
+    "swav": dict(
+        **SMALL,
+        views=[{"num_views": 2, "size": 16}, {"num_views": 2, "size": 8}],
+        num_prototypes=6,
+        queue_size=12,
+    ),
+    "nnclr": dict(**SMALL, views=[{"num_views": 2, "size": 16}], predictor_hidden_dim=32, queue_size=20),
+}
+METHOD_CLASSES = {"swav": SwAV, "nnclr": NNCLR}
+
+
+def build(name: str) -> SwAV | NNCLR:
+    torch.manual_seed(0)
+    method = METHOD_CLASSES[name](**METHOD_OPTIONS[name]).eval()
+    queues = method.queues if name == "swav" else [method.support_set]
+    for queue in queues:  # an identical, full queue on every rank, as after some training
+        queue.enqueue(F.normalize(torch.randn(queue.size, queue.keys.shape[1]), dim=1), torch.arange(queue.size) % 3)
+    return method
+
+
+def batch(method: SwAV | NNCLR) -> tuple[list[torch.Tensor], torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (8, 1, 20, 20), dtype=torch.uint8, generator=generator)
+    return method.multiview(images, generator), torch.arange(8) % 3
+
+
+def step(method: SwAV | NNCLR, views: list[torch.Tensor], labels: torch.Tensor) -> tuple:
+    loss = method.ssl_loss(method.embed(views), views, labels)
+    loss.backward()
+    gradient = torch.cat([p.grad.flatten() for p in method.parameters() if p.grad is not None])
+    queues = method.queues if isinstance(method, SwAV) else [method.support_set]
+    return loss.item(), gradient, [q.keys.clone() for q in queues]
+
+
+def _worker(rank: int, name: str, port: int, results) -> None:
+    method = build(name)  # the queue fill happens before the process group exists: no gather
+    views, labels = batch(method)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    mine = slice(4 * rank, 4 * rank + 4)
+    loss, gradient, queues = step(method, [v[mine] for v in views], labels[mine])
+    results.put((rank, loss, gradient.tolist(), [q.tolist() for q in queues]))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["swav", "nnclr"])
+def test_two_ranks_equal_one_process_on_the_whole_batch(name: str) -> None:
+    single = build(name)
+    expected_loss, expected_gradient, expected_queues = step(single, *batch(single))
+    results = mp.get_context("spawn").SimpleQueue()
+    workers = mp.spawn(_worker, args=(name, free_port(), results), nprocs=2, join=False)
+    ranks = sorted(results.get() for _ in range(2))  # read before joining: a full pipe would block the workers
+    workers.join()
+    assert sum(r[1] for r in ranks) / 2 == pytest.approx(expected_loss, rel=1e-5)
+    averaged = (torch.tensor(ranks[0][2]) + torch.tensor(ranks[1][2])) / 2  # what DDP applies
+    torch.testing.assert_close(averaged, expected_gradient, rtol=1e-4, atol=1e-6)
+    for rank_queues in (ranks[0][3], ranks[1][3]):
+        for queue, expected in zip(rank_queues, expected_queues, strict=True):
+            torch.testing.assert_close(torch.tensor(queue), expected)
+
+
+def test_swav_queue_joins_sinkhorn_only_once_full() -> None:
+    method = SwAV(**METHOD_OPTIONS["swav"])
+    views, labels = batch(method)
+    features = method.embed(views)
+    method.ssl_loss(features, views, labels)  # 8 of 12 slots written: codes from the batch alone
+    assert method.queues[0].filled.item() == 8 and not method.queues[0].is_full
+    method.ssl_loss(features, views, labels)
+    assert method.queues[0].is_full and method.queues[1].is_full
+
+
+@pytest.mark.parametrize("freeze_steps, frozen", [(None, True), (5, True), (0, False)])
+def test_swav_prototypes_get_no_gradient_while_frozen(freeze_steps: int | None, frozen: bool) -> None:
+    method = SwAV(**{**METHOD_OPTIONS["swav"], "queue_size": 0}, freeze_prototypes_steps=freeze_steps)
+    views, labels = batch(method)
+    before = method.prototypes.weight.detach().clone()
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.5, weight_decay=0.1)
+    method.ssl_loss(method.embed(views), views, labels).backward()
+    method.on_after_backward()  # at step 0 of epoch 0, as Lightning calls it
+    optimizer.step()
+    assert (method.prototypes.weight.grad is None) == frozen
+    assert torch.equal(method.prototypes.weight, before) == frozen
+    method.on_train_batch_start(None, 0)
+    torch.testing.assert_close(method.prototypes.weight.norm(dim=1), torch.ones(6))
+
+
+def test_nnclr_logs_neighbour_accuracy_from_support_set_labels() -> None:
+    method = build("nnclr")
+    views, labels = batch(method)
+    logged = {}
+    method.log = lambda name, value, **kwargs: logged.update({name: float(value)})
+    z = F.normalize(method.projector(torch.cat(method.embed(views)))[:8].float(), dim=1)
+    _, neighbour_labels = method.support_set.nearest_neighbours(z)
+    method.ssl_loss(method.embed(views), views, labels)
+    assert logged["train/nn_accuracy"] == pytest.approx((neighbour_labels == labels).float().mean().item())
