@@ -1,13 +1,76 @@
-"""Weighted kNN classification of frozen features, the standard monitor of self-supervised training.
+"""Weighted kNN classification of frozen features: the online monitor and the offline evaluator's sweep.
 
 The vote follows "Unsupervised Feature Learning via Non-Parametric Instance Discrimination" (Wu et al.,
 CVPR 2018): each of the k most cosine-similar training features votes for its label with weight
 exp(similarity / T). k=200 and T=0.1 are the usual defaults (InstDisc, solo-learn, lightly).
+
+The neighbour search is chunked over queries so that a (chunk, bank) similarity matrix stays under a fixed
+number of elements, whatever the bank's size. With `sharded=True` the bank is split across ranks: each rank
+finds its shard's top k, the candidates of all ranks are gathered and merged, and every rank ends with the
+neighbours one process would find in the whole bank.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from selfsup.distributed import gather, world_size
+
+KNN_KS = (10, 20, 100, 200)
+KNN_TEMPERATURES = (0.02, 0.07, 0.1)
+
+
+@torch.no_grad()
+def top_neighbours(
+    queries: Tensor,
+    bank: Tensor,
+    bank_labels: Tensor,
+    k: int,
+    sharded: bool = False,
+    max_elements: int = 2**27,
+) -> tuple[Tensor, Tensor]:
+    """Cosine similarities and labels (Q, k) of each query's k nearest labelled bank entries, most similar first.
+
+    Bank entries labelled -1 (unlabelled or padding) are never neighbours: their similarity is -inf, which
+    gives them no weight in a vote. With `sharded=True` every rank must pass the same queries and its own part
+    of the bank.
+    """
+    queries = F.normalize(queries.float(), dim=1)
+    bank = F.normalize(bank.float(), dim=1)
+    unlabelled = bank_labels < 0
+    local_k = min(k, bank.shape[0])
+    chunk_size = max(1, max_elements // max(1, bank.shape[0]))
+    similarities, labels = [], []
+    for chunk in queries.split(chunk_size):
+        similarity = (chunk @ bank.T).masked_fill(unlabelled[None, :], float("-inf"))  # (chunk, bank)
+        top_similarity, top_index = similarity.topk(local_k, dim=1)
+        top_labels = bank_labels[top_index]
+        if sharded and world_size() > 1:
+            top_similarity, top_labels = _merge_ranks(top_similarity, top_labels, k)
+        similarities.append(top_similarity)
+        labels.append(top_labels)
+    return torch.cat(similarities), torch.cat(labels)
+
+
+def _merge_ranks(similarity: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The global top k from every rank's local top k (padded to k, so that all ranks gather equal shapes)."""
+    missing = k - similarity.shape[1]
+    if missing > 0:
+        similarity = F.pad(similarity, (0, missing), value=float("-inf"))
+        labels = F.pad(labels, (0, missing), value=-1)
+    candidates = torch.cat(gather(similarity[None]).unbind(0), dim=1)  # (chunk, world * k), rank order
+    candidate_labels = torch.cat(gather(labels[None]).unbind(0), dim=1)
+    top_similarity, index = candidates.topk(k, dim=1)
+    return top_similarity, candidate_labels.gather(1, index)
+
+
+def weighted_vote(similarities: Tensor, labels: Tensor, num_classes: int, k: int, temperature: float) -> Tensor:
+    """Predicted class (Q,) from the (Q, >= k) sorted neighbours of `top_neighbours`: the first k vote with weight
+    exp(similarity / T)."""
+    weights = (similarities[:, :k] / temperature).exp()  # exp(-inf) = 0: non-neighbours never vote
+    votes = torch.zeros(similarities.shape[0], num_classes, device=similarities.device)
+    votes.scatter_add_(1, labels[:, :k].clamp(min=0), weights)
+    return votes.argmax(dim=1)
 
 
 @torch.no_grad()
@@ -18,25 +81,34 @@ def knn_predict(
     num_classes: int,
     k: int = 200,
     temperature: float = 0.1,
-    chunk_size: int = 4096,
+    max_elements: int = 2**27,
 ) -> Tensor:
-    """Predicted class (Q,) of each query (Q, D) from a feature bank (B, D) with labels (B,).
+    """Predicted class (Q,) of each query (Q, D) from a feature bank (B, D) with labels (B,); k is capped at B."""
+    similarities, labels = top_neighbours(queries, bank, bank_labels, k, max_elements=max_elements)
+    return weighted_vote(similarities, labels, num_classes, k, temperature)
 
-    Bank entries labelled -1 (unlabelled or padding) never vote. Queries are processed in chunks, so the
-    (chunk, B) similarity matrix bounds the memory; k is capped at the number of bank entries.
+
+@torch.no_grad()
+def knn_sweep(
+    queries: Tensor,
+    query_labels: Tensor,
+    bank: Tensor,
+    bank_labels: Tensor,
+    num_classes: int,
+    ks: tuple[int, ...] = KNN_KS,
+    temperatures: tuple[float, ...] = KNN_TEMPERATURES,
+    sharded: bool = False,
+) -> list[dict[str, float]]:
+    """Top-1 accuracy for every (k, T), from one neighbour search at the largest k.
+
+    Queries labelled -1 are not scored. Returns rows {"k", "temperature", "top1"} in sweep order.
     """
-    queries = F.normalize(queries.float(), dim=1)
-    bank = F.normalize(bank.float(), dim=1)
-    unlabelled = bank_labels < 0
-    safe_labels = bank_labels.clamp(min=0)
-    k = min(k, bank.shape[0])
-    predictions = []
-    for chunk in queries.split(chunk_size):
-        similarity = chunk @ bank.T  # (chunk, B) cosine similarities
-        similarity = similarity.masked_fill(unlabelled[None, :], float("-inf"))
-        top_similarity, top_index = similarity.topk(k, dim=1)  # (chunk, k)
-        weights = (top_similarity / temperature).exp()  # exp(-inf) = 0: unlabelled entries never vote
-        votes = torch.zeros(chunk.shape[0], num_classes, device=chunk.device)
-        votes.scatter_add_(1, safe_labels[top_index], weights)
-        predictions.append(votes.argmax(dim=1))
-    return torch.cat(predictions)
+    similarities, labels = top_neighbours(queries, bank, bank_labels, max(ks), sharded=sharded)
+    scored = query_labels >= 0
+    rows = []
+    for k in ks:
+        for temperature in temperatures:
+            predictions = weighted_vote(similarities, labels, num_classes, k, temperature)
+            top1 = (predictions[scored] == query_labels[scored]).float().mean().item()
+            rows.append({"k": k, "temperature": temperature, "top1": top1})
+    return rows
