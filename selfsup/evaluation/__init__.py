@@ -1,5 +1,15 @@
-"""Evaluators: kNN classification of frozen features (online monitor now; offline evaluators build on it)."""
+"""Evaluators: the kNN monitor and sweep, the offline linear probe, representation diagnostics, and the
+`train.py eval` command (`selfsup.evaluation.evaluate`) that runs them on a checkpoint."""
 
-from selfsup.evaluation.knn import knn_predict
+from selfsup.evaluation.diagnostics import DiagnosticsCallback, representation_diagnostics
+from selfsup.evaluation.knn import knn_predict, knn_sweep
+from selfsup.evaluation.linear_probe import LinearProbeConfig, train_linear_probe
 
-__all__ = ["knn_predict"]
+__all__ = [
+    "DiagnosticsCallback",
+    "LinearProbeConfig",
+    "knn_predict",
+    "knn_sweep",
+    "representation_diagnostics",
+    "train_linear_probe",
+]

@@ -1,0 +1,98 @@
+"""Representation diagnostics: is the embedding aligned, spread out, and using its dimensions?
+
+- Alignment and uniformity, "Understanding Contrastive Representation Learning through Alignment and
+  Uniformity on the Hypersphere" (Wang and Isola, ICML 2020), Sec. 4.1: on L2-normalized features,
+  L_align = E ||f(x) - f(y)||^alpha over positive pairs (alpha = 2), and
+  L_uniform = log E exp(-t ||f(x) - f(y)||^2) over all pairs (t = 2). Lower is better for both.
+- Effective rank, "The effective rank: a measure of effective dimensionality" (Roy and Vetterli, EUSIPCO
+  2007), eq. (2): exp of the entropy of the normalized eigenvalues of the features' covariance. It is 1 when
+  the features vary along one direction only and D when they vary equally in D; dimensional collapse
+  ("Understanding Dimensional Collapse in Contrastive Self-supervised Learning", Jing et al., ICLR 2022)
+  shows up as a low value.
+- Mean cosine similarity of positive pairs (two views of one image) and negative pairs (different images),
+  and their histograms.
+
+`DiagnosticsCallback` computes them during training from the step's own views.
+"""
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+HISTOGRAM_BINS = 40  # over cosine similarity in [-1, 1]
+
+
+def alignment(z_a: Tensor, z_b: Tensor, alpha: float = 2.0) -> Tensor:
+    """Wang and Isola's L_align of positive pairs (z_a[i], z_b[i])."""
+    z_a, z_b = F.normalize(z_a.float(), dim=1), F.normalize(z_b.float(), dim=1)
+    return (z_a - z_b).norm(dim=1).pow(alpha).mean()
+
+
+def uniformity(z: Tensor, t: float = 2.0) -> Tensor:
+    """Wang and Isola's L_uniform over all distinct pairs of rows of z."""
+    squared_distances = torch.pdist(F.normalize(z.float(), dim=1)).pow(2)
+    return squared_distances.mul(-t).exp().mean().log()
+
+
+def effective_rank(z: Tensor) -> Tensor:
+    """Roy and Vetterli's effective rank of the covariance of z (N, D); 0 for constant features."""
+    centered = z.double() - z.double().mean(dim=0)
+    eigenvalues = torch.linalg.svdvals(centered).pow(2)  # proportional to the covariance's eigenvalues
+    if eigenvalues.sum() <= 1e-12 * max(1.0, z.double().abs().max().item() ** 2):
+        return torch.zeros((), dtype=torch.float64)
+    p = eigenvalues / eigenvalues.sum()
+    p = p[p > 0]
+    return torch.exp(-(p * p.log()).sum())
+
+
+def pair_similarities(z_a: Tensor, z_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Cosine similarities of the positive pairs (N,) and of every negative pair (z_a[i], z_b[j]), i != j."""
+    similarity = F.normalize(z_a.float(), dim=1) @ F.normalize(z_b.float(), dim=1).T
+    off_diagonal = ~torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
+    return similarity.diagonal(), similarity[off_diagonal]
+
+
+def representation_diagnostics(z_a: Tensor, z_b: Tensor, histograms: bool = False) -> dict[str, Any]:
+    """All diagnostics of features (N, D) of two views of the same N images, as plain numbers (and, with
+    `histograms`, positive and negative similarity counts over HISTOGRAM_BINS bins of [-1, 1])."""
+    positive, negative = pair_similarities(z_a, z_b)
+    result: dict[str, Any] = {
+        "alignment": alignment(z_a, z_b).item(),
+        "uniformity": uniformity(torch.cat([z_a, z_b])).item(),
+        "effective_rank": effective_rank(z_a).item(),
+        "positive_similarity": positive.mean().item(),
+        "negative_similarity": negative.mean().item(),
+    }
+    if histograms:
+        for name, values in (("positive_histogram", positive), ("negative_histogram", negative)):
+            result[name] = torch.histc(values.cpu(), bins=HISTOGRAM_BINS, min=-1.0, max=1.0).tolist()
+    return result
+
+
+class DiagnosticsCallback(pl.Callback):
+    """Logs the diagnostics of the backbone features (`diag/...`) every `every_n_steps` training steps.
+
+    It embeds the first `max_samples` images of the step's first two views once more, without gradient and in
+    eval mode (so batch-norm statistics are left as they were). Add it with
+    `--trainer.callbacks+=selfsup.evaluation.DiagnosticsCallback`.
+    """
+
+    def __init__(self, every_n_steps: int = 100, max_samples: int = 512) -> None:
+        self.every_n_steps = every_n_steps
+        self.max_samples = max_samples
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step % self.every_n_steps != 0:
+            return
+        views, labels = batch
+        backbone = pl_module.backbone
+        training = backbone.training
+        backbone.eval()
+        z_a, z_b = (backbone(view[: self.max_samples]) for view in views[:2])
+        backbone.train(training)
+        values = representation_diagnostics(z_a, z_b)
+        pl_module.log_dict({f"diag/{name}": value for name, value in values.items()}, batch_size=z_a.shape[0])
