@@ -90,10 +90,12 @@ class SelfSupCLI(LightningCLI):
         loggers: list[Logger] = [csv]
         if config.wandb:
             resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
+            # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
+            resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
             loggers.append(
                 WandbLogger(
                     project=config.wandb_project,
-                    name=method,
+                    name=f"{method}-v{csv.version}",  # `train.py eval` logs under the same name
                     group=config.data.dataset,
                     job_type="pretrain",
                     save_dir=csv.log_dir,
@@ -104,9 +106,15 @@ class SelfSupCLI(LightningCLI):
         return loggers
 
 
-def main(args: list[str] | None = None) -> SelfSupCLI:
-    """Run the CLI; a `ConfigurationError` ends it with one line naming the fix, exit status 1."""
+def main(args: list[str] | None = None) -> SelfSupCLI | dict:
+    """Run the CLI (`eval` goes to the offline evaluators); a `ConfigurationError` ends it with one line naming
+    the fix, exit status 1."""
+    args = sys.argv[1:] if args is None else args
     try:
+        if args[:1] == ["eval"]:
+            from selfsup.evaluation.evaluate import main as evaluate  # it builds on this module
+
+            return evaluate(args[1:])
         return SelfSupCLI(args=args)
     except Exception as error:
         cause = _configuration_error(error)

@@ -44,6 +44,7 @@ class SelfSupDataModule(pl.LightningDataModule):
             num_workers: DataLoader workers for image folders (built-in datasets need none).
         """
         super().__init__()
+        self.save_hyperparameters()  # into checkpoints: `train.py eval` finds the data a model was trained on
         if dataset != IMAGE_FOLDER and dataset not in DATASETS:
             raise ConfigurationError(
                 f"Unknown dataset {dataset!r}. Set --data.dataset to one of: {', '.join([*DATASETS, IMAGE_FOLDER])}."
@@ -85,8 +86,10 @@ class SelfSupDataModule(pl.LightningDataModule):
             DATASETS[self.dataset].locate(self.root, True)
 
     def setup(self, stage: str | None = None) -> None:
+        training = stage in (None, "fit")  # evaluation keeps every batch, however small the dataset
         if self.dataset == IMAGE_FOLDER:
-            self._check_batch_size(len(self._limit(self._train_samples)))
+            if training:
+                self._check_batch_size(len(self._limit(self._train_samples)))
             return
         if self._train is not None:
             return
@@ -94,7 +97,8 @@ class SelfSupDataModule(pl.LightningDataModule):
         train, test = spec.read(spec.locate(self.root, False))
         if self.max_samples is not None:
             train, test = (s.subset(torch.arange(min(self.max_samples, len(s)))) for s in (train, test))
-        self._check_batch_size(len(train))
+        if training:
+            self._check_batch_size(len(train))
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self._train = Split(train.images.to(device), train.labels.to(device))
         self._test = Split(test.images.to(device), test.labels.to(device))

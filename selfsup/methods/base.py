@@ -92,6 +92,7 @@ class Method(pl.LightningModule):
         self._generator: torch.Generator | None = None
         self._eval_features: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self._throughput_clock: tuple[float, int] | None = None
+        self._fit_start: float | None = None
 
     # -- what a method implements -------------------------------------------------------------------------
 
@@ -161,6 +162,17 @@ class Method(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._throughput_clock = None  # validation time is not training throughput
 
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
+        if self.logger is not None:  # what the comparison report needs to know about the run
+            global_batch = self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+            self.logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Name the method and the run in the checkpoint, so that `train.py eval` can label its results."""
+        run = f"{self.logger.name}-v{self.logger.version}" if self.logger is not None else None
+        checkpoint["selfsup"] = {"method": type(self).__name__.lower(), "run_name": run}
+
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -185,6 +197,10 @@ class Method(pl.LightningModule):
             self.knn_accuracy.update(predictions, query_labels)
             self.log("val/knn_top1", self.knn_accuracy.compute(), prog_bar=True)
             self.log("val/online_linear_top1", self.probe_accuracy.compute())
+            if self._fit_start is not None:  # for kNN against wall-clock time and the cost of a run
+                elapsed = time.perf_counter() - self._fit_start
+                self.log("time/elapsed_s", elapsed)
+                self.log("time/device_hours", elapsed * self.trainer.world_size / 3600)
         self.knn_accuracy.reset()
         self.probe_accuracy.reset()
         self._eval_features = {}
