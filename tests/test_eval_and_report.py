@@ -1,0 +1,119 @@
+"""`train.py eval` on checkpoints written by a short `train.py fit`, its bad-input errors, and the comparison report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from tests.conftest import needs_fashion_mnist
+from tests.data.test_datasets import fake_fashion_mnist
+from tests.test_train_cli import REPO, read_metrics, train
+
+TINY_MODEL = [
+    "--model.init_args.backbone", "test_resnet", "--model.init_args.small_image_stem", "false",
+    "--model.init_args.warmup_epochs", "0.5", "--trainer.log_every_n_steps", "1",
+]  # fmt: skip
+
+
+def evaluate(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "train.py", "eval", *args]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SimCLR run (with the online diagnostics callback) and an NNCLR run, 2 epochs each on fake data."""
+    root = tmp_path_factory.mktemp("runs")
+    fake_fashion_mnist(root / "fmnist", train=96, test=40)
+    data = ["--data.root", str(root / "fmnist"), "--data.batch_size", "16", "--trainer.max_epochs", "2"]
+    callback = ["--trainer.callbacks+=selfsup.evaluation.DiagnosticsCallback", "--trainer.callbacks.every_n_steps=2"]
+    train(*data, *TINY_MODEL, *callback, "--wandb", "false", root=root / "runs", method="simclr")
+    train(*data, *TINY_MODEL, "--wandb", "false", root=root / "runs", method="nnclr")
+    return root / "runs"
+
+
+def test_online_diagnostics_callback_logs_during_training(two_runs: Path) -> None:
+    rows = read_metrics(two_runs / "simclr" / "version_0")
+    for name in ("diag/alignment", "diag/uniformity", "diag/effective_rank", "diag/positive_similarity"):
+        assert any(row[name] for row in rows), f"{name} never logged"
+    assert any(row["time/elapsed_s"] for row in rows)
+
+
+def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two_runs: Path) -> None:
+    checkpoint = two_runs / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
+    result = evaluate("--config", "configs/eval/linear.yaml", "--ckpt_path", str(checkpoint), "--linear.epochs", "3")
+    assert "k=200" in result.stdout and "headline: kNN top-1" in result.stdout and "linear probe" in result.stdout
+    results = json.loads((checkpoint.parent / "results.json").read_text())
+    assert (
+        results["method"] == "simclr" and results["run_name"] == "simclr-v0" and results["dataset"] == "fashion_mnist"
+    )
+    assert len(results["knn"]["sweep"]) == 12 and (results["knn"]["k"], results["knn"]["temperature"]) == (200, 0.1)
+    assert 0 <= results["linear"]["top1"] <= results["linear"]["top5"] <= 1
+    assert results["num_test"] == 40 and results["diagnostics"]["effective_rank"] >= 1
+    runs = list((checkpoint.parent / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    record = runs[0].read_bytes()
+    assert b"eval/knn_top1" in record and b"simclr-v0" in record and b"eval" in record
+
+
+@pytest.mark.parametrize(
+    "make_checkpoint, extra, message",
+    [
+        (lambda d, run: run, ["--backbone", "resnet50"], "holds a 'test_resnet' backbone, not 'resnet50'"),
+        (lambda d, run: d / "missing.ckpt", [], "does not exist"),
+        (lambda d, run: _save(d / "other.ckpt", {"state_dict": {}}), [], "not a selfsup pretraining checkpoint"),
+        (lambda d, run: _save(d / "pickled.ckpt", {"hook": print}), [], "cannot be loaded as a weights-only"),
+    ],
+)
+def test_bad_checkpoints_get_one_clear_error(
+    make_checkpoint, extra: list[str], message: str, two_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = make_checkpoint(tmp_path, two_runs / "nnclr" / "version_0" / "checkpoints" / "last.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--ckpt_path", str(checkpoint), "--wandb", "false", *extra])
+    assert message in str(exit_info.value.code) + capsys.readouterr().err
+
+
+def _save(path: Path, content: dict) -> Path:
+    torch.save(content, path)
+    return path
+
+
+def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Path) -> None:
+    checkpoint = two_runs / "nnclr" / "version_0" / "checkpoints" / "last.ckpt"
+    evaluate("--config", "configs/eval/knn.yaml", "--ckpt_path", str(checkpoint), "--wandb", "false")
+    subprocess.run(
+        [sys.executable, "-m", "selfsup.report", str(two_runs), "--out", str(tmp_path)], cwd=REPO, check=True
+    )
+    report = (tmp_path / "report.md").read_text()
+    assert "| method | run | epochs | global batch | images/s | kNN top-1 | linear top-1 | device hours |" in report
+    rows = {
+        line.split(" | ")[1]: line
+        for line in report.splitlines()
+        if line.startswith("| nnclr") or line.startswith("| simclr")
+    }
+    assert set(rows) == {"nnclr-v0", "simclr-v0"}
+    cells = rows["nnclr-v0"].split(" | ")  # method, run, epochs, global batch, images/s, kNN, linear, hours
+    assert cells[2:4] == ["2", "16"] and float(cells[4].replace(",", "")) > 0
+    assert cells[5].endswith("%") and cells[6].endswith("(online)")  # kNN from eval; no probe run: the online one
+    for image in ("knn.png", "diagnostics.png"):
+        assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{image}]({image})" in report
+
+
+@needs_fashion_mnist
+def test_linear_probe_of_a_briefly_pretrained_network_beats_chance_on_fashion_mnist(tmp_path: Path) -> None:
+    data = ["--data.max_samples", "2048", "--data.batch_size", "128", "--trainer.max_epochs", "2"]
+    train(*data, *TINY_MODEL, "--wandb", "false", root=tmp_path, method="simclr")
+    checkpoint = tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
+    evaluate("--ckpt_path", str(checkpoint), "--wandb", "false", "--diagnostics", "false", "--linear.epochs", "20")
+    results = json.loads((checkpoint.parent / "results.json").read_text())
+    assert results["linear"]["top1"] > 0.5 and results["knn"]["top1"] > 0.4  # 10 classes: chance is 0.1
