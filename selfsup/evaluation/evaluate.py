@@ -86,12 +86,11 @@ def evaluate(
         output: where to write the results (default: results.json next to the checkpoint).
     """
     pretrained = load_pretrained(ckpt_path, backbone)
-    datamodule = _datamodule(pretrained, data)
+    datamodule, (bank_loader, test_loader) = _datamodule(pretrained, data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     network = pretrained.backbone.to(device, memory_format=torch.channels_last)
     recipes = [ViewRecipe.from_dict(v) for v in pretrained.hparams["views"]]
     clean = CleanView(recipes[0].size, datamodule.mean, datamodule.std).to(device)
-    bank_loader, test_loader = datamodule.val_dataloader()
 
     start = time.perf_counter()
     train_features, train_labels = extract_features(network, bank_loader, clean, device)
@@ -139,7 +138,8 @@ def evaluate(
     return results
 
 
-def _datamodule(pretrained: Pretrained, data: EvalData) -> SelfSupDataModule:
+def _datamodule(pretrained: Pretrained, data: EvalData) -> tuple[SelfSupDataModule, list]:
+    """The data module, set up, and its [labelled training set, test set] loaders."""
     dataset = data.dataset or pretrained.data.get("dataset")
     if dataset is None:
         raise ConfigurationError("The checkpoint does not name its dataset: set --data.dataset (and --data.root).")
@@ -154,9 +154,10 @@ def _datamodule(pretrained: Pretrained, data: EvalData) -> SelfSupDataModule:
     )
     datamodule.prepare_data()
     datamodule.setup("validate")
-    if not datamodule.val_dataloader():
+    loaders = datamodule.val_dataloader()
+    if not loaders:
         raise ConfigurationError(f"{dataset} has no labelled training and test images to evaluate on.")
-    return datamodule
+    return datamodule, loaders
 
 
 def _augmentation(recipe: ViewRecipe, datamodule: SelfSupDataModule, device: torch.device, seed: int):
