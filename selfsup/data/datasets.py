@@ -39,6 +39,7 @@ class Split:
 @dataclass(frozen=True)
 class DatasetSpec:
     num_classes: int
+    image_size: int  # the default side of the views: the data's resolution, rounded up to 32 for Fashion-MNIST
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     locate: Callable[[Path | None, bool], Path]  # (root, download) -> directory holding the data
@@ -64,13 +65,24 @@ FASHION_MNIST_FILES = (
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format, optionally gzipped) of unsigned bytes."""
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    zero, dtype_code, ndim = data[0] * 256 + data[1], data[2], data[3]
-    if zero != 0 or dtype_code != 0x08:
-        raise ConfigurationError(f"{path} is not an IDX file of unsigned bytes; replace it with the original file")
+    """Read an IDX file (LeCun's MNIST format, optionally gzipped) of unsigned bytes. A damaged file (not gzip
+    despite its name, truncated, another format) is a `ConfigurationError` naming it."""
+    replace = "; replace it with the original file"
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError; a cut-off stream an EOFError
+        raise ConfigurationError(f"{path} cannot be decompressed ({error}){replace}") from None
+    if len(data) < 4 or data[0] * 256 + data[1] != 0 or data[2] != 0x08:
+        raise ConfigurationError(f"{path} is not an IDX file of unsigned bytes{replace}")
+    ndim = data[3]
+    offset = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if len(data) != offset + int(np.prod(shape)):
+        raise ConfigurationError(
+            f"{path} is truncated or damaged: its header describes an array of shape {shape}, but it holds "
+            f"{max(0, len(data) - offset)} bytes of data{replace}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def _idx_file(directory: Path, stem: str) -> Path | None:
@@ -159,7 +171,7 @@ def _cifar_spec(cls: type, folder_name: str, num_classes: int, mean: tuple, std:
         return split(True), split(False)
 
     locate = _torchvision_locator(folder_name, lambda root, download: cls(root, download=download))
-    return DatasetSpec(num_classes, mean, std, locate, read)
+    return DatasetSpec(num_classes, 32, mean, std, locate, read)
 
 
 def read_stl10(directory: Path) -> tuple[Split, Split]:
@@ -171,7 +183,7 @@ def read_stl10(directory: Path) -> tuple[Split, Split]:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "fashion_mnist": DatasetSpec(10, (0.2860,) * 3, (0.3530,) * 3, locate_fashion_mnist, read_fashion_mnist),
+    "fashion_mnist": DatasetSpec(10, 32, (0.2860,) * 3, (0.3530,) * 3, locate_fashion_mnist, read_fashion_mnist),
     "cifar10": _cifar_spec(
         torchvision.datasets.CIFAR10, "cifar-10-batches-py", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     ),
@@ -180,6 +192,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "stl10": DatasetSpec(
         10,
+        96,
         IMAGENET_MEAN,
         IMAGENET_STD,
         _torchvision_locator(

@@ -23,11 +23,23 @@ class ImageFolderError(ConfigurationError):
     pass
 
 
-def scan_image_folder(directory: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    """Return [(path, label)] and the class names. Images directly in `directory` are unlabelled (-1)."""
+def scan_image_folder(directory: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Return [(path, label)] and the class names. Images directly in `directory` are unlabelled (-1).
+
+    With `classes` (the training folder's), labels are indices into that list, so a validation folder that
+    lacks some classes keeps the training labels; a class folder not in the list is an error.
+    """
     if not directory.is_dir():
         raise ImageFolderError(f"Image folder {directory} does not exist or is not a directory. Fix --data.root.")
-    classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ImageFolderError(
+            f"{directory} has class folder(s) {unknown} that the training folder does not have; its classes are "
+            f"{classes}. Rename or remove those folders so that both use the same class names."
+        )
     samples: list[tuple[Path, int]] = []
     others: list[Path] = []
 
@@ -38,8 +50,8 @@ def scan_image_folder(directory: Path) -> tuple[list[tuple[Path, int]], list[str
             (samples if path.suffix.lower() in IMAGE_EXTENSIONS else others).append((path, label))
 
     collect(sorted(p for p in directory.iterdir() if p.is_file()), -1)
-    for label, name in enumerate(classes):
-        collect(sorted(p for p in (directory / name).rglob("*") if p.is_file()), label)
+    for name in found:
+        collect(sorted(p for p in (directory / name).rglob("*") if p.is_file()), classes.index(name))
     if others:
         shown = ", ".join(str(path) for path, _ in others[:5])
         raise ImageFolderError(

@@ -2,6 +2,8 @@
 
 from torch import nn
 
+from selfsup.errors import ConfigurationError, at_least
+
 
 def projection_mlp(
     input_dim: int, hidden_dim: int, output_dim: int, num_layers: int = 2, batch_norm_last: bool = False
@@ -11,8 +13,9 @@ def projection_mlp(
     SimCLR's head (Chen et al. 2020, Sec. 2.1) is the two-layer case; BYOL and SimSiam use a batch-normalised
     last layer or three layers, which `batch_norm_last` and `num_layers` express.
     """
-    if num_layers < 1:
-        raise ValueError(f"a projection head needs at least one layer, got num_layers={num_layers}")
+    problems = at_least(1, hidden_dim=hidden_dim, output_dim=output_dim, num_layers=num_layers)
+    if problems:
+        raise ConfigurationError("Invalid projection head: " + "; ".join(problems) + ".")
     layers: list[nn.Module] = []
     dim = input_dim
     for _ in range(num_layers - 1):

@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.errors import ConfigurationError
+
 
 class Prototypes(nn.Module):
     def __init__(self, dim: int, num_prototypes: int) -> None:
         super().__init__()
         if num_prototypes < 2:
-            raise ValueError(f"SwAV needs at least 2 prototypes, got {num_prototypes}")
+            raise ConfigurationError(f"SwAV needs at least 2 prototypes, got {num_prototypes}; raise num_prototypes")
         self.weight = nn.Parameter(F.normalize(torch.randn(num_prototypes, dim), dim=1))  # (K, D)
 
     @property

@@ -12,13 +12,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.distributed import gather
+from selfsup.errors import ConfigurationError
 
 
 class EmbeddingQueue(nn.Module):
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         if size < 1:
-            raise ValueError(f"queue size must be positive, got {size}")
+            raise ConfigurationError(
+                f"the queue size must be at least 1, got {size}; set queue_size to a positive number"
+            )
         # Random unit vectors until real keys arrive, as MoCo does; a fixed seed keeps ranks identical.
         initial = F.normalize(torch.randn(size, dim, generator=torch.Generator().manual_seed(0)), dim=1)
         self.register_buffer("keys", initial)

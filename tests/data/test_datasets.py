@@ -1,4 +1,5 @@
 import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,22 @@ def test_read_idx_round_trip(tmp_path: Path) -> None:
     for name in ("a.idx", "b.idx.gz"):
         write_idx(tmp_path / name, array)
         np.testing.assert_array_equal(read_idx(tmp_path / name), array)
+
+
+def test_damaged_idx_files_are_errors_naming_the_file(tmp_path: Path) -> None:
+    labels = bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3])  # an IDX header for 3 labels, then the 3 labels
+    cut = tmp_path / "labels.gz"
+    cut.write_bytes(gzip.compress(labels)[:-6])
+    with pytest.raises(ConfigurationError, match="labels.gz cannot be decompressed"):
+        read_idx(cut)
+    short = tmp_path / "short-labels"
+    short.write_bytes(labels[:-1])
+    with pytest.raises(ConfigurationError, match=r"short-labels is truncated or damaged.*\(3,\).*2 bytes"):
+        read_idx(short)
+    foreign = tmp_path / "foreign"
+    foreign.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ConfigurationError, match="not an IDX file"):
+        read_idx(foreign)
 
 
 def test_fashion_mnist_from_user_root_in_torchvision_layout(tmp_path: Path) -> None:
@@ -101,6 +118,51 @@ def test_corrupt_image_is_reported_with_its_path(image_folder: Path) -> None:
     index = [i for i, (p, _) in enumerate(data._train_samples) if p == broken][0]
     with pytest.raises(ConfigurationError, match="Cannot decode image .*broken.png"):
         data.train_dataloader().dataset[index]
+
+
+def test_corrupt_image_read_in_a_worker_keeps_its_one_line_message(image_folder: Path) -> None:
+    """PyTorch re-raises a worker's exception with the worker's traceback as its message; ours keeps one line."""
+    (image_folder / "train" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
+    data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=49, num_workers=1, image_size=16)
+    data.setup("fit")
+    with pytest.raises(ConfigurationError) as error:
+        next(iter(data.train_dataloader()))
+    assert str(error.value).startswith("Cannot decode image ") and "\n" not in str(error.value)
+    assert "broken.png" in str(error.value) and "Traceback" not in str(error.value)
+
+
+def test_validation_labels_follow_the_training_classes_even_when_a_class_is_missing(image_folder: Path) -> None:
+    shutil.rmtree(image_folder / "val" / "blue")  # val/ has only red, the second training class
+    data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=4, num_workers=0, image_size=16)
+    assert data.classes == ["blue", "red"] and {label for _, label in data._val_samples} == {1}
+    data.setup("fit")
+    _, test = data.val_dataloader()
+    assert torch.cat([labels for _, labels in test]).unique().tolist() == [1]
+
+
+@pytest.mark.parametrize("layout", ["one class", "no classes"])
+def test_folder_without_two_classes_has_nothing_to_score(layout: str, tmp_path: Path, image_folder: Path) -> None:
+    root = tmp_path / "images"
+    if layout == "one class":
+        shutil.copytree(image_folder / "train" / "red", root / "red")
+    else:
+        shutil.copytree(image_folder / "train" / "red", root)
+    data = SelfSupDataModule("image_folder", root=str(root), batch_size=4, num_workers=0, folder_image_size=16)
+    data.setup("fit")
+    assert data.num_classes == (1 if layout == "one class" else 0) and data.val_dataloader() == []
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape == (4, 3, 16, 16) and set(labels.tolist()) == ({0} if layout == "one class" else {-1})
+
+
+def test_image_sizes_default_to_the_datas_resolution(image_folder: Path) -> None:
+    """Views at the data's resolution (Fashion-MNIST's 28 px rounded up to 32); folders decode at 256 for 224 px
+    views, the ImageNet convention, and in that proportion at other sizes."""
+    sizes = {name: SelfSupDataModule(name).image_size for name in ("fashion_mnist", "cifar10", "cifar100", "stl10")}
+    assert sizes == {"fashion_mnist": 32, "cifar10": 32, "cifar100": 32, "stl10": 96}
+    folder = SelfSupDataModule("image_folder", root=str(image_folder))
+    assert (folder.image_size, folder.folder_image_size) == (224, 256)
+    small = SelfSupDataModule("image_folder", root=str(image_folder), image_size=112)
+    assert (small.image_size, small.folder_image_size) == (112, 128)
 
 
 def test_image_folder_batches_are_fixed_size_uint8(image_folder: Path) -> None:

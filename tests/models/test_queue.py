@@ -4,6 +4,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from selfsup.errors import ConfigurationError
 from selfsup.models.queue import EmbeddingQueue
 from tests.conftest import free_port
 
@@ -65,7 +66,7 @@ def test_two_ranks_hold_identical_queues_equal_to_single_process_and_resumable_a
 
 
 def test_rejects_empty_queue() -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigurationError, match="at least 1"):
         EmbeddingQueue(size=0, dim=4)
 
 

@@ -1,0 +1,146 @@
+"""Every mistake a user can make with train.py ends in one line that names the fix, before any training, and
+leaves nothing behind: no traceback, no page of usage, no NaN weights, no empty run folder."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from tests.data.test_datasets import fake_fashion_mnist
+from tests.test_train_cli import REPO, tiny_folder_args
+
+QUICK = ["--data.max_samples", "64", "--data.batch_size", "16", "--trainer.max_epochs", "1", "--wandb", "false"]
+
+
+def one_line_error(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The message `train.py <args>` exits with; it must be one line, with no usage or traceback around it."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    message = str(exit_info.value.code)
+    err = capsys.readouterr().err
+    assert message.startswith("error: ") and "\n" not in message, message
+    assert "usage:" not in err and "Traceback" not in err, err
+    return message
+
+
+def fit(config: str, root: Path, *args: str) -> list[str]:
+    return ["fit", "--config", str(REPO / "configs" / f"{config}.yaml"), "--trainer.default_root_dir", str(root), *args]
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [
+        ("simclr", ["--model.init_args.temprature", "0.3"], "Option 'temprature' is not accepted"),
+        ("simclr", ["--data.dataset", "imagenet"], "Unknown dataset 'imagenet'"),
+        ("simclr", ["--model.init_args.backbone", "resnet81"], "Unknown backbone 'resnet81'"),
+        ("simclr", ["--data.root", "/nonexistent/data"], "does not exist"),
+        (
+            "mocov2",
+            ["--model.init_args.temperature", "0"],
+            "--model.init_args.temperature must be greater than 0, got 0",
+        ),
+        (
+            "swav",
+            ["--model.init_args.temperature", "-1", "--model.init_args.num_prototypes", "1"],
+            "num_prototypes must",
+        ),
+        ("nnclr", ["--model.init_args.queue_size", "0"], "--model.init_args.queue_size must be at least 1, got 0"),
+        ("byol", ["--model.init_args.tau_base", "1.5"], "--model.init_args.tau_base must lie in [0, 1], got 1.5"),
+        ("mochi", ["--model.init_args.mixing.num_hard", "-8"], "--model.init_args.mixing.num_hard must be at least 0"),
+        ("simclr", ["--model.init_args.base_lr", "0"], "--model.init_args.base_lr must be greater than 0, got 0"),
+        ("simclr", ["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
+        ("simclr", ["--data.image_size", "0"], "--data.image_size must be at least 1, got 0"),
+        ("simclr", ["--trainer.max_epochs", "-1"], "--trainer.max_epochs must be at least 1, got -1"),
+        ("simclr", ["--model.init_args.views", '[{"flip_prob": 2}]'], "flip_prob is a probability in [0, 1], got 2"),
+        ("simclr", ["--model.init_args.views", '[{"num_views": 3}]'], "SimCLR needs exactly 2 views per image"),
+        ("simclr", ["--model", "Foo"], "Unknown method 'Foo'. Registered methods: simclr (SimCLR), mocov2 (MoCoV2)"),
+    ],
+)
+def test_bad_option_is_one_line_before_anything_is_built(
+    config: str, args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert message in one_line_error(fit(config, tmp_path, *QUICK, *args), capsys)
+    assert not any(tmp_path.iterdir()), "nothing may be written before the error"
+
+
+def test_no_method_lists_the_registered_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    message = one_line_error(["fit", "--trainer.default_root_dir", str(tmp_path)], capsys)
+    assert "No method given. Registered methods: simclr (SimCLR)" in message and "configs/<method>.yaml" in message
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def _saved(path: Path, content: object) -> Path:
+    torch.save(content, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_checkpoint", "message"),
+    [
+        (lambda d: d / "missing.ckpt", "does not exist"),
+        (
+            lambda d: _write(d / "cut.ckpt", _saved(d / "whole.ckpt", {"w": torch.ones(100)}).read_bytes()[:200]),
+            "weights-only",
+        ),
+        (lambda d: _write(d / "notes.ckpt", b"not a checkpoint"), "cannot be loaded as a weights-only checkpoint"),
+        (lambda d: _saved(d / "pickled.ckpt", {"hook": print}), "cannot be loaded as a weights-only checkpoint"),
+        (lambda d: _saved(d / "other.ckpt", {"weights": torch.ones(2)}), "is not a selfsup pretraining checkpoint"),
+    ],
+)
+def test_bad_checkpoint_to_resume_is_one_line_without_the_unsafe_loading_hint(
+    make_checkpoint, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = make_checkpoint(tmp_path)
+    text = one_line_error(fit("simclr", tmp_path / "runs", *QUICK, "--ckpt_path", str(checkpoint)), capsys)
+    assert message in text and "weights_only=False" not in text
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: _write(f / "train-images-idx3-ubyte.gz", b"\x00\x00\x08\x03plain bytes"), "cannot be decompressed"),
+        (lambda f: _write(f / "t10k-labels-idx1-ubyte", (f / "t10k-labels-idx1-ubyte").read_bytes()[:-3]), "truncated"),
+    ],
+)
+def test_damaged_fashion_mnist_file_is_one_line_and_leaves_no_run_folder(
+    damage, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "fmnist"
+    fake_fashion_mnist(folder, train=32, test=16)
+    damage(folder)
+    text = one_line_error(fit("simclr", tmp_path / "runs", *QUICK, "--data.root", str(folder)), capsys)
+    assert message in text and folder.name in text
+    assert not list((tmp_path / "runs").glob("*")), "a run that fails before training leaves no run folder"
+
+
+def test_corrupt_image_read_by_a_worker_is_one_line(
+    tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (image_folder / "train" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
+    args = [*tiny_folder_args(image_folder), "--data.num_workers", "1", "--trainer.max_epochs", "1", "--wandb", "false"]
+    text = one_line_error(fit("simclr", tmp_path / "runs", *args), capsys)
+    assert "Cannot decode image" in text and "broken.png" in text and "remove or replace the file" in text
+
+
+def test_validation_folder_with_a_class_training_lacks_is_one_line(
+    tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (image_folder / "val" / "green").mkdir()
+    (image_folder / "val" / "red" / "0.png").rename(image_folder / "val" / "green" / "0.png")
+    text = one_line_error(fit("simclr", tmp_path / "runs", *tiny_folder_args(image_folder)), capsys)
+    assert "['green']" in text and "the training folder does not have" in text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_lists_every_subcommand_including_eval(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert all(subcommand in printed for subcommand in ("fit", "validate", "eval", "train.py eval --help"))
