@@ -2,6 +2,7 @@
 
 from selfsup.losses.byol import normalized_mse
 from selfsup.losses.info_nce import InfoNCELoss, cross_view_info_nce, info_nce
+from selfsup.losses.moco import queue_info_nce
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "cross_view_info_nce",
     "info_nce",
     "normalized_mse",
+    "queue_info_nce",
     "sinkhorn_knopp",
     "swapped_prediction_loss",
 ]

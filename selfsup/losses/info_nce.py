@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from selfsup.distributed import gather_with_grad, rank
 from selfsup.errors import ConfigurationError
-from selfsup.models.hard_negative_mixing import mix_hard_negatives
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, MixedNegatives
 
 
 def info_nce(logits: Tensor, positive_index: Tensor, decoupled: bool = False) -> Tensor:
@@ -43,26 +43,19 @@ class InfoNCELoss(nn.Module):
     DDP's averaged gradients equal the single-process gradients.
     """
 
-    def __init__(
-        self,
-        temperature: float = 0.1,
-        decoupled: bool = False,
-        num_hard: int = 0,
-        num_mixed: int = 0,
-        num_query_mixed: int = 0,
-    ) -> None:
-        """With num_hard > 0, each anchor also gets (num_mixed + num_query_mixed) synthetic negatives mixed from
-        its num_hard hardest in-batch negatives (MoCHi, `selfsup.models.hard_negative_mixing`)."""
+    def __init__(self, temperature: float = 0.1, decoupled: bool = False) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ConfigurationError(f"temperature must be positive, got {temperature}; set a value such as 0.1")
+        if not temperature > 0:
+            raise ConfigurationError(f"the InfoNCE temperature must be greater than 0, got {temperature}")
         self.temperature = temperature
         self.decoupled = decoupled
-        self.mixing = (num_hard, num_mixed, num_query_mixed)
 
-    def forward(self, z_a: Tensor, z_b: Tensor, mix: bool = True) -> Tensor:
-        """z_a, z_b: (N, D) projections of two views of the same N images on this rank; `mix=False` turns hard
-        negative mixing off for this call (before its start epoch)."""
+    def forward(
+        self, z_a: Tensor, z_b: Tensor, mixing: HardNegativeMixing | None = None
+    ) -> tuple[Tensor, MixedNegatives | None]:
+        """The loss of z_a, z_b: (N, D) projections of two views of the same N images on this rank. With
+        `mixing`, each anchor also gets synthetic negatives mixed from its hardest in-batch negatives (MoCHi);
+        they are returned too, for their hardness metrics."""
         z_a = F.normalize(z_a.float(), dim=1)
         z_b = F.normalize(z_b.float(), dim=1)
         all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (M, D) each, M = N * world size
@@ -75,13 +68,14 @@ class InfoNCELoss(nn.Module):
         self_column = torch.cat([local, local + m])
         positive_column = torch.cat([local + m, local])
         logits = logits.scatter(1, self_column[:, None], float("-inf"))
-        if mix and self.mixing[0] > 0:
+        mixed = None
+        if mixing is not None:
             not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
             negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
-            mixed = mix_hard_negatives(anchors, candidates, *self.mixing, negative_mask=negative_mask)
+            mixed = mixing(anchors, candidates, negative_mask)
             synthetic = torch.einsum("bd,bsd->bs", anchors, mixed.negatives) / self.temperature  # (2N, s + s')
             logits = torch.cat([logits, synthetic], dim=1)
-        return info_nce(logits, positive_column, self.decoupled)
+        return info_nce(logits, positive_column, self.decoupled), mixed
 
 
 def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float) -> Tensor:

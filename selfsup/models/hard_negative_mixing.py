@@ -6,13 +6,19 @@ h = normalize(alpha n_i + (1 - alpha) n_j) with alpha ~ U(0, 1) (eq. 3), and s' 
 of them, h' = normalize(beta q + (1 - beta) n_j) with beta ~ U(0, 0.5) (eq. 4), so the query's share stays
 below one half and h' remains a negative. The synthetic negatives are computed without gradient: they join
 that query's logits only, never the queue.
+
+`HardNegativeMixing` holds the four settings once; SimCLR (in-batch negatives) and MoCo v2 (queue negatives)
+take it as their `mixing` option and log the same hardness metrics.
 """
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from selfsup.errors import at_least, check_options
 
 
 class MixedNegatives(NamedTuple):
@@ -20,6 +26,50 @@ class MixedNegatives(NamedTuple):
     hardest_similarity: Tensor  # () mean similarity of each query's hardest real negative
     synthetic_similarity: Tensor  # () mean similarity of the synthetic negatives
     harder_fraction: Tensor  # () fraction of synthetic negatives harder than the query's hardest real one
+
+    def metrics(self) -> dict[str, Tensor]:
+        """How hard the negatives are, under the metric names every mixing method logs."""
+        return {
+            "train/hard_negative_sim": self.hardest_similarity,
+            "train/synthetic_negative_sim": self.synthetic_similarity,
+            "train/synthetic_harder_fraction": self.harder_fraction,
+        }
+
+
+@dataclass(frozen=True)
+class HardNegativeMixing:
+    """MoCHi's settings, (N, s, s') in the paper's notation; the defaults mix nothing.
+
+    Attributes:
+        num_hard: N, the hardest negatives per query that mixing draws from (0: no mixing). MoCHi's best
+            ImageNet-100 setting with a 16k queue is (N, s, s') = (1024, 1024, 128) (Table 2).
+        num_mixed: s, synthetic negatives mixed from pairs of hard negatives (eq. 3).
+        num_query_mixed: s', synthetic negatives mixed from the query and one hard negative (eq. 4).
+        start_epoch: first epoch with mixing (0: from the start).
+    """
+
+    num_hard: int = 0
+    num_mixed: int = 0
+    num_query_mixed: int = 0
+    start_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        options = dict(num_hard=self.num_hard, num_mixed=self.num_mixed, num_query_mixed=self.num_query_mixed)
+        check_options(at_least(0, **options, start_epoch=self.start_epoch), "--model.init_args.mixing")
+
+    @classmethod
+    def from_dict(cls, values: "HardNegativeMixing | dict[str, int]") -> "HardNegativeMixing":
+        """The settings from config values (as checkpoints store them), or `values` itself."""
+        return values if isinstance(values, cls) else cls(**values)
+
+    def at_epoch(self, epoch: int) -> "HardNegativeMixing | None":
+        """These settings if mixing is on in `epoch`, else None."""
+        return self if self.num_hard > 0 and epoch >= self.start_epoch else None
+
+    def __call__(self, queries: Tensor, negatives: Tensor, negative_mask: Tensor | None = None) -> "MixedNegatives":
+        return mix_hard_negatives(
+            queries, negatives, self.num_hard, self.num_mixed, self.num_query_mixed, negative_mask
+        )
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from selfsup.errors import ConfigurationError
 from selfsup.losses import InfoNCELoss
+from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from tests.conftest import free_port
 
 
@@ -29,7 +30,7 @@ def reference_nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, 
 def test_value_and_gradients_match_reference(decoupled: bool, temperature: float) -> None:
     torch.manual_seed(0)
     z_a, z_b = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
-    loss = InfoNCELoss(temperature, decoupled)(z_a, z_b)
+    loss, _ = InfoNCELoss(temperature, decoupled)(z_a, z_b)
     grads = torch.autograd.grad(loss, [z_a, z_b])
     expected = reference_nt_xent(z_a.double(), z_b.double(), temperature, decoupled)
     expected_grads = torch.autograd.grad(expected, [z_a, z_b])
@@ -42,15 +43,15 @@ def test_identical_embeddings_give_log_of_candidates() -> None:
     """All 2N embeddings equal: every logit ties, so the loss is log(2N - 1) (log(2N - 2) without the positive)."""
     n = 5
     z = torch.ones(n, 4)
-    assert InfoNCELoss(0.1)(z, z).item() == pytest.approx(math.log(2 * n - 1), rel=1e-5)
-    assert InfoNCELoss(0.1, decoupled=True)(z, z).item() == pytest.approx(math.log(2 * n - 2), rel=1e-5)
+    assert InfoNCELoss(0.1)(z, z)[0].item() == pytest.approx(math.log(2 * n - 1), rel=1e-5)
+    assert InfoNCELoss(0.1, decoupled=True)(z, z)[0].item() == pytest.approx(math.log(2 * n - 2), rel=1e-5)
 
 
 def test_aligned_views_score_lower_than_random_pairs() -> None:
     torch.manual_seed(0)
     z = torch.randn(16, 32)
     criterion = InfoNCELoss(0.1)
-    assert criterion(z, z + 0.01 * torch.randn_like(z)) < criterion(z, torch.randn_like(z)) - 1.0
+    assert criterion(z, z + 0.01 * torch.randn_like(z))[0] < criterion(z, torch.randn_like(z))[0] - 1.0
 
 
 def test_rejects_non_positive_temperature() -> None:
@@ -64,7 +65,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, decoupled: bool, queue) -
     z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)  # the global batch; each rank takes its half
     local = slice(rank * 4, (rank + 1) * 4)
     mine_a, mine_b = z_a[local].clone().requires_grad_(), z_b[local].clone().requires_grad_()
-    loss = InfoNCELoss(0.2, decoupled)(mine_a, mine_b)
+    loss, _ = InfoNCELoss(0.2, decoupled)(mine_a, mine_b)
     # DDP averages gradients over ranks, so the gradient DDP applies is that of loss / world_size summed over ranks.
     (loss / world_size).backward()
     queue.put((rank, loss.item(), mine_a.grad.tolist(), mine_b.grad.tolist()))  # plain data outlives the process
@@ -75,7 +76,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, decoupled: bool, queue) -
 def test_two_process_ddp_equals_single_process(decoupled: bool) -> None:
     torch.manual_seed(0)
     z_a, z_b = torch.randn(8, 16, requires_grad=True), torch.randn(8, 16, requires_grad=True)
-    loss = InfoNCELoss(0.2, decoupled)(z_a, z_b)
+    loss, _ = InfoNCELoss(0.2, decoupled)(z_a, z_b)
     loss.backward()
 
     context = mp.get_context("spawn")
@@ -91,8 +92,14 @@ def test_hard_negative_mixing_over_in_batch_negatives() -> None:
     """SimCLR + MoCHi: with s = s' = 0 the loss is plain NT-Xent; with synthetic hard negatives it is higher."""
     torch.manual_seed(0)
     z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)
-    plain = InfoNCELoss(0.2)(z_a, z_b)
-    torch.testing.assert_close(InfoNCELoss(0.2, num_hard=4)(z_a, z_b), plain)
-    mixing = InfoNCELoss(0.2, num_hard=4, num_mixed=8, num_query_mixed=4)
-    assert mixing(z_a, z_b) > plain
-    torch.testing.assert_close(mixing(z_a, z_b, mix=False), plain)
+    criterion = InfoNCELoss(0.2)
+    plain, no_mixing = criterion(z_a, z_b)
+    assert no_mixing is None
+    torch.testing.assert_close(criterion(z_a, z_b, HardNegativeMixing(num_hard=4))[0], plain)
+    mixed_loss, mixed = criterion(z_a, z_b, HardNegativeMixing(num_hard=4, num_mixed=8, num_query_mixed=4))
+    assert mixed_loss > plain and mixed.negatives.shape == (16, 12, 16)
+    assert set(mixed.metrics()) == {
+        "train/hard_negative_sim",
+        "train/synthetic_negative_sim",
+        "train/synthetic_harder_fraction",
+    }

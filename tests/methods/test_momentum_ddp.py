@@ -7,18 +7,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from selfsup.losses import normalized_mse
+from selfsup.losses import normalized_mse, queue_info_nce
 from selfsup.methods import MoCHi
+from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from tests.conftest import free_port
 
 OPTIONS = dict(
     backbone="test_resnet",
     small_image_stem=False,
-    views=[{"num_views": 2, "size": 16}],
+    views=[{"num_views": 2}],
+    image_size=16,
     queue_size=50,
-    num_hard=10,
-    num_mixed=0,
-    num_query_mixed=0,
+    mixing=HardNegativeMixing(num_hard=10),
     num_classes=3,
 )
 
@@ -31,7 +31,7 @@ def batch() -> tuple[torch.Tensor, ...]:
 
 
 def step(method: MoCHi, queries, keys, predictions, targets) -> tuple[float, float]:
-    moco = method._contrast(queries, keys, method.queue.keys.clone())
+    moco, _ = queue_info_nce(queries, keys, method.queue.keys.clone(), 0.2, mixing=method.mixing)
     method.queue.enqueue(keys)
     return moco.item(), normalized_mse(predictions, targets).item()
 

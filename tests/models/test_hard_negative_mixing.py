@@ -1,8 +1,10 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.methods import MoCoV2
-from selfsup.models.hard_negative_mixing import mix_hard_negatives
+from selfsup.errors import ConfigurationError
+from selfsup.losses import queue_info_nce
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, mix_hard_negatives
 
 
 def setup(b: int = 4, k: int = 12, d: int = 16):
@@ -45,22 +47,24 @@ def test_query_share_of_query_mixtures_is_below_one_half() -> None:
     assert (query_part > 0).all()
 
 
-def test_no_mixing_gives_plain_moco_logits() -> None:
-    options = dict(
-        backbone="test_resnet",
-        small_image_stem=False,
-        views=[{"num_views": 2, "size": 16}],
-        queue_size=32,
-        num_classes=3,
-    )
-    plain, with_empty_mixing = MoCoV2(**options), MoCoV2(**options, num_hard=8, num_mixed=0, num_query_mixed=0)
+def test_no_mixing_gives_plain_moco_loss_and_synthetic_negatives_make_it_harder() -> None:
     queries, keys = setup(4, 1, 128)[0], setup(4, 1, 128)[0].flip(0)
-    negatives = plain.queue.keys
-    torch.testing.assert_close(
-        plain._contrast(queries, keys, negatives), with_empty_mixing._contrast(queries, keys, negatives)
-    )
-    hard = MoCoV2(**options, num_hard=8, num_mixed=4, num_query_mixed=2)
-    assert hard._contrast(queries, keys, negatives) > plain._contrast(queries, keys, negatives)
+    queue = F.normalize(torch.randn(32, 128, generator=torch.Generator().manual_seed(1)), dim=1)
+    plain, no_mixing = queue_info_nce(queries, keys, queue, 0.2)
+    assert no_mixing is None
+    empty = HardNegativeMixing(num_hard=8)  # nothing to mix: s = s' = 0
+    torch.testing.assert_close(queue_info_nce(queries, keys, queue, 0.2, mixing=empty)[0], plain)
+    harder, mixed = queue_info_nce(queries, keys, queue, 0.2, mixing=HardNegativeMixing(8, 4, 2))
+    assert harder > plain and mixed.negatives.shape == (4, 6, 128)
+
+
+def test_mixing_starts_at_its_epoch_and_rejects_negative_settings() -> None:
+    mixing = HardNegativeMixing(num_hard=8, num_mixed=4, start_epoch=2)
+    assert mixing.at_epoch(1) is None and mixing.at_epoch(2) is mixing
+    assert HardNegativeMixing().at_epoch(5) is None  # the default mixes nothing
+    assert HardNegativeMixing.from_dict({"num_hard": 8, "num_mixed": 4, "start_epoch": 2}) == mixing
+    with pytest.raises(ConfigurationError, match="mixing.num_mixed must be at least 0"):
+        HardNegativeMixing(num_hard=8, num_mixed=-1)
 
 
 def test_masked_candidates_are_never_mixed() -> None:

@@ -1,0 +1,37 @@
+"""MoCo's contrastive loss: each query against its own key and a queue of earlier keys.
+
+"Momentum Contrast for Unsupervised Visual Representation Learning" (He et al., CVPR 2020), eq. (1):
+
+    L_q = -log( exp(q . k+ / T) / (exp(q . k+ / T) + sum_{k-} exp(q . k- / T)) ),
+
+where k+ is the momentum encoder's key of another view of the query's image and the k- are the queued keys
+of earlier batches. MoCHi ("Hard Negative Mixing for Contrastive Learning", Kalantidis et al., NeurIPS 2020)
+adds synthetic negatives mixed from each query's hardest queued keys to its denominator.
+"""
+
+import torch
+from torch import Tensor
+
+from selfsup.losses.info_nce import info_nce
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, MixedNegatives
+
+
+def queue_info_nce(
+    queries: Tensor,
+    keys: Tensor,
+    queue: Tensor,
+    temperature: float,
+    decoupled: bool = False,
+    mixing: HardNegativeMixing | None = None,
+) -> tuple[Tensor, MixedNegatives | None]:
+    """Mean InfoNCE of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives].
+
+    All inputs are unit-norm; keys and queue carry no gradient. With `mixing`, the synthetic negatives are
+    returned too, for their hardness metrics. `decoupled` leaves the positive out of the denominator (DCL).
+    """
+    logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
+    mixed = mixing(queries, queue) if mixing is not None else None
+    if mixed is not None:
+        logits.append(torch.einsum("bd,bsd->bs", queries, mixed.negatives))  # (B, s + s')
+    positive = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)  # column 0: own key
+    return info_nce(torch.cat(logits, dim=1) / temperature, positive, decoupled), mixed
