@@ -39,8 +39,9 @@ def naive_kornia_chain(size: int) -> nn.Module:
 
 def measure(size: int, source: int, batch: int, steps: int, warmup: int, device: torch.device) -> dict:
     images = torch.randint(0, 256, (batch, 3, source, source), dtype=torch.uint8, device=device)
-    recipes = [ViewRecipe(num_views=2, size=size)]  # the chain's recipe: no blur
-    eager, compiled = MultiView(recipes, MEAN, STD).to(device), MultiView(recipes, MEAN, STD, compile=True).to(device)
+    recipes = [ViewRecipe(num_views=2)]  # the chain's recipe: no blur
+    eager = MultiView(recipes, size, MEAN, STD).to(device)
+    compiled = MultiView(recipes, size, MEAN, STD, compile=True).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     chain = naive_kornia_chain(size).to(device)
 

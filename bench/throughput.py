@@ -34,6 +34,7 @@ def build(args: argparse.Namespace, data: SelfSupDataModule) -> SimCLR:
         backbone=args.backbone,
         compile_backbone=args.compile,
         compile_augment=args.compile_augment,
+        image_size=data.image_size,
         num_classes=data.num_classes,
         image_mean=data.mean,
         image_std=data.std,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from selfsup.augment import ops
 from selfsup.augment.recipe import ViewRecipe
+from selfsup.errors import ConfigurationError
 
 
 def view_seed(base_seed: int, rank: int, epoch: int) -> int:
@@ -36,7 +37,7 @@ def to_rgb(images: Tensor) -> Tensor:
     if images.shape[1] == 1:
         return images.expand(-1, 3, -1, -1)
     if images.shape[1] != 3:
-        raise ValueError(f"expected images with 1 or 3 channels, got shape {tuple(images.shape)}")
+        raise ConfigurationError(f"expected images with 1 or 3 channels, got shape {tuple(images.shape)}")
     return images
 
 
@@ -47,8 +48,8 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
 def _register_normalization(module: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
     """Give `module` per-channel `mean` and `std` buffers, which follow it across devices."""
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need one value per RGB channel, got mean={mean}, std={std}")
+    if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+        raise ConfigurationError(f"mean and std need one value per RGB channel, std > 0; got mean={mean}, std={std}")
     module.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
     module.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -110,18 +111,27 @@ class MultiView(nn.Module):
     Each view draws its own parameters for every sample (`sample_view_params`), then `render_view` applies
     them: crop + flip (one `grid_sample`), colour jitter and grayscale (one affine colour map, in the fixed
     order brightness, contrast, saturation, hue, where torchvision draws a random order), then blur and
-    solarization where the recipe asks for them. With `compile=True` rendering runs under torch.compile, which
-    fuses it into a few kernels (worth it on a GPU; the first batch of each view size pays the compilation).
+    solarization where the recipe asks for them. A recipe's views are `recipe.size(image_size)` pixels wide.
+    With `compile=True` rendering runs under torch.compile, which fuses it into a few kernels (worth it on a
+    GPU; the first batch of each view size pays the compilation).
     Output: float32 views, normalised with the dataset's mean and std, in channels_last layout.
     """
 
     def __init__(
-        self, recipes: Sequence[ViewRecipe], mean: Sequence[float], std: Sequence[float], compile: bool = False
+        self,
+        recipes: Sequence[ViewRecipe],
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not recipes:
-            raise ValueError("MultiView needs at least one view recipe")
+            raise ConfigurationError("at least one view recipe is needed; set one in --model.init_args.views")
+        if image_size < 1:
+            raise ConfigurationError(f"the image size must be at least 1, got {image_size}; fix --data.image_size")
         self.recipes = tuple(recipes)
+        self.sizes = tuple(recipe.size(image_size) for recipe in self.recipes)
         _register_normalization(self, mean, std)
         self._render = torch.compile(render_view, dynamic=False) if compile else render_view
 
@@ -133,11 +143,11 @@ class MultiView(nn.Module):
         source = to_unit_float(images)
         n, _, height, width = source.shape
         views = []
-        for recipe in self.recipes:
-            blur, solarize = recipe.blur_prob > 0, recipe.solarize_prob > 0
+        for recipe, size in zip(self.recipes, self.sizes, strict=True):
+            blur, solarize = recipe.blurs_at(size), recipe.solarize_prob > 0
             for _ in range(recipe.num_views):
                 params = sample_view_params(recipe, n, height, width, generator, source.device)
-                views.append(self._render(source, params, recipe.size, blur, solarize, self.mean, self.std))
+                views.append(self._render(source, params, size, blur, solarize, self.mean, self.std))
         return views
 
 

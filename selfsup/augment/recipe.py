@@ -1,4 +1,10 @@
-"""View recipes: what a group of augmented views looks like, as plain data selectable from YAML."""
+"""View recipes: what a group of augmented views looks like, as plain data selectable from YAML.
+
+A recipe never says how many pixels a view has: the data does (`--data.image_size`, 32 for Fashion-MNIST and
+CIFAR, 96 for STL-10, 224 for image folders). A recipe's `relative_size` scales that size, so a method's views
+are the same at every resolution (multi-crop's local crops keep their proportion) and no data config ever
+needs to touch them.
+"""
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -12,12 +18,13 @@ class ViewRecipe:
 
     The defaults are SimCLR's CIFAR-10 recipe (Chen et al. 2020, Appendix A and B.9): random resized crop
     with scale (0.08, 1), horizontal flip, colour jitter of strength 0.5 applied with probability 0.8, and
-    grayscale with probability 0.2; no blur at small resolution. A method's views are a list of recipes, so
-    multi-crop is two groups with different sizes.
+    grayscale with probability 0.2. A method's views are a list of recipes, so multi-crop is two groups of
+    different relative sizes.
 
     Attributes:
         num_views: how many views of each image this group produces.
-        size: output side length in pixels.
+        relative_size: side of these views as a fraction of the data's image size (1: the data's size;
+            multi-crop's local crops: 0.5 at 32 px, 96/224 on ImageNet).
         crop_scale: range of the crop's area as a fraction of the image (torchvision's `scale`).
         crop_ratio: range of the crop's aspect ratio w/h (torchvision's `ratio`).
         flip_prob: probability of a horizontal flip.
@@ -27,13 +34,15 @@ class ViewRecipe:
         saturation: saturation factor drawn from [1 - saturation, 1 + saturation].
         hue: hue shift drawn from [-hue, hue], in fractions of a full turn (at most 0.5).
         grayscale_prob: probability of converting the view to grayscale.
-        blur_prob: probability of a Gaussian blur (kernel about 10% of `size`).
+        blur_prob: probability of a Gaussian blur (kernel about 10% of the view's side).
         blur_sigma: range of the blur's standard deviation in pixels.
+        blur_min_size: views smaller than this many pixels are never blurred. SimCLR and MoCo v2 blur at
+            ImageNet resolution but not on 32 px images (SimCLR, Appendix B.9), hence 96 in their recipes.
         solarize_prob: probability of solarization (pixels >= 0.5 inverted).
     """
 
     num_views: int = 2
-    size: int = 32
+    relative_size: float = 1.0
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
@@ -45,6 +54,7 @@ class ViewRecipe:
     grayscale_prob: float = 0.2
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_min_size: int = 0
     solarize_prob: float = 0.0
 
     @classmethod
@@ -55,18 +65,31 @@ class ViewRecipe:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigurationError(f"Unknown view recipe key(s) {unknown}; valid keys are {sorted(known)}.")
+            hint = (
+                " View sizes follow --data.image_size; a recipe scales it with relative_size."
+                if "size" in unknown
+                else ""
+            )
+            raise ConfigurationError(f"Unknown view recipe key(s) {unknown}; valid keys are {sorted(known)}.{hint}")
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def size(self, image_size: int) -> int:
+        """The side in pixels of these views when the data's image size is `image_size`."""
+        return max(1, round(self.relative_size * image_size))
+
+    def blurs_at(self, size: int) -> bool:
+        """Whether views of `size` pixels are ever blurred."""
+        return self.blur_prob > 0 and size >= self.blur_min_size
+
     def __post_init__(self) -> None:
         problems = []
         if self.num_views < 1:
             problems.append(f"num_views must be at least 1, got {self.num_views}")
-        if self.size < 1:
-            problems.append(f"size must be positive, got {self.size}")
+        if not self.relative_size > 0:
+            problems.append(f"relative_size must be greater than 0, got {self.relative_size}")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             problems.append(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
@@ -82,43 +105,47 @@ class ViewRecipe:
             problems.append(f"hue must lie in [0, 0.5], got {self.hue}")
         if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             problems.append(f"blur_sigma must satisfy 0 < min <= max, got {self.blur_sigma}")
+        if self.blur_min_size < 0:
+            problems.append(f"blur_min_size must be at least 0, got {self.blur_min_size}")
         if problems:
             raise ConfigurationError(
                 "Invalid view recipe: " + "; ".join(problems) + ". Fix these values in --model.init_args.views."
             )
 
 
-# Recipes of the papers, as functions of the output size. Each returns the `views` argument of a method.
+# Recipes of the papers, each the `views` argument of a method, the same at every image size.
+
+IMAGENET_BLUR_SIZE = 96  # SimCLR and MoCo v2 blur from STL-10's 96 px up, not on 32 px images
 
 
-def simclr_views(size: int = 32) -> tuple[ViewRecipe, ...]:
-    """SimCLR (Chen et al. 2020, Appendix A): two views; blur (p=0.5) only at ImageNet resolution."""
-    return (ViewRecipe(num_views=2, size=size, saturation=0.4, blur_prob=0.5 if size >= 96 else 0.0),)
+def simclr_views() -> tuple[ViewRecipe, ...]:
+    """SimCLR (Chen et al. 2020, Appendix A): two views; blur (p=0.5) only at ImageNet-like resolution."""
+    return (ViewRecipe(num_views=2, blur_prob=0.5, blur_min_size=IMAGENET_BLUR_SIZE),)
 
 
-def mocov2_views(size: int = 32) -> tuple[ViewRecipe, ...]:
+def mocov2_views() -> tuple[ViewRecipe, ...]:
     """MoCo v2 ("Improved Baselines with Momentum Contrastive Learning", Chen et al. 2020, Sec. 3):
     crop scale (0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2, blur p=0.5 at 224 px."""
-    return (ViewRecipe(num_views=2, size=size, crop_scale=(0.2, 1.0), blur_prob=0.5 if size >= 96 else 0.0),)
+    return (ViewRecipe(num_views=2, crop_scale=(0.2, 1.0), blur_prob=0.5, blur_min_size=IMAGENET_BLUR_SIZE),)
 
 
-def byol_views(size: int = 32) -> tuple[ViewRecipe, ...]:
+def byol_views() -> tuple[ViewRecipe, ...]:
     """BYOL ("Bootstrap Your Own Latent", Grill et al. 2020, Table 6): two asymmetric views, jitter
     (0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale p=0.2; blur p=1.0 / 0.1, solarization p=0.0 / 0.2."""
-    common = dict(num_views=1, size=size, saturation=0.2)
     return (
-        ViewRecipe(**common, blur_prob=1.0, solarize_prob=0.0),
-        ViewRecipe(**common, blur_prob=0.1, solarize_prob=0.2),
+        ViewRecipe(num_views=1, saturation=0.2, blur_prob=1.0, solarize_prob=0.0),
+        ViewRecipe(num_views=1, saturation=0.2, blur_prob=0.1, solarize_prob=0.2),
     )
 
 
-def multicrop_views(global_size: int = 32, local_size: int = 16, num_local: int = 4) -> tuple[ViewRecipe, ...]:
+def multicrop_views(num_local: int = 4, local_relative_size: float = 0.5) -> tuple[ViewRecipe, ...]:
     """Multi-crop (SwAV, Caron et al. 2020, Sec. 3.2): 2 global crops of scale (0.14, 1) and `num_local` small
-    crops of scale (0.05, 0.14) at a lower resolution (ImageNet: 2 x 224 + 6 x 96)."""
-    blur = 0.5 if global_size >= 96 else 0.0
+    crops of scale (0.05, 0.14) at a lower resolution (ImageNet: 2 x 224 + 6 x 96, i.e. num_local=6 and
+    local_relative_size=96/224); blur p=0.5 at ImageNet-like resolution."""
+    blur = dict(blur_prob=0.5, blur_min_size=IMAGENET_BLUR_SIZE)
     return (
-        ViewRecipe(num_views=2, size=global_size, crop_scale=(0.14, 1.0), blur_prob=blur),
-        ViewRecipe(num_views=num_local, size=local_size, crop_scale=(0.05, 0.14), blur_prob=blur),
+        ViewRecipe(num_views=2, crop_scale=(0.14, 1.0), **blur),
+        ViewRecipe(num_views=num_local, relative_size=local_relative_size, crop_scale=(0.05, 0.14), **blur),
     )
 
 

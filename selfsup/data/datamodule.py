@@ -11,14 +11,31 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from selfsup.data.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD, Split
 from selfsup.data.device_loader import DeviceBatchLoader, ShardedBatchSampler
 from selfsup.data.image_folder import ImageFolderDataset, scan_image_folder
-from selfsup.errors import ConfigurationError
+from selfsup.errors import ConfigurationError, at_least, check_options
 
 IMAGE_FOLDER = "image_folder"
+FOLDER_IMAGE_SIZE = 224  # the default view size of image folders (ImageNet's)
+FOLDER_DECODE_RATIO = 256 / 224  # folders decode to 256 px squares for 224 px views, as ImageNet pipelines do
+
+
+def resolved_sizes(dataset: str, image_size: int | None, folder_image_size: int | None) -> tuple[int, int]:
+    """(image_size, folder_image_size) with the dataset's defaults for those not set; an unknown dataset is an
+    error naming the known ones."""
+    if dataset != IMAGE_FOLDER and dataset not in DATASETS:
+        raise ConfigurationError(
+            f"Unknown dataset {dataset!r}. Set --data.dataset to one of: {', '.join([*DATASETS, IMAGE_FOLDER])}."
+        )
+    if image_size is None:
+        image_size = FOLDER_IMAGE_SIZE if dataset == IMAGE_FOLDER else DATASETS[dataset].image_size
+    if folder_image_size is None:
+        folder_image_size = round(image_size * FOLDER_DECODE_RATIO)
+    return image_size, folder_image_size
 
 
 class SelfSupDataModule(pl.LightningDataModule):
@@ -26,9 +43,10 @@ class SelfSupDataModule(pl.LightningDataModule):
         self,
         dataset: str = "fashion_mnist",
         root: str | None = None,
-        batch_size: int = 256,
+        batch_size: int = 512,
         max_samples: int | None = None,
-        folder_image_size: int = 256,
+        image_size: int | None = None,
+        folder_image_size: int | None = None,
         num_workers: int = 8,
     ) -> None:
         """
@@ -40,19 +58,22 @@ class SelfSupDataModule(pl.LightningDataModule):
                 image_folder: a folder of class subfolders, or one with train/ and val/ inside.
             batch_size: images per device per step.
             max_samples: use only the first N training and N test images (quick runs and tests).
-            folder_image_size: image folders are decoded to squares of this side; random crops come from them.
+            image_size: side of the methods' views and of the clean evaluation images; view recipes scale it
+                (multi-crop's local crops). Default: 32 for Fashion-MNIST and CIFAR, 96 for STL-10, 224 for
+                image folders.
+            folder_image_size: image folders are decoded to squares of this side, and random crops come from
+                them. Default: image_size x 256 / 224 (256 for 224 px views).
             num_workers: DataLoader workers for image folders (built-in datasets need none).
         """
         super().__init__()
-        self.save_hyperparameters()  # into checkpoints: `train.py eval` finds the data a model was trained on
-        if dataset != IMAGE_FOLDER and dataset not in DATASETS:
-            raise ConfigurationError(
-                f"Unknown dataset {dataset!r}. Set --data.dataset to one of: {', '.join([*DATASETS, IMAGE_FOLDER])}."
-            )
-        if batch_size < 1:
-            raise ConfigurationError(f"--data.batch_size must be positive, got {batch_size}")
-        if max_samples is not None and max_samples < 1:
-            raise ConfigurationError(f"--data.max_samples must be positive or null, got {max_samples}")
+        sizes = {"max_samples": max_samples, "image_size": image_size, "folder_image_size": folder_image_size}
+        check_options(
+            at_least(1, batch_size=batch_size, **{name: value for name, value in sizes.items() if value is not None})
+            + at_least(0, num_workers=num_workers),
+            "--data",
+        )
+        image_size, folder_image_size = resolved_sizes(dataset, image_size, folder_image_size)
+        self.save_hyperparameters()  # as trained, into checkpoints: `train.py eval` finds the data again
         self.dataset = dataset
         self.root = Path(root).expanduser() if root is not None else None
         if self.root is not None and not self.root.exists():
@@ -61,23 +82,34 @@ class SelfSupDataModule(pl.LightningDataModule):
             raise ConfigurationError(f"Data root {self.root} is not readable. Fix its permissions or --data.root.")
         self.batch_size = batch_size
         self.max_samples = max_samples
+        self.image_size = image_size
         self.folder_image_size = folder_image_size
         self.num_workers = num_workers
 
         if dataset == IMAGE_FOLDER:
-            if self.root is None:
-                raise ConfigurationError("--data.dataset image_folder needs --data.root pointing at the image folder.")
-            train_dir = self.root / "train" if (self.root / "train").is_dir() else self.root
-            self._train_samples, self.classes = scan_image_folder(train_dir)
-            val_dir = self.root / "val"
-            self._val_samples = scan_image_folder(val_dir)[0] if val_dir.is_dir() else []
-            self.num_classes = max(len(self.classes), 1)
+            self._scan_image_folder()
             self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         else:
             spec = DATASETS[dataset]
             self.num_classes, self.mean, self.std = spec.num_classes, spec.mean, spec.std
         self._train: Split | None = None
         self._test: Split | None = None
+
+    def _scan_image_folder(self) -> None:
+        """Training samples and classes from ROOT/train (or ROOT), validation samples from ROOT/val labelled by
+        the training classes. With fewer than 2 classes there is nothing to score: no kNN monitor, no probe."""
+        if self.root is None:
+            raise ConfigurationError("--data.dataset image_folder needs --data.root pointing at the image folder.")
+        train_dir = self.root / "train" if (self.root / "train").is_dir() else self.root
+        self._train_samples, self.classes = scan_image_folder(train_dir)
+        val_dir = self.root / "val"
+        self._val_samples = scan_image_folder(val_dir, self.classes)[0] if val_dir.is_dir() else []
+        self.num_classes = len(self.classes)
+        if self.num_classes < 2:
+            rank_zero_info(
+                f"Note: {train_dir} has {self.num_classes} class folder(s); training without the kNN monitor and "
+                "the online probe, which need labels of at least 2 classes."
+            )
 
     # -- loading ------------------------------------------------------------------------------------------
 
@@ -153,6 +185,8 @@ class SelfSupDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list:
         """[labelled training images (kNN bank), test images]; empty when there are no labels to score."""
+        if self.num_classes < 2:
+            return []
         if self.dataset == IMAGE_FOLDER:
             labelled = [s for s in self._limit(self._train_samples) if s[1] >= 0]
             if not labelled or not self._val_samples:

@@ -10,8 +10,9 @@ both the kNN monitor (`val/knn_top1`) and the online probe (`val/online_linear_t
 
 import itertools
 import time
+import warnings
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -20,24 +21,31 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from selfsup.augment import CleanView, MultiView, ViewRecipe, view_seed
+from selfsup.augment import CleanView, MultiView, ViewRecipe, simclr_views, view_seed
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from selfsup.distributed import gather
-from selfsup.errors import ConfigurationError
+from selfsup.errors import ConfigurationError, at_least, below, check_options, positive, within
 from selfsup.evaluation import knn_predict
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, warmup_cosine
+from selfsup.runs import Metric, RunRecord, method_name, plain, run_name
+
+# Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 class Method(pl.LightningModule):
     """Base class of every self-supervised method; subclasses implement `ssl_loss`."""
 
+    # (fewest, most) views per image that `ssl_loss` works with; None: no upper bound
+    VIEWS_PER_IMAGE: ClassVar[tuple[int, int | None]] = (1, None)
+
     def __init__(
         self,
         backbone: str = "resnet18",
-        small_image_stem: bool = True,
-        views: tuple[ViewRecipe, ...] = (ViewRecipe(),),
+        small_image_stem: bool | None = None,
+        views: tuple[ViewRecipe, ...] = simclr_views(),
         optimizer: Literal["lars", "sgd", "adamw"] = "lars",
         base_lr: float = 0.4,
         weight_decay: float = 1e-5,
@@ -48,6 +56,7 @@ class Method(pl.LightningModule):
         knn_temperature: float = 0.1,
         compile_backbone: bool = False,
         compile_augment: bool = False,
+        image_size: int = 32,
         num_classes: int = 10,
         image_mean: tuple[float, float, float] = IMAGENET_MEAN,
         image_std: tuple[float, float, float] = IMAGENET_STD,
@@ -56,8 +65,10 @@ class Method(pl.LightningModule):
         """
         Args:
             backbone: a torchvision ResNet name (resnet18, resnet50, ...) or any timm model name.
-            small_image_stem: 3x3 stride-1 first convolution and no max-pool, for 28-64 px images.
-            views: the augmentation recipe, one entry per group of views (see `selfsup.augment.ViewRecipe`).
+            small_image_stem: 3x3 stride-1 first convolution and no max-pool, for 28-64 px images (ResNets
+                only). None: automatic, on for a ResNet at image_size <= 64.
+            views: the augmentation recipe, one entry per group of views (see `selfsup.augment.ViewRecipe`); the
+                data sets the image size, the recipe only relative sizes.
             optimizer: lars (SimCLR/BYOL's choice for large batches), sgd or adamw.
             base_lr: learning rate for a global batch of 256; the actual rate scales linearly with the global
                 batch (per-device batch x devices x gradient accumulation).
@@ -70,29 +81,54 @@ class Method(pl.LightningModule):
             compile_backbone: compile the backbone with torch.compile (faster steps after a slower start).
             compile_augment: compile the view rendering with torch.compile (fuses it into a few kernels; on a
                 GPU it speeds augmentation up, most at large image sizes).
-            num_classes: classes of the dataset (set from the data module by train.py).
+            image_size: side of the views and of the clean evaluation images (set from the data module by
+                train.py: --data.image_size).
+            num_classes: classes of the dataset; below 2 there is no kNN monitor or online probe (set from the
+                data module by train.py).
             image_mean: per-channel mean used to normalise views (set from the data module by train.py).
             image_std: per-channel std used to normalise views (set from the data module by train.py).
             batch_size: per-device batch size, for learning-rate scaling (set from the data module by train.py).
         """
         super().__init__()
+        check_options(
+            positive(base_lr=base_lr, probe_lr=probe_lr, knn_temperature=knn_temperature)
+            + at_least(0, weight_decay=weight_decay, warmup_epochs=warmup_epochs, num_classes=num_classes)
+            + at_least(1, knn_k=knn_k, image_size=image_size, batch_size=batch_size)
+            + at_least(0, momentum=momentum)
+            + below(1, momentum=momentum),
+            "--model.init_args",
+        )
         views = tuple(ViewRecipe.from_dict(v) for v in views)
-        self.save_hyperparameters(ignore=["views"])
-        self.hparams["views"] = [v.to_dict() for v in views]  # plain types: checkpoints load with weights_only
+        self.save_hyperparameters()
+        for key, value in self.hparams.items():  # plain data only: checkpoints load with weights_only=True
+            self.hparams[key] = plain(value)
 
-        self.backbone, self.feature_dim = build_backbone(backbone, small_image_stem)
+        self.backbone, self.feature_dim = build_backbone(backbone, small_image_stem, image_size)
         self.backbone.to(memory_format=torch.channels_last)
         if compile_backbone:
             self.backbone.compile()
-        self.multiview = MultiView(views, image_mean, image_std, compile=compile_augment)
-        self.clean_view = CleanView(views[0].size, image_mean, image_std)
-        self.probe = nn.Linear(self.feature_dim, num_classes)
-        self.probe_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
-        self.knn_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+        self.multiview = MultiView(views, image_size, image_mean, image_std, compile=compile_augment)
+        self._check_views_per_image()
+        self.clean_view = CleanView(image_size, image_mean, image_std)
+        self.labelled = num_classes >= 2  # one class or none: nothing for a probe or kNN to tell apart
+        if self.labelled:
+            self.probe = nn.Linear(self.feature_dim, num_classes)
+            self.probe_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+            self.knn_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
         self._generator: torch.Generator | None = None
         self._eval_features: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self._throughput_clock: tuple[float, int] | None = None
         self._fit_start: float | None = None
+
+    def _check_views_per_image(self) -> None:
+        fewest, most = self.VIEWS_PER_IMAGE
+        count = self.multiview.num_views
+        if count < fewest or (most is not None and count > most):
+            needed = f"exactly {fewest}" if fewest == most else f"at least {fewest}"
+            raise ConfigurationError(
+                f"{type(self).__name__} needs {needed} views per image, but the view recipes give {count}. "
+                "Fix num_views in --model.init_args.views."
+            )
 
     # -- what a method implements -------------------------------------------------------------------------
 
@@ -135,13 +171,16 @@ class Method(pl.LightningModule):
         views, labels = batch
         loss, probe_loss = self.compute_losses(views, labels)
         batch_size = labels.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("train/online_linear_loss", probe_loss, batch_size=batch_size)
+        self.log(Metric.TRAIN_LOSS, loss, prog_bar=True, batch_size=batch_size)
+        if self.labelled:
+            self.log(Metric.PROBE_LOSS, probe_loss, batch_size=batch_size)
         return loss + probe_loss
 
     def _probe_loss(self, features: list[Tensor], labels: Tensor) -> Tensor:
         """Cross-entropy of the linear probe on detached features of the first recipe's views (the global crops
-        under multi-crop, the size it is evaluated at); unlabelled (-1) samples skipped."""
+        under multi-crop, the size it is evaluated at); unlabelled (-1) samples skipped; 0 without classes."""
+        if not self.labelled:
+            return features[0].new_zeros(())
         features = features[: self.multiview.recipes[0].num_views]
         logits = self.probe(torch.cat(features).detach().float())
         targets = labels.repeat(len(features))
@@ -155,7 +194,7 @@ class Method(pl.LightningModule):
         start, seen = self._throughput_clock
         seen += images
         if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("perf/img_per_s", seen / (now - start), batch_size=images)
+            self.log(Metric.IMAGES_PER_SECOND, seen / (now - start), batch_size=images)
             start, seen = now, 0
         self._throughput_clock = (start, seen)
 
@@ -169,9 +208,9 @@ class Method(pl.LightningModule):
             self.logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Name the method and the run in the checkpoint, so that `train.py eval` can label its results."""
-        run = f"{self.logger.name}-v{self.logger.version}" if self.logger is not None else None
-        checkpoint["selfsup"] = {"method": type(self).__name__.lower(), "run_name": run}
+        """Record the method, the run and the seed in the checkpoint (`selfsup.runs.RunRecord`)."""
+        run = run_name(self.logger.name, self.logger.version) if self.logger is not None else None
+        RunRecord(method_name(type(self)), run, torch.initial_seed()).write(checkpoint)
 
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
 
@@ -195,12 +234,12 @@ class Method(pl.LightningModule):
                 self.hparams.knn_temperature,
             )
             self.knn_accuracy.update(predictions, query_labels)
-            self.log("val/knn_top1", self.knn_accuracy.compute(), prog_bar=True)
-            self.log("val/online_linear_top1", self.probe_accuracy.compute())
+            self.log(Metric.KNN_TOP1, self.knn_accuracy.compute(), prog_bar=True)
+            self.log(Metric.PROBE_TOP1, self.probe_accuracy.compute())
             if self._fit_start is not None:  # for kNN against wall-clock time and the cost of a run
                 elapsed = time.perf_counter() - self._fit_start
-                self.log("time/elapsed_s", elapsed)
-                self.log("time/device_hours", elapsed * self.trainer.world_size / 3600)
+                self.log(Metric.ELAPSED_SECONDS, elapsed)
+                self.log(Metric.DEVICE_HOURS, elapsed * self.trainer.world_size / 3600)
         self.knn_accuracy.reset()
         self.probe_accuracy.reset()
         self._eval_features = {}
@@ -220,13 +259,10 @@ class Method(pl.LightningModule):
         groups = [
             {"params": weights},
             {"params": unregularized, "weight_decay": 0.0, "lars_exclude": True},
-            {
-                "params": list(self.probe.parameters()),
-                "lr": hp.probe_lr,
-                "weight_decay": 0.0,
-                "lars_exclude": True,
-            },
         ]
+        if self.labelled:
+            probe_parameters = list(self.probe.parameters())
+            groups.append({"params": probe_parameters, "lr": hp.probe_lr, "weight_decay": 0.0, "lars_exclude": True})
         if hp.optimizer == "lars":
             optimizer = LARS(groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "sgd":
@@ -261,9 +297,8 @@ class MomentumMethod(Method):
             tau_base: momentum of the EMA copies at the start of training.
             tau_final: momentum at the end of training (equal to tau_base: constant).
         """
+        check_options(within(0, 1, tau_base=tau_base, tau_final=tau_final), "--model.init_args")
         super().__init__(**kwargs)
-        if not 0 <= tau_base <= 1 or not 0 <= tau_final <= 1:
-            raise ConfigurationError(f"tau_base and tau_final must lie in [0, 1], got {tau_base} and {tau_final}")
         self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []
 
     def momentum_copy(self, module: nn.Module) -> nn.Module:
@@ -277,4 +312,4 @@ class MomentumMethod(Method):
         tau = cosine_momentum(self.global_step, total, self.hparams.tau_base, self.hparams.tau_final)
         for online, target in self._momentum_pairs:
             ema_update(target, online, tau)
-        self.log("train/tau", tau, batch_size=batch[1].shape[0])
+        self.log(Metric.TAU, tau, batch_size=batch[1].shape[0])

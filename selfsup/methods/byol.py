@@ -12,12 +12,14 @@ from selfsup.models import projection_mlp
 
 
 class BYOL(MomentumMethod):
+    VIEWS_PER_IMAGE = (2, None)  # the first two views regress each other
+
     def __init__(
         self,
         projector_hidden_dim: int = 4096,
         projector_output_dim: int = 256,
         predictor_hidden_dim: int = 4096,
-        views: tuple[ViewRecipe, ...] = byol_views(32),
+        views: tuple[ViewRecipe, ...] = byol_views(),
         base_lr: float = 1.0,
         tau_base: float = 0.99,
         tau_final: float = 1.0,

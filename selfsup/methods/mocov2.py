@@ -1,9 +1,9 @@
-"""MoCo v2 and MoCHi: contrast each query with its momentum-encoded key and a queue of earlier keys.
+"""MoCo v2: contrast each query with its momentum-encoded key and a queue of earlier keys.
 
 "Improved Baselines with Momentum Contrastive Learning" (Chen et al., 2020): MoCo ("Momentum Contrast for
 Unsupervised Visual Representation Learning", He et al., CVPR 2020) with an MLP head, blur and a cosine
-schedule. MoCHi ("Hard Negative Mixing for Contrastive Learning", Kalantidis et al., NeurIPS 2020) adds
-synthetic hard negatives to each query's logits (`selfsup.models.hard_negative_mixing`).
+schedule. The loss is `selfsup.losses.queue_info_nce`; with `mixing`, each query also gets synthetic hard
+negatives (MoCHi, `selfsup.methods.mochi`).
 
 Batch norm under DDP: MoCo's shuffle-BN exists so that the key encoder cannot use the statistics of its own
 small per-GPU batch as a shortcut. We use SyncBatchNorm instead (`trainer.sync_batchnorm: true` in the
@@ -18,14 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.augment import ViewRecipe, mocov2_views
-from selfsup.losses import info_nce
+from selfsup.errors import at_least, check_options, positive
+from selfsup.losses import queue_info_nce
 from selfsup.methods.base import MomentumMethod
 from selfsup.models import projection_mlp
-from selfsup.models.hard_negative_mixing import mix_hard_negatives
+from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from selfsup.models.queue import EmbeddingQueue
 
 
 class MoCoV2(MomentumMethod):
+    VIEWS_PER_IMAGE = (2, None)  # the first two views make the query-key pairs
+
     def __init__(
         self,
         temperature: float = 0.2,
@@ -34,11 +37,8 @@ class MoCoV2(MomentumMethod):
         projector_output_dim: int = 128,
         symmetric: bool = True,
         decoupled: bool = False,
-        num_hard: int = 0,
-        num_mixed: int = 0,
-        num_query_mixed: int = 0,
-        mixing_start_epoch: int = 0,
-        views: tuple[ViewRecipe, ...] = mocov2_views(32),
+        mixing: HardNegativeMixing = HardNegativeMixing(),
+        views: tuple[ViewRecipe, ...] = mocov2_views(),
         optimizer: Literal["lars", "sgd", "adamw"] = "sgd",
         base_lr: float = 0.3,
         weight_decay: float = 1e-4,
@@ -54,10 +54,7 @@ class MoCoV2(MomentumMethod):
             projector_output_dim: dimension of queries and keys.
             symmetric: also contrast the second view's query with the first view's key, and average.
             decoupled: leave the positive out of the denominator (DCL).
-            num_hard: MoCHi's N, the hardest queue negatives per query that mixing draws from (0: no mixing).
-            num_mixed: MoCHi's s, synthetic negatives mixed from pairs of hard negatives.
-            num_query_mixed: MoCHi's s', synthetic negatives mixed from the query and a hard negative.
-            mixing_start_epoch: first epoch with mixing.
+            mixing: hard negative mixing over the queue (off for MoCo v2, on for MoCHi).
             views: the augmentation recipe (MoCo v2's by default).
             optimizer: SGD, as MoCo v2.
             base_lr: learning rate per 256 images (solo-learn's CIFAR setting for MoCo v2+).
@@ -65,6 +62,7 @@ class MoCoV2(MomentumMethod):
             tau_base: key-encoder momentum at the start (MoCo: 0.99 or 0.999).
             tau_final: key-encoder momentum at the end (equal to tau_base: constant, as MoCo).
         """
+        check_options(positive(temperature=temperature) + at_least(1, queue_size=queue_size), "--model.init_args")
         super().__init__(
             views=views,
             optimizer=optimizer,
@@ -78,30 +76,25 @@ class MoCoV2(MomentumMethod):
         self.key_backbone = self.momentum_copy(self.backbone)
         self.key_projector = self.momentum_copy(self.projector)
         self.queue = EmbeddingQueue(queue_size, projector_output_dim)
+        self.mixing = HardNegativeMixing.from_dict(mixing)
 
     def _keys(self, view: Tensor) -> Tensor:
         with torch.no_grad():
             return F.normalize(self.key_projector(self.key_backbone(view)).float(), dim=1)
 
-    def _contrast(self, queries: Tensor, keys: Tensor, negatives: Tensor) -> Tensor:
-        """InfoNCE of queries (B, D) over [own key, queue negatives (K, D), synthetic negatives if mixing]."""
-        hp = self.hparams
-        logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ negatives.T]  # (B, 1), (B, K)
-        if hp.num_hard > 0 and self.current_epoch >= hp.mixing_start_epoch:
-            mixed = mix_hard_negatives(queries, negatives, hp.num_hard, hp.num_mixed, hp.num_query_mixed)
-            logits.append(torch.einsum("bd,bsd->bs", queries, mixed.negatives))  # (B, s + s')
-            self.log("train/hard_negative_sim", mixed.hardest_similarity, batch_size=queries.shape[0])
-            self.log("train/synthetic_negative_sim", mixed.synthetic_similarity, batch_size=queries.shape[0])
-            self.log("train/synthetic_harder_fraction", mixed.harder_fraction, batch_size=queries.shape[0])
-        logits = torch.cat(logits, dim=1) / hp.temperature
-        positive = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
-        return info_nce(logits, positive, hp.decoupled)
-
     def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
-        pairs = range(2 if self.hparams.symmetric else 1)
+        hp = self.hparams
+        pairs = range(2 if hp.symmetric else 1)
         queries = [F.normalize(self.projector(features[i]).float(), dim=1) for i in pairs]
         keys = [self._keys(views[1 - i]) for i in pairs]  # each query's positive: the key of the other view
         negatives = self.queue.keys.clone()  # autograd keeps it for backward, and enqueue writes in place
-        loss = torch.stack([self._contrast(q, k, negatives) for q, k in zip(queries, keys, strict=True)]).mean()
+        mixing = self.mixing.at_epoch(self.current_epoch)
+        results = [
+            queue_info_nce(q, k, negatives, hp.temperature, hp.decoupled, mixing)
+            for q, k in zip(queries, keys, strict=True)
+        ]
+        mixed = results[0][1]
+        if mixed is not None:
+            self.log_dict(mixed.metrics(), batch_size=labels.shape[0])
         self.queue.enqueue(torch.cat(keys), labels.repeat(len(keys)))  # after the loss: never its own negative
-        return loss
+        return torch.stack([loss for loss, _ in results]).mean()

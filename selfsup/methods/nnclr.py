@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.augment import ViewRecipe, byol_views
-from selfsup.errors import ConfigurationError
+from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import cross_view_info_nce
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
@@ -22,6 +22,8 @@ from selfsup.models.queue import EmbeddingQueue
 
 
 class NNCLR(Method):
+    VIEWS_PER_IMAGE = (2, 2)
+
     def __init__(
         self,
         temperature: float = 0.1,
@@ -29,7 +31,7 @@ class NNCLR(Method):
         projector_hidden_dim: int = 2048,
         projector_output_dim: int = 256,
         predictor_hidden_dim: int = 4096,
-        views: tuple[ViewRecipe, ...] = byol_views(32),
+        views: tuple[ViewRecipe, ...] = byol_views(),
         optimizer: Literal["lars", "sgd", "adamw"] = "lars",
         **kwargs,
     ) -> None:
@@ -43,11 +45,8 @@ class NNCLR(Method):
             views: the augmentation recipe (the paper uses BYOL's).
             optimizer: LARS, as the paper.
         """
+        check_options(positive(temperature=temperature) + at_least(1, queue_size=queue_size), "--model.init_args")
         super().__init__(views=views, optimizer=optimizer, **kwargs)
-        if self.multiview.num_views != 2:
-            raise ConfigurationError(
-                f"NNCLR uses exactly 2 views per image, but the view recipes give {self.multiview.num_views}."
-            )
         self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim, num_layers=3)
         self.predictor = projection_mlp(projector_output_dim, predictor_hidden_dim, projector_output_dim)
         self.support_set = EmbeddingQueue(queue_size, projector_output_dim)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from selfsup.augment import ViewRecipe, multicrop_views
 from selfsup.distributed import gather, rank, world_size
-from selfsup.errors import ConfigurationError
+from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import sinkhorn_knopp, swapped_prediction_loss
 from selfsup.methods.base import Method
 from selfsup.models import Prototypes, projection_mlp
@@ -23,6 +23,8 @@ from selfsup.models.queue import EmbeddingQueue
 
 
 class SwAV(Method):
+    VIEWS_PER_IMAGE = (2, None)  # each crop predicts the code of another global crop
+
     def __init__(
         self,
         num_prototypes: int = 3000,
@@ -35,7 +37,7 @@ class SwAV(Method):
         queue_start_epoch: int = 0,
         projector_hidden_dim: int = 2048,
         projector_output_dim: int = 128,
-        views: tuple[ViewRecipe, ...] = multicrop_views(32, 16, 4),
+        views: tuple[ViewRecipe, ...] = multicrop_views(),
         base_lr: float = 0.6,
         weight_decay: float = 1e-6,
         **kwargs,
@@ -55,14 +57,20 @@ class SwAV(Method):
             projector_hidden_dim: hidden width of the projection MLP.
             projector_output_dim: dimension of the embeddings and prototypes.
             views: the crops; the first recipe's views are the global crops that get codes (multi-crop by
-                default: 2 x 32 px + 4 x 16 px; ImageNet: multicrop_views(224, 96, 6)).
+                default: 2 global crops + 4 local ones at half their size; ImageNet: multicrop_views(6, 96 / 224)).
             base_lr: learning rate per 256 images (solo-learn's CIFAR setting for SwAV with LARS).
             weight_decay: SwAV's 1e-6.
         """
+        check_options(
+            positive(temperature=temperature, sinkhorn_epsilon=sinkhorn_epsilon)
+            + at_least(2, num_prototypes=num_prototypes)
+            + at_least(1, sinkhorn_iterations=sinkhorn_iterations)
+            + at_least(0, queue_size=queue_size, queue_start_epoch=queue_start_epoch)
+            + at_least(0, freeze_prototypes_steps=freeze_prototypes_steps or 0),  # None: the first epoch
+            "--model.init_args",
+        )
         super().__init__(views=views, base_lr=base_lr, weight_decay=weight_decay, **kwargs)
         self.num_global_crops = self.multiview.recipes[0].num_views
-        if self.multiview.num_views < 2:
-            raise ConfigurationError("SwAV predicts one crop's code from another: set at least 2 views.")
         self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
         self.prototypes = Prototypes(projector_output_dim, num_prototypes)
         self.queues = nn.ModuleList(

@@ -17,7 +17,7 @@ def generator(seed: int = 0) -> torch.Generator:
 
 
 def test_views_have_recipe_shapes_dtype_layout_and_range() -> None:
-    pipeline = MultiView([ViewRecipe(num_views=2, size=32), ViewRecipe(num_views=3, size=16)], MEAN, STD)
+    pipeline = MultiView([ViewRecipe(num_views=2), ViewRecipe(num_views=3, relative_size=0.5)], 32, MEAN, STD)
     images = torch.randint(0, 256, (10, 3, 40, 30), dtype=torch.uint8)
     views = pipeline(images, generator())
     assert [tuple(v.shape) for v in views] == [(10, 3, 32, 32)] * 2 + [(10, 3, 16, 16)] * 3
@@ -30,14 +30,16 @@ def test_views_have_recipe_shapes_dtype_layout_and_range() -> None:
 
 def test_grayscale_source_becomes_three_identical_channels_without_colour_jitter() -> None:
     recipe = ViewRecipe(jitter_prob=0.0, grayscale_prob=0.0)
-    (view, _) = MultiView([recipe], MEAN, STD)(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), generator())
+    (view, _) = MultiView([recipe], 32, MEAN, STD)(
+        torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), generator()
+    )
     assert view.shape == (4, 3, 32, 32)
     torch.testing.assert_close(view[:, 0], view[:, 1])
     torch.testing.assert_close(view[:, 1], view[:, 2])
 
 
 def test_same_seed_same_views_and_different_seed_different_views() -> None:
-    pipeline = MultiView([ViewRecipe()], MEAN, STD)
+    pipeline = MultiView([ViewRecipe()], 32, MEAN, STD)
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     first, second, other = (
         pipeline(images, generator(1)),
@@ -91,10 +93,10 @@ def test_flip_and_grayscale_rates_match_probabilities() -> None:
     n = 20000
     flips = ops.bernoulli(0.5, n, generator(3), torch.device("cpu")).float().mean().item()
     assert flips == pytest.approx(0.5, abs=0.015)
-    recipe = ViewRecipe(jitter_prob=0.0, grayscale_prob=0.2, size=4, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    recipe = ViewRecipe(num_views=1, jitter_prob=0.0, grayscale_prob=0.2, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
     colourful = torch.zeros(2000, 3, 4, 4, dtype=torch.uint8)
     colourful[:, 0] = 255
-    (view,) = MultiView([ViewRecipe(**{**recipe.to_dict(), "num_views": 1})], MEAN, STD)(colourful, generator(4))
+    (view,) = MultiView([recipe], 4, MEAN, STD)(colourful, generator(4))
     gray = (view[:, 0] - view[:, 2]).abs().amax(dim=(1, 2)) < 1e-5
     assert gray.float().mean().item() == pytest.approx(0.2, abs=0.03)
 
@@ -103,7 +105,6 @@ def test_jitter_factors_stay_within_ranges() -> None:
     """With only brightness on, every output/input ratio lies in [1 - b, 1 + b] and roughly covers it."""
     recipe = ViewRecipe(
         num_views=1,
-        size=8,
         crop_scale=(1.0, 1.0),
         crop_ratio=(1.0, 1.0),
         flip_prob=0.0,
@@ -115,7 +116,7 @@ def test_jitter_factors_stay_within_ranges() -> None:
         grayscale_prob=0.0,
     )
     images = torch.full((3000, 3, 8, 8), 100, dtype=torch.uint8)
-    (view,) = MultiView([recipe], (0.0,) * 3, (1.0,) * 3)(images, generator(5))
+    (view,) = MultiView([recipe], 8, (0.0,) * 3, (1.0,) * 3)(images, generator(5))
     factor = view[:, 0, 0, 0] / (100 / 255)
     assert factor.min() >= 0.6 - 1e-4 and factor.max() <= 1.4 + 1e-4
     assert factor.min() < 0.62 and factor.max() > 1.38
@@ -180,6 +181,11 @@ def test_hue_rotation_approximates_torchvision_hue_and_keeps_gray() -> None:
     torch.testing.assert_close(ops.jitter_colours(gray, **{**identity(1), "hue": torch.tensor([0.3])}), gray)
 
 
+def test_blur_kernel_is_a_tenth_of_the_view_and_odd() -> None:
+    """SimCLR (Appendix A): 10% of the image side; BYOL's 23 px at 224 px."""
+    assert [ops.blur_kernel_size(size) for size in (16, 32, 96, 224)] == [3, 3, 9, 23]
+
+
 def test_blur_matches_torchvision_and_solarize_matches_torchvision() -> None:
     images = torch.rand(3, 3, 32, 32)
     blurred = ops.gaussian_blur(images, torch.tensor([0.5, 1.5, 1.5]), torch.tensor([True, True, False]))
@@ -196,7 +202,6 @@ def test_blur_matches_torchvision_and_solarize_matches_torchvision() -> None:
 def test_blur_and_solarize_rates_follow_their_probabilities() -> None:
     recipe = ViewRecipe(
         num_views=1,
-        size=8,
         jitter_prob=0.0,
         grayscale_prob=0.0,
         flip_prob=0.0,
@@ -205,7 +210,7 @@ def test_blur_and_solarize_rates_follow_their_probabilities() -> None:
         solarize_prob=0.2,
     )
     bright = torch.full((4000, 3, 8, 8), 230, dtype=torch.uint8)
-    (view,) = MultiView([recipe], (0.0,) * 3, (1.0,) * 3)(bright, generator(6))
+    (view,) = MultiView([recipe], 8, (0.0,) * 3, (1.0,) * 3)(bright, generator(6))
     solarized = view[:, 0, 0, 0] < 0.5
     assert solarized.float().mean().item() == pytest.approx(0.2, abs=0.02)
 
@@ -213,14 +218,21 @@ def test_blur_and_solarize_rates_follow_their_probabilities() -> None:
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_presets_produce_their_views(name: str) -> None:
     recipes = RECIPES[name]()
-    views = MultiView(recipes, MEAN, STD)(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), generator())
-    assert [tuple(v.shape[-2:]) for v in views] == [(r.size, r.size) for r in recipes for _ in range(r.num_views)]
+    views = MultiView(recipes, 32, MEAN, STD)(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), generator())
+    sizes = [r.size(32) for r in recipes for _ in range(r.num_views)]
+    assert [tuple(v.shape[-2:]) for v in views] == [(size, size) for size in sizes]
 
 
 def test_multicrop_and_byol_presets_follow_the_papers() -> None:
-    global_crops, local_crops = multicrop_views(224, 96, 6)
-    assert (global_crops.num_views, global_crops.size, local_crops.num_views, local_crops.size) == (2, 224, 6, 96)
-    first, second = byol_views(224)
+    global_crops, local_crops = multicrop_views(6, 96 / 224)
+    assert (global_crops.num_views, global_crops.size(224), local_crops.num_views, local_crops.size(224)) == (
+        2,
+        224,
+        6,
+        96,
+    )
+    assert global_crops.blurs_at(224) and local_crops.blurs_at(96) and not global_crops.blurs_at(32)
+    first, second = byol_views()
     assert (first.blur_prob, first.solarize_prob, second.blur_prob, second.solarize_prob) == (1.0, 0.0, 0.1, 0.2)
 
 
@@ -247,7 +259,7 @@ def test_clean_view_centre_crops_non_square_sources() -> None:
 
 def test_float_input_in_unit_range_gives_the_same_views_as_uint8() -> None:
     images = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
-    pipeline = MultiView([ViewRecipe()], MEAN, STD)
+    pipeline = MultiView([ViewRecipe()], 32, MEAN, STD)
     from_uint8, from_float = pipeline(images, generator(2)), pipeline(images.float() / 255, generator(2))
     for a, b in zip(from_uint8, from_float, strict=True):
         torch.testing.assert_close(a, b)
@@ -264,7 +276,7 @@ def test_view_seeds_differ_across_ranks_and_epochs_and_repeat_on_resume() -> Non
     seeds = {(rank, epoch): view_seed(0, rank, epoch) for rank in range(4) for epoch in range(4)}
     assert len(set(seeds.values())) == 16
     assert view_seed(0, 2, 3) == seeds[(2, 3)]
-    pipeline = MultiView([ViewRecipe()], MEAN, STD)
+    pipeline = MultiView([ViewRecipe()], 32, MEAN, STD)
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     rank0, rank1 = (pipeline(images, generator(view_seed(0, rank, 0))) for rank in (0, 1))
     assert not torch.allclose(rank0[0], rank1[0])
@@ -273,8 +285,22 @@ def test_view_seeds_differ_across_ranks_and_epochs_and_repeat_on_resume() -> Non
 def test_compiled_rendering_equals_eager() -> None:
     """torch.compile fuses rendering but must not change it (BYOL's recipe: blur and solarize included)."""
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
-    eager = MultiView(byol_views(32), MEAN, STD)(images, generator(1))
-    compiled = MultiView(byol_views(32), MEAN, STD, compile=True)(images, generator(1))
+    eager = MultiView(byol_views(), 32, MEAN, STD)(images, generator(1))
+    compiled = MultiView(byol_views(), 32, MEAN, STD, compile=True)(images, generator(1))
     for ours, reference in zip(compiled, eager, strict=True):
         torch.testing.assert_close(ours, reference, atol=1e-4, rtol=0)
         assert ours.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 0.5, 1.0])
+def test_flip_rate_follows_the_recipe(flip_prob: float) -> None:
+    """An image whose left half is white and right half black: a view is flipped iff its left column is dark."""
+    recipe = ViewRecipe(
+        num_views=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=flip_prob, jitter_prob=0.0,
+        grayscale_prob=0.0,
+    )  # fmt: skip
+    images = torch.zeros(4000, 1, 8, 8, dtype=torch.uint8)
+    images[..., :4] = 255
+    (view,) = MultiView([recipe], 8, (0.0,) * 3, (1.0,) * 3)(images, generator(7))
+    flipped = view[:, 0, :, 0].mean(dim=1) < 0.5
+    assert flipped.float().mean().item() == pytest.approx(flip_prob, abs=0.025)

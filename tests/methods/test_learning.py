@@ -23,7 +23,7 @@ def test_simclr_beats_random_init_on_fashion_mnist() -> None:
     method = SimCLR(
         backbone="test_resnet",  # timm's tiny ResNet: fast on CPU, and its random features are weak
         small_image_stem=False,
-        views=[{"num_views": 2, "size": 32, "crop_scale": [0.2, 1.0]}],
+        views=[{"num_views": 2, "crop_scale": [0.2, 1.0]}],
         warmup_epochs=0.5,
         num_classes=data.num_classes,
         image_mean=data.mean,

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from selfsup.methods import METHODS
+from selfsup.models.hard_negative_mixing import HardNegativeMixing
 
-TINY = dict(backbone="test_resnet", small_image_stem=False, views=[{"num_views": 2, "size": 16}], num_classes=3)
+TINY = dict(backbone="test_resnet", small_image_stem=False, views=[{"num_views": 2}], image_size=16, num_classes=3)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -42,7 +43,7 @@ def test_checkpoint_round_trip_with_weights_only(name: str, tmp_path: Path) -> N
 
 def test_simclr_with_hard_negative_mixing_trains() -> None:
     torch.manual_seed(0)
-    method = METHODS["simclr"](**TINY, num_hard=8, num_mixed=8, num_query_mixed=4)
+    method = METHODS["simclr"](**TINY, mixing=HardNegativeMixing(num_hard=8, num_mixed=8, num_query_mixed=4))
     images, labels = torch.randint(0, 256, (16, 1, 20, 20), dtype=torch.uint8), torch.randint(0, 3, (16,))
     views = [v.clone() for v in method.multiview(images, torch.Generator().manual_seed(0))]
     loss, _ = method.compute_losses(views, labels)

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from selfsup.methods import NNCLR, SwAV
 from tests.conftest import free_port
 
-SMALL = dict(backbone="test_resnet", small_image_stem=False, projector_hidden_dim=32, num_classes=3)
+SMALL = dict(backbone="test_resnet", small_image_stem=False, image_size=16, projector_hidden_dim=32, num_classes=3)
 METHOD_OPTIONS = {
     "swav": dict(
         **SMALL,
-        views=[{"num_views": 2, "size": 16}, {"num_views": 2, "size": 8}],
+        views=[{"num_views": 2}, {"num_views": 2, "relative_size": 0.5}],
         num_prototypes=6,
         queue_size=12,
     ),
-    "nnclr": dict(**SMALL, views=[{"num_views": 2, "size": 16}], predictor_hidden_dim=32, queue_size=20),
+    "nnclr": dict(**SMALL, views=[{"num_views": 2}], predictor_hidden_dim=32, queue_size=20),
 }
 METHOD_CLASSES = {"swav": SwAV, "nnclr": NNCLR}
 

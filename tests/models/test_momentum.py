@@ -33,7 +33,8 @@ def test_target_network_gets_no_gradient() -> None:
     method = BYOL(
         backbone="test_resnet",
         small_image_stem=False,
-        views=[{"num_views": 2, "size": 16}],
+        views=[{"num_views": 2}],
+        image_size=16,
         projector_hidden_dim=32,
         predictor_hidden_dim=32,
         num_classes=3,

@@ -1,0 +1,74 @@
+"""What the config files may change: a data config sets data only, so every method keeps its own views, rendered
+at the data's image size (multi-crop's local crops in proportion), whatever data it trains on."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from torch import nn
+
+from selfsup.augment import ViewRecipe
+from selfsup.cli import SelfSupCLI
+
+REPO = Path(__file__).resolve().parents[1]
+METHOD_CONFIGS = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
+DATA_IMAGE_SIZES = {"cifar10": 32, "cifar100": 32, "fashion_mnist": 32, "image_folder": 224, "stl10": 96}
+
+
+def own_views(method_class: type) -> tuple[ViewRecipe, ...]:
+    """The views a method class declares as its default (its own `views` argument, or its base class's)."""
+    for cls in method_class.__mro__:
+        parameter = inspect.signature(cls.__init__).parameters.get("views")
+        if parameter is not None:
+            return tuple(parameter.default)
+    raise AssertionError(f"{method_class} has no views argument")
+
+
+def test_method_configs_set_the_method_only() -> None:
+    """The data and the run's length are defaults or their own configs', so resuming with a method config never
+    conflicts with the data a run was trained on."""
+    for name in METHOD_CONFIGS:
+        config = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+        assert set(config) <= {"model", "trainer"} and set(config.get("trainer", {})) <= {"sync_batchnorm"}, name
+
+
+def test_every_data_config_is_listed_and_sets_data_only() -> None:
+    data_configs = sorted((REPO / "configs" / "data").glob("*.yaml"))
+    assert sorted(path.stem for path in data_configs) == sorted(DATA_IMAGE_SIZES)
+    for path in data_configs:
+        assert set(yaml.safe_load(path.read_text())) == {"data"}, f"{path.name} sets more than data"
+
+
+def instantiate(*args: str, image_folder: Path) -> SelfSupCLI:
+    """The configured method, data and trainer, built as `train.py fit` would build them, without training."""
+    options = ["--data.root", str(image_folder), "--wandb", "false"]  # built-in datasets are not read here
+    return SelfSupCLI(args=[*args, *options], run=False)
+
+
+@pytest.mark.parametrize("data", sorted(DATA_IMAGE_SIZES))
+@pytest.mark.parametrize("method", METHOD_CONFIGS)
+def test_data_configs_keep_the_methods_views_at_the_datas_image_size(
+    method: str, data: str, image_folder: Path
+) -> None:
+    method_config, data_config = REPO / "configs" / f"{method}.yaml", REPO / "configs" / "data" / f"{data}.yaml"
+    cli = instantiate(
+        "--config", str(method_config), "--config", str(data_config), "--model.init_args.backbone", "test_resnet",
+        image_folder=image_folder,
+    )  # fmt: skip
+    size = DATA_IMAGE_SIZES[data]
+    recipes = own_views(type(cli.model))
+    assert cli.model.multiview.recipes == recipes
+    assert cli.model.multiview.sizes == tuple(recipe.size(size) for recipe in recipes)
+    assert cli.model.clean_view.size == size
+
+
+@pytest.mark.parametrize("data", sorted(DATA_IMAGE_SIZES))
+def test_resnets_get_the_small_image_stem_at_small_image_sizes_only(data: str, image_folder: Path) -> None:
+    data_config = REPO / "configs" / "data" / f"{data}.yaml"
+    cli = instantiate(
+        "--config", str(REPO / "configs" / "simclr.yaml"), "--config", str(data_config), image_folder=image_folder
+    )
+    small = DATA_IMAGE_SIZES[data] <= 64
+    assert isinstance(cli.model.backbone.maxpool, nn.Identity) == small
+    assert cli.model.backbone.conv1.stride == ((1, 1) if small else (2, 2))
