@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, environment  # noqa: E402
 
 from selfsup.methods import METHODS  # noqa: E402
+from selfsup.runs import METRICS_FILE, Metric  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,14 +41,15 @@ def run(method: str, args: argparse.Namespace, root: Path, small: bool) -> dict:
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     wall = time.perf_counter() - start
-    with open(root / method / "version_0" / "metrics.csv") as f:
+    (run_folder,) = (root / method).iterdir()  # the one run of this method under this root
+    with open(run_folder / METRICS_FILE) as f:
         rows = list(csv.DictReader(f))
-    final = [row for row in rows if row.get("val/knn_top1")][-1]
-    throughput = [float(row["perf/img_per_s"]) for row in rows if row.get("perf/img_per_s")]
+    final = [row for row in rows if row.get(Metric.KNN_TOP1)][-1]
+    throughput = [float(row[Metric.IMAGES_PER_SECOND]) for row in rows if row.get(Metric.IMAGES_PER_SECOND)]
     return {
         "method": method,
-        "knn_top1": round(float(final["val/knn_top1"]), 4),
-        "online_linear_top1": round(float(final["val/online_linear_top1"]), 4),
+        "knn_top1": round(float(final[Metric.KNN_TOP1]), 4),
+        "online_linear_top1": round(float(final[Metric.PROBE_TOP1]), 4),
         "median_img_per_s": round(statistics.median(throughput), 1) if throughput else None,
         "wall_s": round(wall, 1),
     }

@@ -24,6 +24,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
 from selfsup.errors import ConfigurationError  # noqa: E402
+from selfsup.runs import (  # noqa: E402
+    CHECKPOINT_DIR,
+    HPARAMS_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+    Metric,
+    run_name,
+)
 
 
 class _HparamsLoader(yaml.SafeLoader):
@@ -44,18 +52,19 @@ class Run:
 
     @classmethod
     def load(cls, directory: Path) -> "Run":
-        with open(directory / "metrics.csv") as f:
+        with open(directory / METRICS_FILE) as f:
             metrics = list(csv.DictReader(f))
-        hparams_file = directory / "hparams.yaml"
+        hparams_file = directory / HPARAMS_FILE
         hparams = yaml.load(hparams_file.read_text(), _HparamsLoader) if hparams_file.is_file() else {}
-        results_file = directory / "checkpoints" / "results.json"
+        results_file = directory / CHECKPOINT_DIR / RESULTS_FILE
         results = json.loads(results_file.read_text()) if results_file.is_file() else None
         method = results["method"] if results else directory.parent.name
-        run = cls(f"{method}-v{directory.name.removeprefix('version_')}", method, metrics, hparams or {}, results)
+        name = run_name(method, directory.name.removeprefix("version_"))
+        run = cls(name, method, metrics, hparams or {}, results)
         run.history = [
-            (int(row["epoch"]), float(row["val/knn_top1"]), _number(row.get("time/elapsed_s")))
+            (int(row["epoch"]), float(row[Metric.KNN_TOP1]), _number(row.get(Metric.ELAPSED_SECONDS)))
             for row in metrics
-            if row.get("val/knn_top1")
+            if row.get(Metric.KNN_TOP1)
         ]
         return run
 
@@ -64,10 +73,10 @@ class Run:
         return values[-1] if values else None
 
     def summary(self) -> dict[str, Any]:
-        throughput = [float(row["perf/img_per_s"]) for row in self.metrics if row.get("perf/img_per_s")]
+        throughput = [float(row[Metric.IMAGES_PER_SECOND]) for row in self.metrics if row.get(Metric.IMAGES_PER_SECOND)]
         epochs = max((int(row["epoch"]) for row in self.metrics if row.get("epoch")), default=-1) + 1
-        knn, knn_source = self.last("val/knn_top1"), "online"
-        linear, linear_source = self.last("val/online_linear_top1"), "online"
+        knn, knn_source = self.last(Metric.KNN_TOP1), "online"
+        linear, linear_source = self.last(Metric.PROBE_TOP1), "online"
         if self.results:
             knn, knn_source = self.results["knn"]["top1"], "offline"
             if "linear" in self.results:
@@ -82,7 +91,7 @@ class Run:
             "knn_source": knn_source,
             "linear_top1": linear,
             "linear_source": linear_source,
-            "device_hours": self.last("time/device_hours"),
+            "device_hours": self.last(Metric.DEVICE_HOURS),
         }
 
 
@@ -96,7 +105,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.exists():
             raise ConfigurationError(f"{path} does not exist: pass run folders such as runs/simclr/version_0, or runs")
-        found = [path] if (path / "metrics.csv").is_file() else sorted(p.parent for p in path.rglob("metrics.csv"))
+        found = [path] if (path / METRICS_FILE).is_file() else sorted(p.parent for p in path.rglob(METRICS_FILE))
         if not found:
             raise ConfigurationError(f"No run under {path}: a run folder holds the metrics.csv of `train.py fit`")
         runs += found

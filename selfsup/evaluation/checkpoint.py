@@ -4,11 +4,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from selfsup.errors import ConfigurationError
 from selfsup.models import build_backbone
+from selfsup.runs import RunRecord, read_checkpoint, run_folder_of_checkpoint, run_name_of_folder
 
 
 @dataclass
@@ -22,36 +22,31 @@ class Pretrained:
     epoch: int
     global_step: int
 
+    @property
+    def image_size(self) -> int:
+        """The side of the images the backbone was trained on (and is evaluated at)."""
+        return int(self.hparams["image_size"])
+
 
 def load_pretrained(path: str | Path, expected_backbone: str | None = None) -> Pretrained:
     """The frozen backbone of a checkpoint written by `train.py fit`, in eval mode on the CPU.
 
-    Loads with `weights_only=True`: nothing in the file is executed. `expected_backbone`, when given, must be
-    the backbone the checkpoint was trained with.
+    Loads with `weights_only=True` (`selfsup.runs.read_checkpoint`): nothing in the file is executed.
+    `expected_backbone`, when given, must be the backbone the checkpoint was trained with.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    if "backbone" not in hparams or "image_size" not in hparams:
         raise ConfigurationError(
-            f"Checkpoint {path} does not exist. Pass --ckpt_path runs/<method>/version_N/checkpoints/last.ckpt"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ConfigurationError(
-            f"{path} cannot be loaded as a weights-only checkpoint ({type(error).__name__}); pass a checkpoint "
-            "written by `train.py fit`."
-        ) from error
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if "state_dict" not in checkpoint or "backbone" not in hparams:
-        raise ConfigurationError(
-            f"{path} is not a selfsup pretraining checkpoint (no backbone in its hyperparameters)."
+            f"{path} is not a selfsup pretraining checkpoint (no backbone and image size in its hyperparameters)."
         )
     if expected_backbone is not None and expected_backbone != hparams["backbone"]:
         raise ConfigurationError(
             f"{path} holds a {hparams['backbone']!r} backbone, not {expected_backbone!r}. Pass a checkpoint of "
             f"{expected_backbone!r}, or drop --backbone to evaluate the checkpoint's own."
         )
-    backbone, feature_dim = build_backbone(hparams["backbone"], hparams.get("small_image_stem", True))
+    backbone, feature_dim = build_backbone(hparams["backbone"], hparams.get("small_image_stem"), hparams["image_size"])
     weights = {k.removeprefix("backbone."): v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
     try:
         backbone.load_state_dict(weights)
@@ -59,16 +54,15 @@ def load_pretrained(path: str | Path, expected_backbone: str | None = None) -> P
         raise ConfigurationError(
             f"The backbone weights in {path} do not fit {hparams['backbone']!r}: {str(error).splitlines()[0]}"
         ) from error
-    info = checkpoint.get("selfsup", {})
-    run_dir = path.parent.parent  # runs/<method>/version_N/checkpoints/<file>
-    method = info.get("method") or run_dir.parent.name
+    record = RunRecord.read(checkpoint)
+    run_folder = run_folder_of_checkpoint(path)
     return Pretrained(
         backbone=backbone.eval().requires_grad_(False),
         feature_dim=feature_dim,
         hparams=dict(hparams),
         data=dict(checkpoint.get("datamodule_hyper_parameters", {})),
-        method=method,
-        run_name=info.get("run_name") or f"{method}-v{run_dir.name.removeprefix('version_')}",
+        method=record.method if record else run_folder.parent.name,
+        run_name=(record and record.run_name) or run_name_of_folder(run_folder),
         epoch=int(checkpoint.get("epoch", -1)),
         global_step=int(checkpoint.get("global_step", -1)),
     )

@@ -21,7 +21,6 @@ import torch
 from jsonargparse import CLI
 
 from selfsup.augment import CleanView, MultiView, ViewRecipe
-from selfsup.cli import wandb_configured_online
 from selfsup.data import SelfSupDataModule
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.checkpoint import Pretrained, load_pretrained
@@ -29,6 +28,8 @@ from selfsup.evaluation.diagnostics import representation_diagnostics
 from selfsup.evaluation.features import extract_features
 from selfsup.evaluation.knn import KNN_KS, KNN_TEMPERATURES, knn_sweep
 from selfsup.evaluation.linear_probe import LinearProbeConfig, train_linear_probe
+from selfsup.loggers import wandb_configured_online
+from selfsup.runs import Metric, results_path
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def evaluate(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     network = pretrained.backbone.to(device, memory_format=torch.channels_last)
     recipes = [ViewRecipe.from_dict(v) for v in pretrained.hparams["views"]]
-    clean = CleanView(recipes[0].size, datamodule.mean, datamodule.std).to(device)
+    clean = CleanView(pretrained.image_size, datamodule.mean, datamodule.std).to(device)
 
     start = time.perf_counter()
     train_features, train_labels = extract_features(network, bank_loader, clean, device)
@@ -118,7 +119,7 @@ def evaluate(
 
     if linear_probe:
         start = time.perf_counter()
-        augmented = _augmented_features(network, bank_loader, recipes[0].size, datamodule, device, linear.seed)
+        augmented = _augmented_features(network, bank_loader, pretrained.image_size, datamodule, device, linear.seed)
         probe = train_linear_probe(
             train_features, train_labels, test_features, test_labels, datamodule.num_classes, linear, augmented
         )
@@ -126,10 +127,12 @@ def evaluate(
         results["linear"]["config"] = dataclasses.asdict(linear)
 
     if diagnostics:
-        views = _diagnostic_views(network, test_loader, recipes, datamodule, device, diagnostics_samples)
+        views = _diagnostic_views(
+            network, test_loader, recipes, pretrained.image_size, datamodule, device, diagnostics_samples
+        )
         results["diagnostics"] = representation_diagnostics(*views, histograms=True)
 
-    destination = Path(output) if output else Path(ckpt_path).expanduser().parent / "results.json"
+    destination = Path(output) if output else results_path(Path(ckpt_path).expanduser())
     destination.write_text(json.dumps(results, indent=2) + "\n")
     print(format_results(results))
     print(f"results written to {destination}")
@@ -149,7 +152,8 @@ def _datamodule(pretrained: Pretrained, data: EvalData) -> tuple[SelfSupDataModu
         root=data.root or (pretrained.data.get("root") if same_data else None),
         batch_size=data.batch_size,
         max_samples=data.max_samples if data.max_samples is not None else pretrained.data.get("max_samples"),
-        folder_image_size=pretrained.data.get("folder_image_size", 256),
+        image_size=pretrained.image_size,
+        folder_image_size=pretrained.data.get("folder_image_size"),
         num_workers=data.num_workers,
     )
     datamodule.prepare_data()
@@ -160,30 +164,31 @@ def _datamodule(pretrained: Pretrained, data: EvalData) -> tuple[SelfSupDataModu
     return datamodule, loaders
 
 
-def _augmentation(recipe: ViewRecipe, datamodule: SelfSupDataModule, device: torch.device, seed: int):
+def _augmentation(recipe: ViewRecipe, image_size: int, datamodule: SelfSupDataModule, device: torch.device, seed: int):
     """uint8 images -> one augmented view per image, drawn from a generator seeded with `seed`."""
-    augment = MultiView([dataclasses.replace(recipe, num_views=1)], datamodule.mean, datamodule.std).to(device)
+    single = [dataclasses.replace(recipe, num_views=1)]
+    augment = MultiView(single, image_size, datamodule.mean, datamodule.std).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     return lambda images: augment(images, generator)[0]
 
 
-def _augmented_features(network, loader, size: int, datamodule: SelfSupDataModule, device, seed: int):
+def _augmented_features(network, loader, image_size: int, datamodule: SelfSupDataModule, device, seed: int):
     """epoch -> features of randomly resized-cropped (scale 0.08-1) and flipped training images: the standard
     augmented linear-probe protocol."""
-    recipe = ViewRecipe(size=size, crop_scale=(0.08, 1.0), jitter_prob=0.0, grayscale_prob=0.0)
+    recipe = ViewRecipe(crop_scale=(0.08, 1.0), jitter_prob=0.0, grayscale_prob=0.0)
     return lambda epoch: extract_features(
-        network, loader, _augmentation(recipe, datamodule, device, seed * 100_003 + epoch), device
+        network, loader, _augmentation(recipe, image_size, datamodule, device, seed * 100_003 + epoch), device
     )[0]
 
 
-def _diagnostic_views(network, loader, recipes, datamodule, device, samples: int) -> list[torch.Tensor]:
+def _diagnostic_views(network, loader, recipes, image_size, datamodule, device, samples: int) -> list[torch.Tensor]:
     """Features of two augmented views (the method's first two) of the first `samples` test images."""
     view_recipes = [r for r in recipes for _ in range(r.num_views)][:2]
     view_recipes += view_recipes[:1] * (2 - len(view_recipes))  # a one-view recipe: two draws of it
     batches = list(itertools.islice(loader, -(-samples // datamodule.batch_size)))
     views = []
     for seed, recipe in enumerate(view_recipes):
-        augment = _augmentation(recipe, datamodule, device, seed)
+        augment = _augmentation(recipe, image_size, datamodule, device, seed)
         features, labels = extract_features(network, batches, augment, device)
         views.append(features[labels >= 0][:samples])
     return views
@@ -232,9 +237,12 @@ def _log_to_wandb(results: dict[str, Any], project: str, directory: Path) -> Non
         mode="online" if wandb_configured_online() else "offline",
         config=config,
     )
-    metrics = {"eval/knn_top1": results["knn"]["top1"]}
+    metrics = {Metric.EVAL_KNN_TOP1: results["knn"]["top1"]}
     if "linear" in results:
-        metrics |= {"eval/linear_top1": results["linear"]["top1"], "eval/linear_top5": results["linear"]["top5"]}
+        metrics |= {
+            Metric.EVAL_LINEAR_TOP1: results["linear"]["top1"],
+            Metric.EVAL_LINEAR_TOP5: results["linear"]["top5"],
+        }
     for name, value in results.get("diagnostics", {}).items():
         if not isinstance(value, list):
             metrics[f"eval/{name}"] = value
@@ -245,4 +253,5 @@ def _log_to_wandb(results: dict[str, Any], project: str, directory: Path) -> Non
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
-    return CLI(evaluate, args=args, as_positional=False)
+    """`train.py eval ...`: parse errors are raised (not printed with the usage), for `selfsup.cli` to report."""
+    return CLI(evaluate, args=args, as_positional=False, exit_on_error=False)

@@ -1,0 +1,127 @@
+"""What a run is called and what it leaves on disk: the one owner of run names, run folders, result paths,
+metric names and the record selfsup writes into checkpoints. Training, evaluation, the report and the
+benchmarks import these instead of rebuilding strings, so they cannot drift apart.
+
+    runs/<method>/version_N/                       a run folder: metrics.csv, hparams.yaml, config.yaml, wandb/
+    runs/<method>/version_N/checkpoints/last.ckpt  the checkpoint to resume or evaluate
+    runs/<method>/version_N/checkpoints/results.json   what `train.py eval` measured on it
+"""
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from selfsup.errors import ConfigurationError
+
+RUNS_ROOT = "runs"
+METRICS_FILE = "metrics.csv"
+HPARAMS_FILE = "hparams.yaml"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last"  # the file is last.ckpt
+RESULTS_FILE = "results.json"
+
+
+class Metric:
+    """Metric names shared by training, evaluation, the report and the benchmarks. They are stable, so wandb
+    dashboards compare methods and runs of different versions."""
+
+    TRAIN_LOSS = "train/loss"
+    PROBE_LOSS = "train/online_linear_loss"
+    TAU = "train/tau"
+    KNN_TOP1 = "val/knn_top1"
+    PROBE_TOP1 = "val/online_linear_top1"
+    IMAGES_PER_SECOND = "perf/img_per_s"
+    ELAPSED_SECONDS = "time/elapsed_s"
+    DEVICE_HOURS = "time/device_hours"
+    EVAL_KNN_TOP1 = "eval/knn_top1"
+    EVAL_LINEAR_TOP1 = "eval/linear_top1"
+    EVAL_LINEAR_TOP5 = "eval/linear_top5"
+
+
+def plain(value: Any) -> Any:
+    """`value` as plain data, the form checkpoints and config files hold: dataclasses become dicts, tuples
+    lists, recursively. Checkpoints of plain data load with weights_only=True and compare with configs."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def method_name(method_class: type) -> str:
+    """The registry name of a method class (`SimCLR` -> `simclr`): its configs/<name>.yaml and run folder."""
+    return method_class.__name__.lower()
+
+
+def run_name(method: str, version: int | str) -> str:
+    """`simclr-v3`: the name of run folder runs/simclr/version_3, in wandb and in evaluation results."""
+    return f"{method}-v{version}"
+
+
+def run_name_of_folder(run_dir: Path) -> str:
+    """The run name of a run folder runs/<method>/version_N."""
+    return run_name(run_dir.parent.name, run_dir.name.removeprefix("version_"))
+
+
+def run_folder_of_checkpoint(checkpoint: Path) -> Path:
+    """runs/<method>/version_N of runs/<method>/version_N/checkpoints/<file>."""
+    return checkpoint.parent.parent
+
+
+def results_path(checkpoint: Path) -> Path:
+    """Where `train.py eval` writes what it measured on `checkpoint`: results.json beside it."""
+    return checkpoint.parent / RESULTS_FILE
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What selfsup adds to every checkpoint: the method and run that wrote it, and the seed its views and
+    shuffles were drawn from. `train.py eval` labels its results with it; a resumed run checks the method and
+    reuses the seed, so it draws the views an uninterrupted run would have drawn."""
+
+    method: str
+    run_name: str | None
+    seed: int
+
+    KEY: ClassVar[str] = "selfsup"
+
+    def write(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = asdict(self)
+
+    @classmethod
+    def read(cls, checkpoint: dict[str, Any]) -> "RunRecord | None":
+        record = checkpoint.get(cls.KEY)
+        if not isinstance(record, dict) or "method" not in record:
+            return None
+        return cls(record["method"], record.get("run_name"), int(record.get("seed", 0)))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by `train.py fit`, loaded with `weights_only=True`: nothing in the file is executed.
+
+    A missing, truncated or foreign file, or one that could only be loaded unsafely, is a `ConfigurationError`
+    naming the file (never PyTorch's hint to load it unsafely).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(
+            f"Checkpoint {path} does not exist. Pass --ckpt_path runs/<method>/version_N/checkpoints/last.ckpt"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, or objects that weights-only loading refuses
+        raise ConfigurationError(
+            f"{path} cannot be loaded as a weights-only checkpoint ({type(error).__name__}); pass a checkpoint "
+            "written by `train.py fit`."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise ConfigurationError(
+            f"{path} is not a selfsup pretraining checkpoint (no model state and hyperparameters); pass a checkpoint "
+            "written by `train.py fit`."
+        )
+    return checkpoint
