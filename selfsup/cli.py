@@ -1,30 +1,60 @@
-"""The command line: LightningCLI over any `Method` and the `SelfSupDataModule`, plus the logging defaults.
+"""The command line: LightningCLI over any `Method` and the `SelfSupDataModule`, and the `eval` subcommand.
 
 `python train.py fit --config configs/simclr.yaml [--trainer.max_epochs 5 ...]`. Besides LightningCLI's own
-options it adds `--wandb` / `--wandb_project`, a `--checkpoint.*` group (ModelCheckpoint, keeping last.ckpt)
-and links the dataset's class count, normalisation and batch size into the model, so they are set once.
+options it adds `--wandb` / `--wandb_project`, and links the dataset's image size, class count, normalisation
+and batch size into the model, so they are set once, by the data. Every run keeps last.ckpt (more checkpoints
+with `--trainer.callbacks+=ModelCheckpoint`), and the seed defaults to 0, so runs repeat.
+
+What the CLI adds to LightningCLI's behaviour: a resumed run trains what its checkpoint trained
+(`selfsup.resume`); a run's length is checked before anything is built; a run that fails before its first
+step leaves no run folder behind; and every mistake a user can make ends in one line, not a traceback or a
+page of usage (`user_error`).
 """
 
-import json
-import os
+import logging
+import re
 import sys
+from argparse import ArgumentError
 from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import Namespace
 from jsonargparse.typing import register_type
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup.augment import ViewRecipe
 from selfsup.data import SelfSupDataModule
+from selfsup.data.datamodule import resolved_sizes
 from selfsup.errors import ConfigurationError
-from selfsup.methods import Method
+from selfsup.evaluation.evaluate import main as evaluate
+from selfsup.loggers import LastCheckpoint, RunProgressBar, discard_run, run_loggers
+from selfsup.methods import METHODS, Method
+from selfsup.resume import resumed_settings
+from selfsup.runs import RUNS_ROOT, method_name, plain, read_checkpoint
+
+# The seed is recorded in config.yaml and in every checkpoint; a line about it before every run (or error) is noise.
+logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
 
 # View recipes appear in configs as plain mappings, with every field shown by --print_config.
 register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe.from_dict)
+
+# data option -> the method option it sets: the data decides these, once
+DATA_TO_MODEL = {
+    "batch_size": "batch_size",
+    "image_size": "image_size",
+    "num_classes": "num_classes",
+    "mean": "image_mean",
+    "std": "image_std",
+}
+DESCRIPTION = (
+    "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: train.py fit --config "
+    "configs/simclr.yaml), validate (the kNN monitor and online probe of a config or --ckpt_path), and eval "
+    "(the offline kNN sweep, linear probe and diagnostics of a checkpoint: train.py eval --help)."
+)
 
 
 def default_precision() -> str:
@@ -32,27 +62,31 @@ def default_precision() -> str:
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def wandb_configured_online() -> bool:
-    """True only if the user set wandb up to sync: WANDB_MODE=online, an API key, or `wandb login` (~/.netrc)."""
-    mode = os.environ.get("WANDB_MODE")
-    if mode:
-        return mode == "online"
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-
-
 class SelfSupCLI(LightningCLI):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, args: list[str] | None = None, **kwargs) -> None:
+        self._argv = sys.argv[1:] if args is None else list(args)
+        self._run_folder: Path | None = None
+        self._start_step = 0  # the global step a resumed run starts from
         super().__init__(
             Method,
             SelfSupDataModule,
             subclass_mode_model=True,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},
+            args=args,
             **kwargs,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit and validate: a method has no test or predict step."""
+        return {
+            subcommand: skip
+            for subcommand, skip in LightningCLI.subcommands().items()
+            if subcommand in ("fit", "validate")
+        }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -63,70 +97,140 @@ class SelfSupCLI(LightningCLI):
             "wandb is configured online: WANDB_MODE=online, WANDB_API_KEY or `wandb login`).",
         )
         parser.add_argument("--wandb_project", type=str, default="selfsup", help="Weights & Biases project.")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.save_last": True,
                 "trainer.precision": default_precision(),
-                "trainer.default_root_dir": "runs",
+                "trainer.default_root_dir": RUNS_ROOT,
+                "trainer.max_epochs": 100,
                 "trainer.log_every_n_steps": 10,
             }
         )
-        parser.link_arguments("data.batch_size", "model.init_args.batch_size")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.mean", "model.init_args.image_mean", apply_on="instantiate")
-        parser.link_arguments("data.std", "model.init_args.image_std", apply_on="instantiate")
+        for data_option, model_option in DATA_TO_MODEL.items():
+            parser.link_arguments(f"data.{data_option}", f"model.init_args.{model_option}", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """With --ckpt_path, the run trains the checkpoint's method, options and seed (`selfsup.resume`), where
+        LightningCLI would silently replace the model's options by the checkpoint's."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path:
+            return
+        checkpoint = read_checkpoint(ckpt_path)
+        self._start_step = int(checkpoint.get("global_step", 0))
+        explicit = plain(self.parser.parse_args(self._argv, defaults=False)[subcommand].as_dict())
+        settings = resumed_settings(Path(ckpt_path), checkpoint, explicit, set(DATA_TO_MODEL.values()))
+        resumed = {
+            "model": {"class_path": settings.method_class_path, "init_args": settings.model},
+            "seed_everything": settings.seed,
+        }
+        if settings.data:
+            resumed["data"] = settings.data
+        try:
+            self.config = self.parser.parse_object({subcommand: resumed}, self.config)
+        except ArgumentError as error:
+            raise ConfigurationError(
+                f"{ckpt_path} holds options this version of selfsup does not know ({user_error(error)}); resume it "
+                "with the version that wrote it."
+            ) from None
+
+    def before_instantiate_classes(self) -> None:
+        """Write the data's image sizes into the config (config.yaml and the logged hparams show what trains), and
+        check the run's length before anything is built: the schedule needs a finite number of steps."""
+        config = self._subcommand_config()
+        data = config.data
+        data.image_size, data.folder_image_size = resolved_sizes(data.dataset, data.image_size, data.folder_image_size)
+        trainer = config.trainer
+        epochs, steps = trainer.max_epochs, trainer.max_steps  # Lightning: epochs None with no steps is 1000
+        finite = (steps is not None and steps >= 1) or epochs is None or epochs >= 1
+        if self.subcommand == "fit" and not finite:
+            raise ConfigurationError(
+                f"--trainer.max_epochs must be at least 1, got {trainer.max_epochs}: the learning-rate schedule "
+                "needs a run of known length (or set --trainer.max_steps)."
+            )
+
+    def _subcommand_config(self, config: Namespace | None = None) -> Namespace:
+        config = self.config if config is None else config
+        return config[self.subcommand] if self.subcommand else config
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.trainer.logger in (None, True):  # the user did not choose loggers: use ours
+        config = self._subcommand_config()
+        if config.trainer.logger in (None, True):  # the user did not choose loggers: ours
             kwargs["logger"] = self._default_loggers(config)
-        return super().instantiate_trainer(**kwargs)
+        callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or [])
+        callbacks.append(LastCheckpoint())
+        if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RunProgressBar())
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
-    def _default_loggers(self, config: Namespace) -> list[Logger]:
-        """CSV always; wandb (offline unless configured online) named by method and grouped by dataset."""
-        method = type(self.model).__name__.lower()
-        csv = CSVLogger(config.trainer.default_root_dir, name=method)
-        loggers: list[Logger] = [csv]
-        if config.wandb:
-            resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
-            # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
-            resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
-            loggers.append(
-                WandbLogger(
-                    project=config.wandb_project,
-                    name=f"{method}-v{csv.version}",  # `train.py eval` logs under the same name
-                    group=config.data.dataset,
-                    job_type="pretrain",
-                    save_dir=csv.log_dir,
-                    offline=not wandb_configured_online(),
-                    config=json.loads(json.dumps(resolved, default=str)),
-                )
-            )
+    def _default_loggers(self, config: Namespace) -> list:
+        method = method_name(type(self.model))
+        resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
+        # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
+        resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
+        loggers = run_loggers(
+            config.trainer.default_root_dir,
+            method,
+            config.data.dataset,
+            config.wandb_project if config.wandb else None,
+            resolved,
+        )
+        self._run_folder = Path(loggers[0].log_dir)
         return loggers
+
+    def fit(self, model: Method, **kwargs: Any) -> None:
+        """Trainer.fit; a run that fails before its first optimizer step leaves no run folder behind."""
+        if self.trainer.logger is not None and self._run_folder is not None:
+            _ = self.trainer.logger.experiment  # the CSV folder first, so that wandb's files do not look stale to it
+        try:
+            self.trainer.fit(model, **kwargs)
+        except BaseException:
+            if self.trainer.global_step in (0, self._start_step) and self._run_folder is not None:
+                rank_zero_only(discard_run)(self.trainer.loggers, self._run_folder)
+            raise
 
 
 def main(args: list[str] | None = None) -> SelfSupCLI | dict:
-    """Run the CLI (`eval` goes to the offline evaluators); a `ConfigurationError` ends it with one line naming
-    the fix, exit status 1."""
-    args = sys.argv[1:] if args is None else args
+    """Run the CLI (`eval` goes to the offline evaluators). A user's mistake ends it with one line naming the fix
+    and exit status 1; anything else keeps its traceback."""
+    argv = sys.argv[1:] if args is None else args
     try:
-        if args[:1] == ["eval"]:
-            from selfsup.evaluation.evaluate import main as evaluate  # it builds on this module
-
-            return evaluate(args[1:])
-        return SelfSupCLI(args=args)
+        if argv[:1] == ["eval"]:
+            return evaluate(argv[1:])
+        return SelfSupCLI(args=args)  # None: LightningCLI reads sys.argv itself
     except Exception as error:
-        cause = _configuration_error(error)
-        if cause is None:
+        message = user_error(error)
+        if message is None:
             raise
-        sys.exit(f"error: {cause}")
+        sys.exit(f"error: {message}")
 
 
-def _configuration_error(error: BaseException | None) -> ConfigurationError | None:
-    """The user's mistake behind `error`, also when jsonargparse wrapped it while instantiating a class."""
+def user_error(error: BaseException) -> str | None:
+    """One line for the user's mistake behind `error`, or None if it is not one (a bug keeps its traceback).
+
+    A `ConfigurationError` anywhere in the chain of causes is the mistake. A parse error from jsonargparse
+    becomes its innermost message with the option it concerns; an unknown or missing method lists the
+    registered ones.
+    """
+    chain = []
     while error is not None:
-        if isinstance(error, ConfigurationError):
-            return error
+        chain.append(error)
         error = error.__cause__ or error.__context__
-    return None
+    for cause in chain:
+        if isinstance(cause, ConfigurationError):
+            return str(cause)
+    if not isinstance(chain[0], ArgumentError):
+        return None
+    messages = [str(cause).strip() for cause in chain]
+    keys = [match.group(1) for m in messages if (match := re.match(r'Parser key "([^"]+)"', m))]
+    keys = list(dict.fromkeys(keys))  # the same key is repeated by each layer that re-raises
+    innermost = messages[-1].splitlines()[-1].strip()
+    unknown_class = any(isinstance(c, ImportError | AttributeError) or "import path" in str(c).lower() for c in chain)
+    if keys == ["model"] and unknown_class or re.search(r"required: \S*model\b", messages[0]):
+        given = re.search(r"(?:class_path '|import path string: |Import path )([\w.]+)", "\n".join(messages))
+        what = f"Unknown method {given.group(1)!r}" if given else "No method given"
+        registered = ", ".join(f"{name} ({cls.__name__})" for name, cls in METHODS.items())
+        return f"{what}. Registered methods: {registered}; pass --config configs/<method>.yaml or --model <Class>."
+    if not keys:
+        return innermost
+    option = ".".join([keys[0], "init_args", *keys[1:]] if keys[0] == "model" else keys)
+    return f"--{option}: {innermost}"

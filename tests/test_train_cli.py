@@ -1,15 +1,21 @@
 """train.py end to end: fit on tiny data, checkpoint, resume, offline wandb, and the bad-input messages."""
 
 import csv
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
+from pytorch_lightning.loggers import CSVLogger
 
-from selfsup.cli import main
+from selfsup.cli import SelfSupCLI, main
+from selfsup.loggers import RunProgressBar
 from tests.conftest import needs_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +26,7 @@ def train(*args: str, root: Path, method: str = "simclr") -> subprocess.Complete
     command = [
         sys.executable, "train.py", "fit", "--config", f"configs/{method}.yaml",
         "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(root),
-        "--trainer.enable_progress_bar", "false", "--seed_everything", "0", *args,
+        "--trainer.enable_progress_bar", "false", *args,
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -43,21 +49,27 @@ def tiny_folder_args(folder: Path) -> list[str]:
         "8",
         "--data.num_workers",
         "0",
-        "--data.folder_image_size",
+        "--data.image_size",
         "16",
-        "--model.init_args.views",
-        '[{"size": 16}]',
         "--model.init_args.warmup_epochs",
-        "1",
+        "0.5",
         "--trainer.log_every_n_steps",
         "2",
     ]
 
 
+# What a newcomer must not read before the first step: warnings the project itself causes.
+PROJECT_NOISE = ("args parameter", "will be deleted", "covers the whole run", "git root", "No seed found")
+
+
 def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_path: Path, image_folder: Path) -> None:
     runs = tmp_path / "runs"
-    train(*tiny_folder_args(image_folder), "--trainer.max_epochs", "1", root=runs)
+    result = train(*tiny_folder_args(image_folder), "--trainer.max_epochs", "1", root=runs)
+    assert not [noise for noise in PROJECT_NOISE if noise in result.stderr], result.stderr[-3000:]
     first = runs / "simclr" / "version_0"
+    assert [path.name for path in (first / "checkpoints").iterdir()] == ["last.ckpt"]  # one checkpoint, not two
+    assert yaml.safe_load((first / "config.yaml").read_text())["seed_everything"] == 0  # a fixed default seed
+    assert torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["selfsup"]["seed"] == 0
     rows = read_metrics(first)
     logged = {key for row in rows for key, value in row.items() if value}
     assert set(METRICS) <= logged
@@ -153,8 +165,8 @@ def test_fit_with_two_ddp_processes_on_cpu(method: str, tmp_path: Path) -> None:
         "1",
         "--trainer.log_every_n_steps",
         "1",
-        "--model.init_args.views",
-        '[{"size": 16}]',
+        "--data.image_size",
+        "16",
         "--model.init_args.warmup_epochs",
         "0.5",
         "--wandb",
@@ -201,7 +213,7 @@ def test_clustering_and_neighbour_methods_fit_and_resume_with_queues_and_prototy
     if method == "swav":  # multi-crop, and a queue that fills within the first epoch
         options += [
             "--model.init_args.views",
-            '[{"num_views": 2, "size": 16}, {"num_views": 2, "size": 8}]',
+            '[{"num_views": 2}, {"num_views": 2, "relative_size": 0.5}]',
             "--model.init_args.queue_size",
             "32",
             "--model.init_args.num_prototypes",
@@ -223,3 +235,32 @@ def test_clustering_and_neighbour_methods_fit_and_resume_with_queues_and_prototy
         torch.testing.assert_close(first["prototypes.weight"].norm(dim=1), torch.ones(10))
     else:
         assert (final["support_set.labels"][:96] >= 0).all()  # labels kept for the neighbour accuracy
+
+
+@pytest.mark.parametrize("layout", ["one class", "no classes"])
+def test_folder_without_two_classes_trains_without_monitors_and_says_so(
+    layout: str, tmp_path: Path, image_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "images"
+    shutil.copytree(image_folder / "train" / "red", root / "red" if layout == "one class" else root)
+    args = [*tiny_folder_args(root), "--model.init_args.backbone", "test_resnet", "--trainer.max_epochs", "1"]
+    with caplog.at_level(logging.INFO):
+        cli = main(["fit", "--config", str(REPO / "configs" / "simclr.yaml"), "--wandb", "false",
+                    "--trainer.default_root_dir", str(tmp_path / "runs"), *args])  # fmt: skip
+    assert cli.trainer.global_step == 3 and not cli.model.labelled  # 24 images / batch 8
+    assert "val/knn_top1" not in cli.trainer.callback_metrics and not hasattr(cli.model, "probe")
+    assert (tmp_path / "runs" / "simclr" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert "training without the kNN monitor and the online probe" in caplog.text
+
+
+def test_progress_bar_shows_the_run_version_not_wandbs_run_id(tmp_path: Path) -> None:
+    csv, wandb_like = CSVLogger(tmp_path, name="simclr"), SimpleNamespace(version="xk2f9a")
+    trainer = SimpleNamespace(loggers=[csv, wandb_like], logger=csv, progress_bar_metrics={"train/loss": 1.0})
+    assert RunProgressBar().get_metrics(trainer, None) == {"v_num": 0, "train/loss": 1.0}
+
+
+def test_the_cpu_job_warms_up_within_its_run(image_folder: Path) -> None:
+    """`make train` without a GPU (configs/trainer/cpu.yaml) must not warm up longer than it trains."""
+    configs = [str(REPO / "configs" / name) for name in ("simclr.yaml", "trainer/cpu.yaml")]
+    cli = SelfSupCLI(args=[f"--config={config}" for config in configs] + ["--wandb", "false"], run=False)
+    assert cli.model.hparams.warmup_epochs < cli.trainer.max_epochs

@@ -1,0 +1,98 @@
+"""Resuming with --ckpt_path trains what the checkpoint trained: its method, its options, its data and its seed.
+Explicit options that differ stop the run with one line; options that do not change what is trained are
+honoured; and the resumed run equals the uninterrupted one, bit for bit on the CPU."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from selfsup.cli import main
+from tests.data.test_datasets import fake_fashion_mnist
+from tests.test_train_cli import train
+from tests.test_user_errors import fit, one_line_error
+
+TINY = [
+    "--data.batch_size", "16", "--data.image_size", "16", "--model.init_args.backbone", "test_resnet",
+    "--model.init_args.warmup_epochs", "0.5", "--trainer.log_every_n_steps", "1", "--wandb", "false",
+]  # fmt: skip
+
+
+class StopAfterFirstEpoch(pl.Callback):
+    """Ends a run after its first epoch without changing its plan: a stand-in for preemption."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+@pytest.fixture(scope="module")
+def first_epoch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/simclr/version_0: a 2-epoch SimCLR run with seed 3 on 64 fake Fashion-MNIST images, stopped after
+    its first epoch."""
+    root = tmp_path_factory.mktemp("resume")
+    fake_fashion_mnist(root / "fmnist", train=64, test=16)
+    stop = f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch"
+    train(
+        "--data.root",
+        str(root / "fmnist"),
+        *TINY,
+        "--seed_everything",
+        "3",
+        "--trainer.max_epochs",
+        "2",
+        stop,
+        root=root,
+    )
+    return root / "simclr" / "version_0"
+
+
+def test_resume_reuses_the_seed_honours_a_moved_data_root_and_equals_the_uninterrupted_run(
+    first_epoch: Path, tmp_path: Path
+) -> None:
+    data = first_epoch.parents[1] / "fmnist"
+    train("--data.root", str(data), *TINY, "--seed_everything", "3", "--trainer.max_epochs", "2", root=tmp_path)
+    moved = shutil.copytree(data, tmp_path / "moved")  # where the data lives may change on resume
+    checkpoint = first_epoch / "checkpoints" / "last.ckpt"
+    train("--data.root", str(moved), *TINY, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=tmp_path)
+
+    whole = torch.load(tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "simclr" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    config = yaml.safe_load((tmp_path / "simclr" / "version_1" / "config.yaml").read_text())
+    assert config["seed_everything"] == 3 and resumed["selfsup"]["seed"] == 3  # no --seed_everything given
+    assert config["data"]["root"] == str(moved) and resumed["datamodule_hyper_parameters"]["root"] == str(moved)
+    assert resumed["global_step"] == whole["global_step"] == 8
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), f"{key} differs from the uninterrupted run"
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [
+        ("mocov2", [], "was written by simclr, but the config asks for MoCoV2. Resume it with --config configs/simclr"),
+        ("simclr", ["--model.init_args.temperature", "0.5"], "--model.init_args.temperature 0.5 (checkpoint: 0.2)"),
+        ("simclr", ["--seed_everything", "4"], "--seed_everything 4 (checkpoint: 3)"),
+        ("simclr", ["--data.batch_size", "8"], "--data.batch_size 8 (checkpoint: 16)"),
+        ("simclr", ["--model.init_args.mixing.num_hard", "8"], "--model.init_args.mixing.num_hard 8 (checkpoint: 0)"),
+    ],
+)
+def test_resuming_with_another_method_or_changed_options_is_one_line(
+    config: str, args: list[str], message: str, first_epoch: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = first_epoch / "checkpoints" / "last.ckpt"
+    options = [*TINY, "--trainer.max_epochs", "2", *args, "--ckpt_path", str(checkpoint)]
+    text = one_line_error(fit(config, tmp_path, *options), capsys)
+    assert message in text and "--ckpt_path" in text  # the fix: the checkpoint's settings, or a new run
+    assert not any(tmp_path.iterdir())
+
+
+def test_validate_takes_the_checkpoints_data_and_options(first_epoch: Path, capsys: pytest.CaptureFixture) -> None:
+    """`validate --ckpt_path` with nothing but the method config scores the checkpoint on its own data."""
+    checkpoint = first_epoch / "checkpoints" / "last.ckpt"
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "simclr.yaml")
+    cli = main(["validate", "--config", config, "--ckpt_path", str(checkpoint), "--wandb", "false",
+                "--trainer.default_root_dir", str(first_epoch.parents[1] / "validate")])  # fmt: skip
+    assert cli.datamodule.root == first_epoch.parents[1] / "fmnist" and cli.model.hparams.backbone == "test_resnet"
+    assert 0 <= cli.trainer.callback_metrics["val/knn_top1"] <= 1
