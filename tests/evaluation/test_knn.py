@@ -71,3 +71,16 @@ def test_bank_sharded_over_two_ranks_equals_one_process() -> None:
     mp.spawn(_sharded_worker, args=(free_port(), results), nprocs=2, join=True)
     for _, rows in sorted(results.get() for _ in range(2)):
         assert rows == expected
+
+
+def test_exactly_k_neighbours_vote() -> None:
+    """The third neighbour would flip the vote of the first two: with k=2 it must not count (with k=3 it does), in
+    a single prediction as in the sweep."""
+    query = torch.tensor([[1.0, 0.0]])
+    angles = torch.tensor([0.45, 0.65, 0.8, 3.0])  # similarities cos(angle): 0.90, 0.80, 0.70, -0.99
+    bank = torch.stack([angles.cos(), angles.sin()], dim=1)
+    labels = torch.tensor([0, 1, 1, 0])
+    assert knn_predict(query, bank, labels, 2, k=2, temperature=1.0).tolist() == [0]
+    assert knn_predict(query, bank, labels, 2, k=3, temperature=1.0).tolist() == [1]
+    rows = knn_sweep(query, torch.tensor([0]), bank, labels, 2, ks=(2, 3), temperatures=(1.0,))
+    assert [row["top1"] for row in rows] == [1.0, 0.0]

@@ -53,3 +53,29 @@ def test_invalid_settings_are_rejected() -> None:
         LinearProbeConfig(validation_fraction=1.0)
     with pytest.raises(ConfigurationError, match="learning rate"):
         LinearProbeConfig(learning_rates=())
+
+
+def test_grid_point_is_chosen_on_held_out_training_data_never_on_the_test_set() -> None:
+    """Training labels lean to class 3, and test labels are all 3. The strongly decayed head ignores the features
+    and always answers 3: poor on held-out data (40%) but perfect on this test set. Held-out data must choose the
+    undecayed head, which scores only the test images truly of class 3."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 3, 3] * 160)  # class 3: 40% of the training set
+    centres = 4 * torch.eye(16)[:4]
+    train = centres[labels] + 0.5 * torch.randn(800, 16, generator=generator)
+    test, true_test_labels = separable(400, 1)
+    config = LinearProbeConfig(learning_rates=(0.1,), weight_decays=(0.0, 10.0), epochs=10, batch_size=128)
+    result = train_linear_probe(train, labels, test, torch.full_like(true_test_labels, 3), 4, config)
+    held_out = {row["weight_decay"]: row["validation_top1"] for row in result.grid}
+    assert held_out[0.0] > 0.95 and held_out[10.0] < 0.5
+    assert result.weight_decay == 0.0 and result.top1 == pytest.approx(0.25, abs=0.05)
+
+
+def test_features_are_standardized_whatever_their_offsets_and_scales() -> None:
+    """Separable features, shifted by 1000 and scaled per dimension from 1e-3 to 1e3 (the informative dimensions
+    the smallest): unstandardized SGD fails on them; the probe must still separate them."""
+    (train, train_labels), (test, test_labels) = separable(800, 0), separable(400, 1)
+    scales = torch.logspace(-3, 3, 16)  # dimensions 0-3 carry the classes and get the smallest scales
+    config = LinearProbeConfig(epochs=10, batch_size=128)
+    result = train_linear_probe(train * scales + 1000, train_labels, test * scales + 1000, test_labels, 4, config)
+    assert result.top1 > 0.95
