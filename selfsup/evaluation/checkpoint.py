@@ -37,9 +37,11 @@ def load_pretrained(path: str | Path, expected_backbone: str | None = None) -> P
     path = Path(path).expanduser()
     checkpoint = read_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
-    if "backbone" not in hparams or "image_size" not in hparams:
+    if "backbone" not in hparams:
+        raise ConfigurationError(f"{path} is not a selfsup pretraining checkpoint (no backbone in its hyperparameters)")
+    if "image_size" not in hparams:
         raise ConfigurationError(
-            f"{path} is not a selfsup pretraining checkpoint (no backbone and image size in its hyperparameters)."
+            f"{path} was written by an older selfsup, before the data set the image size; evaluate it with that version"
         )
     if expected_backbone is not None and expected_backbone != hparams["backbone"]:
         raise ConfigurationError(
