@@ -89,12 +89,12 @@ def _options(hparams: dict[str, Any], exclude: set[str] = frozenset()) -> dict[s
 def _merge(group: str, saved: dict[str, Any], explicit: dict[str, Any], differences: list[str]) -> dict[str, Any]:
     """`saved` with the explicit options that may change on resume; every other explicit option that differs
     from `saved` is added to `differences` as its flag and both values."""
-    merged = dict(saved)
+    merged, flat_saved = dict(saved), _flatten(saved)
     for key, value in _flatten(plain(explicit)).items():
-        if f"{group}.{key.partition('.')[0]}" in CHANGEABLE_ON_RESUME:
+        if f"{group}.{key}" in CHANGEABLE_ON_RESUME:  # top-level options only: never a dotted key
             merged[key] = value
         else:
-            saved_value = _flatten(saved).get(key, "not set")
+            saved_value = flat_saved.get(key, "not set")
             if saved_value != value:
                 flag = f"--{group}.init_args.{key}" if group == "model" else f"--{group}.{key}"
                 differences.append(f"{flag} {value} (checkpoint: {saved_value})")

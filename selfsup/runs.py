@@ -7,8 +7,7 @@ benchmarks import these instead of rebuilding strings, so they cannot drift apar
     runs/<method>/version_N/checkpoints/results.json   what `train.py eval` measured on it
 """
 
-import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,7 +43,7 @@ class Metric:
 def plain(value: Any) -> Any:
     """`value` as plain data, the form checkpoints and config files hold: dataclasses become dicts, tuples
     lists, recursively. Checkpoints of plain data load with weights_only=True and compare with configs."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}

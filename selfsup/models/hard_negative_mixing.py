@@ -66,7 +66,7 @@ class HardNegativeMixing:
         """These settings if mixing is on in `epoch`, else None."""
         return self if self.num_hard > 0 and epoch >= self.start_epoch else None
 
-    def __call__(self, queries: Tensor, negatives: Tensor, negative_mask: Tensor | None = None) -> "MixedNegatives":
+    def __call__(self, queries: Tensor, negatives: Tensor, negative_mask: Tensor | None = None) -> MixedNegatives:
         return mix_hard_negatives(
             queries, negatives, self.num_hard, self.num_mixed, self.num_query_mixed, negative_mask
         )
