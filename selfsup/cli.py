@@ -25,6 +25,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from selfsup.augment import ViewRecipe
 from selfsup.data import SelfSupDataModule
@@ -50,6 +51,7 @@ DATA_TO_MODEL = {
     "mean": "image_mean",
     "std": "image_std",
 }
+MAX_SEED = 2**32 - 1  # seed_everything's bound (a uint32)
 DESCRIPTION = (
     "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: train.py fit --config "
     "configs/simclr.yaml), validate (the kNN monitor and online probe of a config or --ckpt_path), and eval "
@@ -108,6 +110,14 @@ class SelfSupCLI(LightningCLI):
         for data_option, model_option in DATA_TO_MODEL.items():
             parser.link_arguments(f"data.{data_option}", f"model.init_args.{model_option}", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then check the seed before LightningCLI seeds with it (an out-of-range seed is a traceback there)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        seed = (self.config[subcommand] if subcommand else self.config).seed_everything
+        if not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+            raise ConfigurationError(f"--seed_everything must lie in [0, {MAX_SEED}], got {seed}")
+
     def _parse_ckpt_path(self) -> None:
         """With --ckpt_path, the run trains the checkpoint's method, options and seed (`selfsup.resume`), where
         LightningCLI would silently replace the model's options by the checkpoint's."""
@@ -119,12 +129,8 @@ class SelfSupCLI(LightningCLI):
         self._start_step = int(checkpoint.get("global_step", 0))
         explicit = plain(self.parser.parse_args(self._argv, defaults=False)[subcommand].as_dict())
         settings = resumed_settings(Path(ckpt_path), checkpoint, explicit, set(DATA_TO_MODEL.values()))
-        resumed = {
-            "model": {"class_path": settings.method_class_path, "init_args": settings.model},
-            "seed_everything": settings.seed,
-        }
-        if settings.data:
-            resumed["data"] = settings.data
+        model = {"class_path": explicit["model"]["class_path"], "init_args": settings.model}
+        resumed = {"model": model, "data": settings.data, "seed_everything": settings.seed}
         try:
             self.config = self.parser.parse_object({subcommand: resumed}, self.config)
         except ArgumentError as error:
@@ -157,9 +163,12 @@ class SelfSupCLI(LightningCLI):
         if config.trainer.logger in (None, True):  # the user did not choose loggers: ours
             kwargs["logger"] = self._default_loggers(config)
         callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or [])
-        callbacks.append(LastCheckpoint())
+        if config.trainer.enable_checkpointing is not False:
+            callbacks.append(LastCheckpoint())
         if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RunProgressBar())
+        if self.datamodule.num_classes < 2:  # no labels to score: no validation at all (rather than an empty one)
+            kwargs["limit_val_batches"] = 0
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def _default_loggers(self, config: Namespace) -> list:
@@ -201,15 +210,16 @@ def main(args: list[str] | None = None) -> SelfSupCLI | dict:
         message = user_error(error)
         if message is None:
             raise
-        sys.exit(f"error: {message}")
+        sys.exit(f"error: {message}" if rank_zero_only.rank == 0 else 1)  # under DDP, one line, not one per rank
 
 
 def user_error(error: BaseException) -> str | None:
     """One line for the user's mistake behind `error`, or None if it is not one (a bug keeps its traceback).
 
-    A `ConfigurationError` anywhere in the chain of causes is the mistake. A parse error from jsonargparse
-    becomes its innermost message with the option it concerns; an unknown or missing method lists the
-    registered ones.
+    A `ConfigurationError` anywhere in the chain of causes is the mistake, and so is Lightning's
+    MisconfigurationException (a trainer option this machine cannot honour, such as a GPU config without a GPU). A
+    parse error from jsonargparse becomes its innermost message with the option it concerns; an unknown or
+    missing method lists the registered ones.
     """
     chain = []
     while error is not None:
@@ -218,6 +228,8 @@ def user_error(error: BaseException) -> str | None:
     for cause in chain:
         if isinstance(cause, ConfigurationError):
             return str(cause)
+        if isinstance(cause, MisconfigurationException):
+            return f"{str(cause).strip().splitlines()[0].rstrip('.')}: fix the --trainer options for this machine"
     if not isinstance(chain[0], ArgumentError):
         return None
     messages = [str(cause).strip() for cause in chain]

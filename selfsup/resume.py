@@ -17,20 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.errors import ConfigurationError
-from selfsup.methods import METHODS
 from selfsup.runs import RunRecord, plain
 
 CHANGEABLE_ON_RESUME = frozenset({"data.root", "data.num_workers", "model.compile_backbone", "model.compile_augment"})
-_INTERNAL_HPARAMS = ("_class_path", "_instantiator")  # what LightningCLI adds to the hyperparameters it saves
+_INTERNAL_HPARAMS = ("_class_path", "_instantiator")  # LightningCLI's additions to saved hyperparameters: unused
 
 
 @dataclass(frozen=True)
 class ResumedSettings:
-    """The configuration a resumed run trains with."""
+    """The configuration a resumed run trains with; the method's class is the one the user's config names, which
+    must be the checkpoint's method (nothing named in a checkpoint is ever imported)."""
 
-    method_class_path: str  # e.g. selfsup.methods.SimCLR
     model: dict[str, Any]  # the method's options (init args), without those the data sets
-    data: dict[str, Any]  # the data module's options; empty if the checkpoint has none
+    data: dict[str, Any]  # the data module's options
     seed: int
 
 
@@ -46,39 +45,33 @@ def resumed_settings(
             are compared and restored through the data's own options.
     """
     record = RunRecord.read(checkpoint)
-    if record is None:
-        raise ConfigurationError(f"{path} was not written by `train.py fit` (it names no method); it cannot resume.")
+    saved_data = checkpoint.get("datamodule_hyper_parameters")
+    if record is None or not saved_data:
+        raise ConfigurationError(
+            f"{path} does not record its method and data (it was not written by `train.py fit`), so a run from it "
+            "could not train what it trained. Pass a checkpoint written by `train.py fit`."
+        )
     model_config = explicit.get("model", {})
     asked = model_config.get("class_path", "").rpartition(".")[2]
-    if asked and asked.lower() != record.method:
+    if asked.lower() != record.method:
         raise ConfigurationError(
-            f"{path} was written by {record.method}, but the config asks for {asked}. Resume it with "
+            f"{path} was written by {record.method}, but the config asks for {asked or 'no method'}. Use it with "
             f"--config configs/{record.method}.yaml, or drop --ckpt_path to start a new {asked} run."
         )
-    model = _options(checkpoint["hyper_parameters"], exclude=data_set_options)
-    data = _options(checkpoint.get("datamodule_hyper_parameters", {}))
     differences: list[str] = []
+    model = _options(checkpoint["hyper_parameters"], exclude=data_set_options)
     model = _merge("model", model, model_config.get("init_args", {}), differences)
-    if data:
-        data = _merge("data", data, explicit.get("data", {}), differences)
+    data = _merge("data", _options(saved_data), explicit.get("data", {}), differences)
     seed = explicit.get("seed_everything", record.seed)
-    if seed != record.seed:
+    if isinstance(seed, bool) or seed != record.seed:  # true (a random seed) or false (none) differ too
         differences.append(f"--seed_everything {seed} (checkpoint: {record.seed})")
     if differences:
         raise ConfigurationError(
-            f"Resuming {path} with other settings than it was trained with: {', '.join(differences)}. A resumed "
-            "run trains what the checkpoint trained: drop these options (or give the checkpoint's values), or "
-            "start a new run without --ckpt_path."
+            f"{path} was trained with other settings than these: {', '.join(differences)}. A run from a checkpoint "
+            "trains what the checkpoint trained: drop these options (or give the checkpoint's values), or start a "
+            "new run without --ckpt_path."
         )
-    return ResumedSettings(_class_path(path, checkpoint, record.method), model, data, record.seed)
-
-
-def _class_path(path: Path, checkpoint: dict[str, Any], method: str) -> str:
-    """The method's class: as LightningCLI saved it, or the registered method of that name."""
-    class_path = checkpoint["hyper_parameters"].get("_class_path")
-    if class_path is None and method not in METHODS:
-        raise ConfigurationError(f"{path} was written by {method!r}, a method this selfsup does not have.")
-    return class_path or f"{METHODS[method].__module__}.{METHODS[method].__name__}"
+    return ResumedSettings(model, data, record.seed)
 
 
 def _options(hparams: dict[str, Any], exclude: set[str] = frozenset()) -> dict[str, Any]:

@@ -7,6 +7,7 @@ benchmarks import these instead of rebuilding strings, so they cannot drift apar
     runs/<method>/version_N/checkpoints/results.json   what `train.py eval` measured on it
 """
 
+import os
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +53,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+def run_seed() -> int:
+    """The seed a run's views and shuffles are drawn from: Lightning's global seed, which `seed_everything` sets
+    (train.py always calls it: 0 unless --seed_everything says otherwise); 0 where nothing seeded the process."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 def method_name(method_class: type) -> str:
     """The registry name of a method class (`SimCLR` -> `simclr`): its configs/<name>.yaml and run folder."""
     return method_class.__name__.lower()
@@ -65,6 +72,11 @@ def run_name(method: str, version: int | str) -> str:
 def run_name_of_folder(run_dir: Path) -> str:
     """The run name of a run folder runs/<method>/version_N."""
     return run_name(run_dir.parent.name, run_dir.name.removeprefix("version_"))
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """runs/<method>/version_N/checkpoints/last.ckpt of a run folder."""
+    return run_dir / CHECKPOINT_DIR / f"{LAST_CHECKPOINT}.ckpt"
 
 
 def run_folder_of_checkpoint(checkpoint: Path) -> Path:

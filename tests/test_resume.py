@@ -71,9 +71,10 @@ def test_resume_reuses_the_seed_honours_a_moved_data_root_and_equals_the_uninter
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [
-        ("mocov2", [], "was written by simclr, but the config asks for MoCoV2. Resume it with --config configs/simclr"),
+        ("mocov2", [], "was written by simclr, but the config asks for MoCoV2. Use it with --config configs/simclr"),
         ("simclr", ["--model.init_args.temperature", "0.5"], "--model.init_args.temperature 0.5 (checkpoint: 0.2)"),
         ("simclr", ["--seed_everything", "4"], "--seed_everything 4 (checkpoint: 3)"),
+        ("simclr", ["--seed_everything", "false"], "--seed_everything False (checkpoint: 3)"),
         ("simclr", ["--data.batch_size", "8"], "--data.batch_size 8 (checkpoint: 16)"),
         ("simclr", ["--model.init_args.mixing.num_hard", "8"], "--model.init_args.mixing.num_hard 8 (checkpoint: 0)"),
     ],
@@ -86,6 +87,18 @@ def test_resuming_with_another_method_or_changed_options_is_one_line(
     text = one_line_error(fit(config, tmp_path, *options), capsys)
     assert message in text and "--ckpt_path" in text  # the fix: the checkpoint's settings, or a new run
     assert not any(tmp_path.iterdir())
+
+
+def test_a_checkpoint_that_does_not_record_its_data_is_refused(
+    first_epoch: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Lightning checkpoints of a model fitted on plain dataloaders hold no data options: a run from one could not
+    know what it trained on."""
+    checkpoint = torch.load(first_epoch / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint["datamodule_hyper_parameters"]
+    torch.save(checkpoint, tmp_path / "no_data.ckpt")
+    options = [*TINY, "--ckpt_path", str(tmp_path / "no_data.ckpt")]
+    assert "does not record its method and data" in one_line_error(fit("simclr", tmp_path / "runs", *options), capsys)
 
 
 def test_validate_takes_the_checkpoints_data_and_options(first_epoch: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,6 +1,8 @@
 """Every mistake a user can make with train.py ends in one line that names the fix, before any training, and
 leaves nothing behind: no traceback, no page of usage, no NaN weights, no empty run folder."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,9 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ("simclr", ["--model.init_args.views", '[{"flip_prob": 2}]'], "flip_prob is a probability in [0, 1], got 2"),
         ("simclr", ["--model.init_args.views", '[{"num_views": 3}]'], "SimCLR needs exactly 2 views per image"),
         ("simclr", ["--model", "Foo"], "Unknown method 'Foo'. Registered methods: simclr (SimCLR), mocov2 (MoCoV2)"),
+        ("byol", ["--model.init_args.predictor_hidden_dim", "0"], "--model.init_args.predictor_hidden_dim must be"),
+        ("simclr", ["--seed_everything", "-1"], "--seed_everything must lie in [0, 4294967295], got -1"),
+        ("simclr", ["--trainer.accelerator", "mps"], "fix the --trainer options for this machine"),
     ],
 )
 def test_bad_option_is_one_line_before_anything_is_built(
@@ -136,6 +141,18 @@ def test_validation_folder_with_a_class_training_lacks_is_one_line(
     text = one_line_error(fit("simclr", tmp_path / "runs", *tiny_folder_args(image_folder)), capsys)
     assert "['green']" in text and "the training folder does not have" in text
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_mistake_under_ddp_is_one_line_not_one_per_rank(tmp_path: Path) -> None:
+    fake_fashion_mnist(tmp_path / "fmnist", train=32, test=8)
+    command = [
+        sys.executable, "train.py", *fit("simclr", tmp_path / "runs", "--data.root", str(tmp_path / "fmnist")),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", "--wandb", "false",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and result.stderr.count("error: ") == 1, result.stderr[-2000:]
+    assert "--data.batch_size 512 is larger than the 16 training images each of 2 device(s)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_help_lists_every_subcommand_including_eval(capsys: pytest.CaptureFixture) -> None:

@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader
 
 from selfsup.data.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD, Split
 from selfsup.data.device_loader import DeviceBatchLoader, ShardedBatchSampler
-from selfsup.data.image_folder import ImageFolderDataset, scan_image_folder
+from selfsup.data.image_folder import EpochShuffle, ImageFolderDataset, scan_image_folder
 from selfsup.errors import ConfigurationError, at_least, check_options
+from selfsup.runs import run_seed
 
 IMAGE_FOLDER = "image_folder"
 FOLDER_IMAGE_SIZE = 224  # the default view size of image folders (ImageNet's)
@@ -159,17 +160,18 @@ class SelfSupDataModule(pl.LightningDataModule):
             self.batch_size,
             shuffle=train,
             drop_last=train,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            seed=run_seed(),
             rank=self._rank(),
             world_size=self._world_size(),
         )
         return DeviceBatchLoader(split, sampler)
 
     def _folder_loader(self, samples: list, train: bool) -> DataLoader:
+        dataset = ImageFolderDataset(self._limit(samples), self.folder_image_size)
         return DataLoader(
-            ImageFolderDataset(self._limit(samples), self.folder_image_size),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(dataset, run_seed()) if train else None,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),

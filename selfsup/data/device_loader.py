@@ -12,6 +12,12 @@ from torch import Tensor
 from selfsup.data.datasets import Split
 
 
+def epoch_permutation(num_samples: int, seed: int, epoch: int) -> Tensor:
+    """The shuffle of one epoch: a pure function of (seed, epoch), so that a run resumed at an epoch boundary
+    draws the batches an uninterrupted run would have drawn."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + epoch))
+
+
 class ShardedBatchSampler:
     """Index batches for one rank of `world_size`.
 
@@ -54,8 +60,7 @@ class ShardedBatchSampler:
 
     def __iter__(self) -> Iterator[Tensor]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
+            order = epoch_permutation(self.num_samples, self.seed, self.epoch)
         else:
             order = torch.arange(self.num_samples)
         total = self._per_rank() * self.world_size

@@ -6,14 +6,16 @@ when the data module is built, so a missing path, an empty folder or a stray non
 before any training starts.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, RandomSampler
 
+from selfsup.data.device_loader import epoch_permutation
 from selfsup.errors import ConfigurationError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -80,6 +82,23 @@ def load_square(path: Path, size: int) -> Tensor:
     except (OSError, UnidentifiedImageError) as error:
         raise ImageFolderError(f"Cannot decode image {path} ({error}); remove or replace the file.") from error
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+class EpochShuffle(RandomSampler):
+    """DataLoader's shuffle, drawn from (seed, epoch) instead of the global random state, so a resumed run reads
+    the batches an uninterrupted one would. Lightning calls `set_epoch`; under DDP it replaces this sampler (a
+    RandomSampler) by a DistributedSampler, which is seeded per epoch the same way."""
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        yield from epoch_permutation(len(self.data_source), self.seed, self.epoch).tolist()
 
 
 class ImageFolderDataset(Dataset):

@@ -29,7 +29,7 @@ from selfsup.evaluation import knn_predict
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, warmup_cosine
-from selfsup.runs import Metric, RunRecord, method_name, plain, run_name
+from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
 # Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
@@ -144,7 +144,7 @@ class Method(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(view_seed(torch.initial_seed(), self.global_rank, self.current_epoch))
+        self._generator.manual_seed(view_seed(run_seed(), self.global_rank, self.current_epoch))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Any, Tensor]:
         images, labels = batch
@@ -210,7 +210,7 @@ class Method(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the method, the run and the seed in the checkpoint (`selfsup.runs.RunRecord`)."""
         run = run_name(self.logger.name, self.logger.version) if self.logger is not None else None
-        RunRecord(method_name(type(self)), run, torch.initial_seed()).write(checkpoint)
+        RunRecord(method_name(type(self)), run, run_seed()).write(checkpoint)
 
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
 

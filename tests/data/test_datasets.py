@@ -154,6 +154,22 @@ def test_folder_without_two_classes_has_nothing_to_score(layout: str, tmp_path: 
     assert images.shape == (4, 3, 16, 16) and set(labels.tolist()) == ({0} if layout == "one class" else {-1})
 
 
+def test_folder_shuffle_is_a_function_of_seed_and_epoch(image_folder: Path) -> None:
+    """Not of the global random state: a run resumed at an epoch boundary reads the batches it would have read."""
+
+    def order(epoch: int, global_seed: int) -> list[int]:
+        torch.manual_seed(global_seed)
+        data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=4, num_workers=0, image_size=8)
+        data.setup("fit")
+        loader = data.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return list(loader.sampler)
+
+    first = order(epoch=1, global_seed=1)
+    assert first == order(epoch=1, global_seed=2) and first != order(epoch=0, global_seed=1)
+    assert sorted(first) == list(range(48))
+
+
 def test_image_sizes_default_to_the_datas_resolution(image_folder: Path) -> None:
     """Views at the data's resolution (Fashion-MNIST's 28 px rounded up to 32); folders decode at 256 for 224 px
     views, the ImageNet convention, and in that proportion at other sizes."""
