@@ -24,14 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
 from selfsup.errors import ConfigurationError  # noqa: E402
-from selfsup.runs import (  # noqa: E402
-    CHECKPOINT_DIR,
-    HPARAMS_FILE,
-    METRICS_FILE,
-    RESULTS_FILE,
-    Metric,
-    run_name,
-)
+from selfsup.runs import HPARAMS_FILE, METRICS_FILE, Metric, last_checkpoint, results_path, run_name_of_folder  # noqa: E402
 
 
 class _HparamsLoader(yaml.SafeLoader):
@@ -56,11 +49,10 @@ class Run:
             metrics = list(csv.DictReader(f))
         hparams_file = directory / HPARAMS_FILE
         hparams = yaml.load(hparams_file.read_text(), _HparamsLoader) if hparams_file.is_file() else {}
-        results_file = directory / CHECKPOINT_DIR / RESULTS_FILE
+        results_file = results_path(last_checkpoint(directory))
         results = json.loads(results_file.read_text()) if results_file.is_file() else None
         method = results["method"] if results else directory.parent.name
-        name = run_name(method, directory.name.removeprefix("version_"))
-        run = cls(name, method, metrics, hparams or {}, results)
+        run = cls(run_name_of_folder(directory), method, metrics, hparams or {}, results)
         run.history = [
             (int(row["epoch"]), float(row[Metric.KNN_TOP1]), _number(row.get(Metric.ELAPSED_SECONDS)))
             for row in metrics

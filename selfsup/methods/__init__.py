@@ -7,14 +7,9 @@ from selfsup.methods.mocov2 import MoCoV2
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.swav import SwAV
+from selfsup.runs import method_name
 
-METHODS: dict[str, type[Method]] = {
-    "simclr": SimCLR,
-    "mocov2": MoCoV2,
-    "mochi": MoCHi,
-    "byol": BYOL,
-    "swav": SwAV,
-    "nnclr": NNCLR,
-}
+# name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
+METHODS: dict[str, type[Method]] = {method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR)}
 
 __all__ = ["BYOL", "METHODS", "Method", "MoCHi", "MoCoV2", "MomentumMethod", "NNCLR", "SimCLR", "SwAV"]

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from selfsup.augment import ViewRecipe, byol_views
+from selfsup.errors import at_least, check_options
 from selfsup.losses.byol import normalized_mse
 from selfsup.methods.base import MomentumMethod
 from selfsup.models import projection_mlp
@@ -35,6 +36,8 @@ class BYOL(MomentumMethod):
             tau_base: target momentum at the start (BYOL: 0.99 at batch 4096, 0.996 in its paper's table).
             tau_final: target momentum at the end (1.0: the cosine schedule of the paper).
         """
+        dims = dict(projector_hidden_dim=projector_hidden_dim, projector_output_dim=projector_output_dim)
+        check_options(at_least(1, **dims, predictor_hidden_dim=predictor_hidden_dim), "--model.init_args")
         super().__init__(views=views, base_lr=base_lr, tau_base=tau_base, tau_final=tau_final, **kwargs)
         self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
         self.predictor = projection_mlp(projector_output_dim, predictor_hidden_dim, projector_output_dim)

@@ -62,7 +62,13 @@ class MoCoV2(MomentumMethod):
             tau_base: key-encoder momentum at the start (MoCo: 0.99 or 0.999).
             tau_final: key-encoder momentum at the end (equal to tau_base: constant, as MoCo).
         """
-        check_options(positive(temperature=temperature) + at_least(1, queue_size=queue_size), "--model.init_args")
+        sizes = at_least(
+            1,
+            queue_size=queue_size,
+            projector_hidden_dim=projector_hidden_dim,
+            projector_output_dim=projector_output_dim,
+        )
+        check_options(positive(temperature=temperature) + sizes, "--model.init_args")
         super().__init__(
             views=views,
             optimizer=optimizer,

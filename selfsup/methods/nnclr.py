@@ -45,7 +45,14 @@ class NNCLR(Method):
             views: the augmentation recipe (the paper uses BYOL's).
             optimizer: LARS, as the paper.
         """
-        check_options(positive(temperature=temperature) + at_least(1, queue_size=queue_size), "--model.init_args")
+        sizes = at_least(
+            1,
+            queue_size=queue_size,
+            projector_hidden_dim=projector_hidden_dim,
+            projector_output_dim=projector_output_dim,
+            predictor_hidden_dim=predictor_hidden_dim,
+        )
+        check_options(positive(temperature=temperature) + sizes, "--model.init_args")
         super().__init__(views=views, optimizer=optimizer, **kwargs)
         self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim, num_layers=3)
         self.predictor = projection_mlp(projector_output_dim, predictor_hidden_dim, projector_output_dim)

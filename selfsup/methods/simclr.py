@@ -4,7 +4,7 @@ batch ("A Simple Framework for Contrastive Learning of Visual Representations", 
 import torch
 from torch import Tensor
 
-from selfsup.errors import check_options, positive
+from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import InfoNCELoss
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
@@ -31,7 +31,8 @@ class SimCLR(Method):
             projector_output_dim: dimension of the embeddings the loss compares.
             mixing: hard negative mixing over the in-batch negatives (MoCHi; off by default).
         """
-        check_options(positive(temperature=temperature), "--model.init_args")
+        dims = at_least(1, projector_hidden_dim=projector_hidden_dim, projector_output_dim=projector_output_dim)
+        check_options(positive(temperature=temperature) + dims, "--model.init_args")
         super().__init__(**kwargs)
         self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
         self.criterion = InfoNCELoss(temperature, decoupled)

@@ -65,6 +65,7 @@ class SwAV(Method):
             positive(temperature=temperature, sinkhorn_epsilon=sinkhorn_epsilon)
             + at_least(2, num_prototypes=num_prototypes)
             + at_least(1, sinkhorn_iterations=sinkhorn_iterations)
+            + at_least(1, projector_hidden_dim=projector_hidden_dim, projector_output_dim=projector_output_dim)
             + at_least(0, queue_size=queue_size, queue_start_epoch=queue_start_epoch)
             + at_least(0, freeze_prototypes_steps=freeze_prototypes_steps or 0),  # None: the first epoch
             "--model.init_args",
