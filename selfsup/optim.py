@@ -1,9 +1,15 @@
-"""LARS and the warmup-cosine learning-rate factor shared by every method."""
+"""LARS and the warmup-cosine learning-rate schedule shared by every method, defined on training progress.
+
+The schedule counts samples, not optimizer steps: a run resumed on another number of devices (or with another
+batch size) takes steps of another size, but the learning rate at a given fraction of the run stays the same
+function of that fraction. The peak rate follows the linear scaling rule of the global batch in use.
+"""
 
 import math
 
 import torch
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 
 
 class LARS(torch.optim.Optimizer):
@@ -50,13 +56,55 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate factor: linear warmup to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`.
+def warmup_cosine(seen: float, warmup: float, total: float, step_size: float = 1) -> float:
+    """Learning-rate factor of the step that starts after `seen` units of training (steps or samples) and trains
+    `step_size` more: linear warmup to 1 over the first `warmup` units, then cosine decay to 0 at `total`.
 
     Linear warmup for large-batch training ("Accurate, Large Minibatch SGD", Goyal et al. 2017, Sec. 2.2),
     cosine decay without restarts ("SGDR", Loshchilov and Hutter, ICLR 2017), as in SimCLR.
     """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if seen < warmup:
+        return min(1.0, (seen + step_size) / warmup)
+    progress = min(1.0, (seen - warmup) / max(step_size, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosineSchedule(LRScheduler):
+    """`warmup_cosine` over the samples trained on, stepped once per optimizer step.
+
+    Only the number of samples seen is checkpointed. The sizes (`samples_per_step`, `planned_samples`,
+    `warmup_samples`) and the peak rates come from the run that loads the checkpoint, so resuming on twice the
+    devices continues at the same point of the curve, with the peak scaled to the new global batch, and the
+    first resumed step already uses the rate of its own position (not the one saved with the optimizer).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, samples_per_step: int, planned_samples: int,
+                 warmup_samples: int) -> None:  # fmt: skip
+        self.samples_per_step = samples_per_step
+        self.planned_samples = planned_samples
+        self.warmup_samples = warmup_samples
+        self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
+        self._samples_before = 0  # samples seen before this run (a resumed checkpoint's)
+        super().__init__(optimizer)
+
+    @property
+    def samples_seen(self) -> int:
+        return self._samples_before + self.last_epoch * self.samples_per_step
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the planned samples trained on, in [0, 1]."""
+        return min(1.0, self.samples_seen / self.planned_samples)
+
+    def get_lr(self) -> list[float]:
+        factor = warmup_cosine(self.samples_seen, self.warmup_samples, self.planned_samples, self.samples_per_step)
+        return [peak * factor for peak in self.peak_lrs]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"samples_seen": self.samples_seen}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._samples_before, self.last_epoch = int(state_dict["samples_seen"]), 0
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = self.get_lr()

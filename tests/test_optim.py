@@ -54,3 +54,50 @@ def test_method_learning_rate_scales_with_the_global_batch_and_warms_up() -> Non
     assert learning_rates[60] == pytest.approx(peak / 2)  # halfway through the cosine
     assert learning_rates[100] == pytest.approx(0.0, abs=1e-12)
     assert optimizer.param_groups[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the probe follows the schedule
+
+
+def _schedule(world_size: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, float]:
+    """SimCLR's optimizer and schedule for 2 epochs of 64 images at batch 8 per device on `world_size` devices."""
+    method = SimCLR(backbone="test_resnet", small_image_stem=False, base_lr=0.4, warmup_epochs=0.5, batch_size=8)
+    steps_per_epoch = 64 // (8 * world_size)
+    method.trainer = SimpleNamespace(
+        estimated_stepping_batches=2 * steps_per_epoch,
+        world_size=world_size,
+        accumulate_grad_batches=1,
+        num_training_batches=steps_per_epoch,
+    )
+    schedule = method.configure_optimizers()
+    return schedule["optimizer"], schedule["lr_scheduler"]["scheduler"], 0.4 * 8 * world_size / 256
+
+
+def _curve(world_sizes: tuple[int, int]) -> dict[int, float]:
+    """{samples seen: learning rate / peak rate} of a run whose first epoch ran on world_sizes[0] devices and whose
+    second epoch resumed from its checkpoint on world_sizes[1], restored in Lightning's order (optimizer, then
+    schedule)."""
+    curve, seen = {}, 0
+    optimizer, scheduler, peak = _schedule(world_sizes[0])
+    for epoch, world_size in enumerate(world_sizes):
+        if epoch == 1:
+            saved = optimizer.state_dict(), scheduler.state_dict()
+            optimizer, scheduler, peak = _schedule(world_size)
+            optimizer.load_state_dict(saved[0])
+            scheduler.load_state_dict(saved[1])
+        for _ in range(64 // (8 * world_size)):
+            curve[seen] = optimizer.param_groups[0]["lr"] / peak
+            optimizer.step()
+            scheduler.step()
+            seen += 8 * world_size
+    return curve
+
+
+def test_learning_rate_against_progress_survives_a_resume_on_another_number_of_devices() -> None:
+    """1 -> 2 and 2 -> 1 devices at the epoch boundary give the uninterrupted run's curve against samples seen (the
+    peak scales with the global batch); on main, 1 -> 2 gave LR 0 for 3 of 4 resumed steps and 2 -> 1 rewarmed."""
+    uninterrupted = _curve((1, 1))
+    assert uninterrupted[0] == pytest.approx(1 / 4) and uninterrupted[24] == pytest.approx(1.0)  # 4 warmup steps
+    assert uninterrupted[120] == pytest.approx(0.5 * (1 + math.cos(math.pi * 88 / 96)))
+    for world_sizes in ((1, 2), (2, 1)):
+        resumed = _curve(world_sizes)
+        for seen in range(64, 128, 16):  # where both runs take a step in the second epoch
+            assert resumed[seen] == pytest.approx(uninterrupted[seen]), (world_sizes, seen)
+    assert _curve((2, 1))[120] == pytest.approx(uninterrupted[120])  # ends near 0, not back in warmup

@@ -73,7 +73,8 @@ def representation_diagnostics(z_a: Tensor, z_b: Tensor, histograms: bool = Fals
 
 
 class DiagnosticsCallback(pl.Callback):
-    """Logs the diagnostics of the backbone features (`diag/...`) every `every_n_steps` training steps.
+    """Logs the diagnostics of the backbone features (`diag/...`) every `every_n_steps` optimizer steps (once per
+    step, also when gradients accumulate over several batches).
 
     It embeds the first `max_samples` images of the step's first two views once more, without gradient and in
     eval mode (so batch-norm statistics are left as they were). Add it with
@@ -83,10 +84,15 @@ class DiagnosticsCallback(pl.Callback):
     def __init__(self, every_n_steps: int = 100, max_samples: int = 512) -> None:
         self.every_n_steps = every_n_steps
         self.max_samples = max_samples
+        self._step_at_batch_start = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._step_at_batch_start = trainer.global_step
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step % self.every_n_steps != 0:
+        stepped = trainer.global_step > self._step_at_batch_start  # the batch that ends an accumulation
+        if not stepped or trainer.global_step % self.every_n_steps != 0:
             return
         views, labels = batch
         backbone = pl_module.backbone

@@ -11,7 +11,6 @@ both the kNN monitor (`val/knn_top1`) and the online probe (`val/online_linear_t
 import itertools
 import time
 import warnings
-from functools import partial
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
@@ -28,7 +27,7 @@ from selfsup.errors import ConfigurationError, at_least, below, check_options, p
 from selfsup.evaluation import knn_predict
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
-from selfsup.optim import LARS, warmup_cosine
+from selfsup.optim import LARS, WarmupCosineSchedule
 from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
 # Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
@@ -271,22 +270,26 @@ class Method(pl.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay)
 
         steps_per_epoch = max(1, -(-self.trainer.num_training_batches // self.trainer.accumulate_grad_batches))
-        warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
+        warmup_steps = hp.warmup_epochs * steps_per_epoch
         if warmup_steps >= total_steps:
             rank_zero_warn(
                 f"warmup_epochs={hp.warmup_epochs} covers the whole run ({total_steps} steps); warming up over the "
                 "first 10% of steps instead. Set --model.init_args.warmup_epochs below --trainer.max_epochs."
             )
             warmup_steps = total_steps // 10
-        schedule = partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule = WarmupCosineSchedule(
+            optimizer,
+            samples_per_step=global_batch,
+            planned_samples=total_steps * global_batch,
+            warmup_samples=round(warmup_steps) * global_batch,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class MomentumMethod(Method):
     """A method with momentum (EMA) copies of some of its modules: MoCo's key encoder, BYOL's target.
 
-    Copies made with `momentum_copy` are updated after every training step with tau following BYOL's cosine
+    Copies made with `momentum_copy` are updated after every optimizer step with tau following BYOL's cosine
     schedule from `tau_base` to `tau_final` (equal values hold it constant, as MoCo does); tau is logged as
     `train/tau`. The copies are part of the state dict, so checkpoints keep them.
     """
@@ -306,10 +309,13 @@ class MomentumMethod(Method):
         self._momentum_pairs.append((module, target))
         return target
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)
-        total = int(self.trainer.estimated_stepping_batches)
-        tau = cosine_momentum(self.global_step, total, self.hparams.tau_base, self.hparams.tau_final)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA copies follow the online modules: once per optimizer step, also when
+        gradients accumulate over several batches. tau follows the training progress (samples seen over samples
+        planned) at the start of the step, so its schedule survives a resume on another number of devices."""
+        super().optimizer_step(*args, **kwargs)
+        progress = self.lr_schedulers().progress
+        tau = cosine_momentum(progress, self.hparams.tau_base, self.hparams.tau_final)
         for online, target in self._momentum_pairs:
             ema_update(target, online, tau)
-        self.log(Metric.TAU, tau, batch_size=batch[1].shape[0])
+        self.log(Metric.TAU, tau)

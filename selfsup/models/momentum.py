@@ -28,7 +28,8 @@ def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
         target_buffer.copy_(online_buffer)
 
 
-def cosine_momentum(step: int, total_steps: int, tau_base: float, tau_final: float) -> float:
-    """BYOL's schedule: tau_base at step 0, tau_final at the last step; constant when they are equal (MoCo)."""
-    progress = min(1.0, step / max(1, total_steps))
+def cosine_momentum(progress: float, tau_base: float, tau_final: float) -> float:
+    """BYOL's schedule over the fraction of training done, k / K in the paper: tau_base at 0, tau_final at 1;
+    constant when they are equal (MoCo)."""
+    progress = min(1.0, max(0.0, progress))
     return tau_final - (tau_final - tau_base) * (math.cos(math.pi * progress) + 1) / 2

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -23,10 +25,11 @@ def test_ema_update_follows_the_formula_and_copies_buffers() -> None:
 
 
 def test_cosine_schedule_endpoints_and_constant_case() -> None:
-    assert cosine_momentum(0, 100, 0.99, 1.0) == pytest.approx(0.99)
-    assert cosine_momentum(50, 100, 0.99, 1.0) == pytest.approx(0.995)
-    assert cosine_momentum(100, 100, 0.99, 1.0) == pytest.approx(1.0)
-    assert cosine_momentum(37, 100, 0.999, 0.999) == pytest.approx(0.999)
+    assert cosine_momentum(0.0, 0.99, 1.0) == pytest.approx(0.99)
+    assert cosine_momentum(0.5, 0.99, 1.0) == pytest.approx(0.995)
+    assert cosine_momentum(0.25, 0.99, 1.0) == pytest.approx(1.0 - 0.01 * (math.cos(math.pi / 4) + 1) / 2)
+    assert cosine_momentum(1.0, 0.99, 1.0) == pytest.approx(1.0)
+    assert cosine_momentum(0.37, 0.999, 0.999) == pytest.approx(0.999)
 
 
 def test_target_network_gets_no_gradient() -> None:
