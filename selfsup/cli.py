@@ -32,7 +32,7 @@ from selfsup.data import SelfSupDataModule
 from selfsup.data.datamodule import resolved_sizes
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.evaluate import main as evaluate
-from selfsup.loggers import LastCheckpoint, RunProgressBar, discard_run, run_loggers
+from selfsup.loggers import LastCheckpoint, RunProgressBar, TrainingClock, discard_run, run_loggers
 from selfsup.methods import METHODS, Method
 from selfsup.resume import resumed_settings
 from selfsup.runs import RUNS_ROOT, method_name, plain, read_checkpoint
@@ -162,7 +162,7 @@ class SelfSupCLI(LightningCLI):
         config = self._subcommand_config()
         if config.trainer.logger in (None, True):  # the user did not choose loggers: ours
             kwargs["logger"] = self._default_loggers(config)
-        callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or [])
+        callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or []) + [TrainingClock()]
         if config.trainer.enable_checkpointing is not False:
             callbacks.append(LastCheckpoint())
         if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):

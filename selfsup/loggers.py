@@ -2,12 +2,14 @@
 
 The CSV logger's folder is the run folder (`runs/<method>/version_N`, named as `selfsup.runs` says); wandb runs
 offline inside it unless the user has set wandb up online, under the same run name. The progress bar shows
-that version and the run keeps one checkpoint, last.ckpt, rewritten every epoch.
+that version and the run keeps one checkpoint, last.ckpt, rewritten every epoch. `TrainingClock` logs the
+throughput and the wall-clock cost the comparison report shows.
 """
 
 import json
 import os
 import shutil
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from selfsup.runs import LAST_CHECKPOINT, run_name
+from selfsup.runs import LAST_CHECKPOINT, Metric, run_name
 
 
 def wandb_configured_online() -> bool:
@@ -88,3 +90,40 @@ class LastCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass
+
+
+class TrainingClock(pl.Callback):
+    """Training throughput (`perf/img_per_s`, images of all ranks per second over each `log_every_n_steps`
+    window, validation excluded) and, at every validation, the time since the fit started (`time/elapsed_s`)
+    and its cost in device-hours (`time/device_hours`), for accuracy against wall-clock time."""
+
+    def __init__(self) -> None:
+        self._window: tuple[float, int] | None = None  # (start, images since) of the current window
+        self._fit_start: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._window = None  # the first batch of an epoch starts the clock: loader start-up is not throughput
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now, images = time.perf_counter(), batch[1].shape[0] * trainer.world_size
+        if self._window is None:
+            self._window = (now, 0)
+            return
+        start, seen = self._window
+        seen += images
+        if (batch_idx + 1) % trainer.log_every_n_steps == 0:
+            pl_module.log(Metric.IMAGES_PER_SECOND, seen / (now - start), batch_size=images)
+            start, seen = now, 0
+        self._window = (start, seen)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._fit_start is None or trainer.sanity_checking:
+            return
+        elapsed = time.perf_counter() - self._fit_start
+        pl_module.log(Metric.ELAPSED_SECONDS, elapsed)
+        pl_module.log(Metric.DEVICE_HOURS, elapsed * trainer.world_size / 3600)

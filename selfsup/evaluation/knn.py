@@ -5,16 +5,19 @@ CVPR 2018): each of the k most cosine-similar training features votes for its la
 exp(similarity / T). k=200 and T=0.1 are the usual defaults (InstDisc, solo-learn, lightly).
 
 The neighbour search is chunked over queries so that a (chunk, bank) similarity matrix stays under a fixed
-number of elements, whatever the bank's size. With `sharded=True` the bank is split across ranks: each rank
-finds its shard's top k, the candidates of all ranks are gathered and merged, and every rank ends with the
-neighbours one process would find in the whole bank.
+number of elements, whatever the bank's size. With `sharded=True` the queries and the bank are both split across
+ranks, each rank holding its own part, and nothing is ever gathered whole: the queries travel in rounds, every
+rank contributing a chunk; each rank finds the round's top k in its bank shard, the candidates of all ranks are
+gathered and merged, and every rank keeps the neighbours of its own queries, those one process would find in the
+whole bank. Memory per rank: its shards, plus a round of queries and its (round, shard) similarities, which the
+chunk size keeps under `max_elements` whatever the number of ranks.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.distributed import gather, world_size
+from selfsup.distributed import all_reduce, gather, rank, world_size
 
 KNN_KS = (10, 20, 100, 200)
 KNN_TEMPERATURES = (0.02, 0.07, 0.1)
@@ -32,9 +35,31 @@ def top_neighbours(
     """Cosine similarities and labels (Q, k) of each query's k nearest labelled bank entries, most similar first.
 
     Bank entries labelled -1 (unlabelled or padding) are never neighbours: their similarity is -inf, which
-    gives them no weight in a vote. With `sharded=True` every rank must pass the same queries and its own part
-    of the bank.
+    gives them no weight in a vote. With `sharded=True` every rank passes its own queries and its own part of
+    the bank (any sizes), and gets the neighbours of its queries in the union of the bank parts.
     """
+    if not sharded or world_size() == 1:
+        return _search(queries, bank, bank_labels, k, False, max_elements)
+    sizes = torch.tensor([bank.shape[0], queries.shape[0]], device=bank.device)
+    largest_shard, most_queries = all_reduce(sizes, "max").tolist()
+    chunk = max(1, min(most_queries, max_elements // (world_size() * max(1, largest_shard))))  # (world x chunk, shard)
+    rounds = -(-most_queries // chunk)
+    similarities, labels = [queries.new_zeros(0, k)], [bank_labels.new_zeros(0, k)]  # no queries: no neighbours
+    for start in range(0, rounds * chunk, chunk):
+        mine = queries[start : start + chunk]
+        padded = F.pad(mine, (0, 0, 0, chunk - mine.shape[0]))  # every rank sends a full chunk
+        round_similarity, round_labels = _search(gather(padded), bank, bank_labels, k, True, max_elements)
+        own = slice(rank() * chunk, rank() * chunk + mine.shape[0])
+        similarities.append(round_similarity[own])
+        labels.append(round_labels[own])
+    return torch.cat(similarities), torch.cat(labels)
+
+
+def _search(
+    queries: Tensor, bank: Tensor, bank_labels: Tensor, k: int, merge_ranks: bool, max_elements: int
+) -> tuple[Tensor, Tensor]:
+    """Top k of `queries` in `bank`, chunked over queries; with `merge_ranks`, all ranks pass the same queries and
+    their own bank part, and each chunk's candidates are merged over ranks."""
     queries = F.normalize(queries.float(), dim=1)
     bank = F.normalize(bank.float(), dim=1)
     unlabelled = bank_labels < 0
@@ -45,10 +70,12 @@ def top_neighbours(
         similarity = (chunk @ bank.T).masked_fill(unlabelled[None, :], float("-inf"))  # (chunk, bank)
         top_similarity, top_index = similarity.topk(local_k, dim=1)
         top_labels = bank_labels[top_index]
-        if sharded and world_size() > 1:
+        if merge_ranks:
             top_similarity, top_labels = _merge_ranks(top_similarity, top_labels, k)
         similarities.append(top_similarity)
         labels.append(top_labels)
+    if not similarities:  # no queries (an empty shard)
+        return queries.new_zeros(0, k), bank_labels.new_zeros(0, k)
     return torch.cat(similarities), torch.cat(labels)
 
 
@@ -101,7 +128,9 @@ def knn_sweep(
 ) -> list[dict[str, float]]:
     """Top-1 accuracy for every (k, T), from one neighbour search at the largest k.
 
-    Queries labelled -1 are not scored. Returns rows {"k", "temperature", "top1"} in sweep order.
+    Queries labelled -1 are not scored. With `sharded=True` each rank passes its own queries and bank part (see
+    `top_neighbours`) and every rank gets the accuracy over all ranks' queries. Returns rows {"k", "temperature",
+    "top1"} in sweep order.
     """
     similarities, labels = top_neighbours(queries, bank, bank_labels, max(ks), sharded=sharded)
     scored = query_labels >= 0
@@ -109,6 +138,13 @@ def knn_sweep(
     for k in ks:
         for temperature in temperatures:
             predictions = weighted_vote(similarities, labels, num_classes, k, temperature)
-            top1 = (predictions[scored] == query_labels[scored]).float().mean().item()
+            top1 = accuracy(predictions[scored], query_labels[scored], sharded)
             rows.append({"k": k, "temperature": temperature, "top1": top1})
     return rows
+
+
+def accuracy(predictions: Tensor, targets: Tensor, sharded: bool = False) -> float:
+    """Fraction of correct predictions; with `sharded=True`, over the predictions of every rank."""
+    counts = torch.stack([(predictions == targets).sum(), torch.tensor(targets.numel(), device=targets.device)])
+    correct, total = (all_reduce(counts) if sharded else counts).tolist()
+    return correct / max(1, total)

@@ -5,26 +5,24 @@ Per training step: uint8 images arrive on the device -> `on_after_batch_transfer
 (`augment.MultiView`, seeded per rank and epoch) -> the backbone embeds every view (views of one size in one
 forward pass, channels_last) -> the subclass's `ssl_loss` -> plus the online linear probe's loss on detached
 features. Validation embeds clean images: the labelled training set as a kNN bank, then the test set, which
-both the kNN monitor (`val/knn_top1`) and the online probe (`val/online_linear_top1`) score.
+both the kNN monitor (`val/knn_top1`) and the online probe (`val/online_linear_top1`) score; both live in
+`selfsup.evaluation.online` and keep each rank's features on that rank. Throughput and wall-clock time are
+logged by `selfsup.loggers.TrainingClock`.
 """
 
 import itertools
-import time
 import warnings
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from selfsup.augment import CleanView, MultiView, ViewRecipe, simclr_views, view_seed
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from selfsup.distributed import gather
 from selfsup.errors import ConfigurationError, at_least, below, check_options, positive, within
-from selfsup.evaluation import knn_predict
+from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, WarmupCosineSchedule
@@ -111,13 +109,9 @@ class Method(pl.LightningModule):
         self.clean_view = CleanView(image_size, image_mean, image_std)
         self.labelled = num_classes >= 2  # one class or none: nothing for a probe or kNN to tell apart
         if self.labelled:
-            self.probe = nn.Linear(self.feature_dim, num_classes)
-            self.probe_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
-            self.knn_accuracy = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+            self.probe = OnlineProbe(self.feature_dim, num_classes)
+            self.knn_monitor = KnnMonitor(num_classes, knn_k, knn_temperature)
         self._generator: torch.Generator | None = None
-        self._eval_features: dict[int, list[tuple[Tensor, Tensor]]] = {}
-        self._throughput_clock: tuple[float, int] | None = None
-        self._fit_start: float | None = None
 
     def _check_views_per_image(self) -> None:
         fewest, most = self.VIEWS_PER_IMAGE
@@ -176,32 +170,13 @@ class Method(pl.LightningModule):
         return loss + probe_loss
 
     def _probe_loss(self, features: list[Tensor], labels: Tensor) -> Tensor:
-        """Cross-entropy of the linear probe on detached features of the first recipe's views (the global crops
-        under multi-crop, the size it is evaluated at); unlabelled (-1) samples skipped; 0 without classes."""
+        """The online probe's loss on the first recipe's views (the global crops under multi-crop, the size it is
+        evaluated at); 0 without classes."""
         if not self.labelled:
             return features[0].new_zeros(())
-        features = features[: self.multiview.recipes[0].num_views]
-        logits = self.probe(torch.cat(features).detach().float())
-        targets = labels.repeat(len(features))
-        return F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum") / (targets >= 0).sum().clamp(min=1)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        now, images = time.perf_counter(), batch[1].shape[0] * self.trainer.world_size
-        if self._throughput_clock is None:
-            self._throughput_clock = (now, 0)
-            return
-        start, seen = self._throughput_clock
-        seen += images
-        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
-            self.log(Metric.IMAGES_PER_SECOND, seen / (now - start), batch_size=images)
-            start, seen = now, 0
-        self._throughput_clock = (start, seen)
-
-    def on_train_epoch_end(self) -> None:
-        self._throughput_clock = None  # validation time is not training throughput
+        return self.probe.loss(features[: self.multiview.recipes[0].num_views], labels)
 
     def on_fit_start(self) -> None:
-        self._fit_start = time.perf_counter()
         if self.logger is not None:  # what the comparison report needs to know about the run
             global_batch = self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
             self.logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
@@ -214,34 +189,22 @@ class Method(pl.LightningModule):
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loader 0: this rank's share of the labelled training images (the kNN bank); loader 1: of the test set."""
         images, labels = batch
         features = self.backbone(images).float()
-        self._eval_features.setdefault(dataloader_idx, []).append((features, labels))
-        if dataloader_idx == 1:
-            self.probe_accuracy.update(self.probe(features).argmax(dim=1), labels)
+        if dataloader_idx == 0:
+            self.knn_monitor.add_bank(features, labels)
+        else:
+            self.knn_monitor.add_queries(features, labels)
+            self.probe.score(features, labels)
 
     def on_validation_epoch_end(self) -> None:
-        if set(self._eval_features) == {0, 1}:
-            bank, bank_labels = (gather(torch.cat(t)) for t in zip(*self._eval_features[0], strict=True))
-            queries, query_labels = (torch.cat(t) for t in zip(*self._eval_features[1], strict=True))
-            predictions = knn_predict(
-                queries,
-                bank,
-                bank_labels,
-                self.hparams.num_classes,
-                self.hparams.knn_k,
-                self.hparams.knn_temperature,
-            )
-            self.knn_accuracy.update(predictions, query_labels)
-            self.log(Metric.KNN_TOP1, self.knn_accuracy.compute(), prog_bar=True)
-            self.log(Metric.PROBE_TOP1, self.probe_accuracy.compute())
-            if self._fit_start is not None:  # for kNN against wall-clock time and the cost of a run
-                elapsed = time.perf_counter() - self._fit_start
-                self.log(Metric.ELAPSED_SECONDS, elapsed)
-                self.log(Metric.DEVICE_HOURS, elapsed * self.trainer.world_size / 3600)
-        self.knn_accuracy.reset()
-        self.probe_accuracy.reset()
-        self._eval_features = {}
+        if self.labelled and self.knn_monitor.ready:
+            self.log(Metric.KNN_TOP1, self.knn_monitor.compute(), prog_bar=True)  # already over all ranks
+            self.log(Metric.PROBE_TOP1, self.probe.accuracy.compute())
+            self.probe.accuracy.reset()
+        if self.labelled:
+            self.knn_monitor.reset()
 
     # -- optimisation -------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.evaluation import knn_predict, knn_sweep
+from selfsup.evaluation.online import KnnMonitor
 from tests.conftest import free_port
 
 
@@ -55,22 +56,48 @@ def sharded_problem() -> tuple[torch.Tensor, ...]:
     return queries, torch.randint(0, 5, (50,), generator=generator), bank, labels
 
 
+def interleaved_shard(x: torch.Tensor, rank: int, pad_value: float = -1) -> torch.Tensor:
+    """Rank `rank`'s share of 2 ranks as `ShardedBatchSampler` deals evaluation data: every second row, padded at the
+    end (labels -1) so that both ranks hold the same number of rows."""
+    padded = torch.cat([x, torch.full((x.shape[0] % 2, *x.shape[1:]), pad_value, dtype=x.dtype)])
+    return padded[rank::2]
+
+
 def _sharded_worker(rank: int, port: int, results) -> None:
+    import selfsup.evaluation.knn as knn
+
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     queries, query_labels, bank, labels = sharded_problem()
-    shard = slice(0, 151) if rank == 0 else slice(151, None)  # unequal shards, each smaller than the largest k
-    rows = knn_sweep(queries, query_labels, bank[shard], labels[shard], 5, ks=(10, 200), sharded=True)
-    results.put((rank, rows))
+    largest_gather = []
+    gather = knn.gather
+    knn.gather = lambda x: largest_gather.append(x.numel()) or gather(x)
+    # the sweep: unequal contiguous shards, each smaller than the largest k; queries split unevenly too
+    shard, mine = (slice(0, 151), slice(0, 20)) if rank == 0 else (slice(151, None), slice(20, None))
+    sweep = knn_sweep(queries[mine], query_labels[mine], bank[shard], labels[shard], 5, ks=(10, 200), sharded=True)
+    # the monitor: the validation loaders' interleaved, padded shards, searched in rounds of 2 queries per rank
+    largest_gather.clear()
+    monitor = KnnMonitor(5, k=20, temperature=0.1, max_elements=2 * 151 * 2)
+    monitor.add_bank(interleaved_shard(bank, rank, 0), interleaved_shard(labels, rank))
+    monitor.add_queries(interleaved_shard(queries, rank, 0), interleaved_shard(query_labels, rank))
+    results.put((rank, sweep, monitor.compute(), monitor.held_rows, max(largest_gather)))
     dist.destroy_process_group()
 
 
-def test_bank_sharded_over_two_ranks_equals_one_process() -> None:
+def test_sharded_sweep_and_monitor_over_two_ranks_equal_one_process_and_hold_only_their_shards() -> None:
+    """Each rank holds half the bank and half the queries, and never gathers more than a search chunk (here 80
+    numbers, a fraction of one rank's 151 x 8 bank shard; on main the monitor gathered the whole bank)."""
     queries, query_labels, bank, labels = sharded_problem()
-    expected = knn_sweep(queries, query_labels, bank, labels, 5, ks=(10, 200))
+    expected_sweep = knn_sweep(queries, query_labels, bank, labels, 5, ks=(10, 200))
+    expected_monitor = KnnMonitor(5, k=20, temperature=0.1)
+    expected_monitor.add_bank(bank, labels)
+    expected_monitor.add_queries(queries, query_labels)
     results = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_sharded_worker, args=(free_port(), results), nprocs=2, join=True)
-    for _, rows in sorted(results.get() for _ in range(2)):
-        assert rows == expected
+    for _, sweep, accuracy, held_rows, largest_gather in sorted(results.get() for _ in range(2)):
+        assert sweep == expected_sweep
+        assert accuracy == expected_monitor.compute()
+        assert held_rows == 151 + 25  # its bank shard (padded) and its query shard
+        assert largest_gather <= 4 * 20  # a round's 4 queries x k=20 candidates
 
 
 def test_exactly_k_neighbours_vote() -> None:
