@@ -99,6 +99,13 @@ class SelfSupCLI(LightningCLI):
             "wandb is configured online: WANDB_MODE=online, WANDB_API_KEY or `wandb login`).",
         )
         parser.add_argument("--wandb_project", type=str, default="selfsup", help="Weights & Biases project.")
+        parser.add_argument(
+            "--checkpoint_every_minutes",
+            type=float | None,
+            default=None,
+            help="Also rewrite last.ckpt within epochs every this many minutes of training (preemptible jobs; a "
+            "mid-epoch checkpoint resumes exactly). Default: only at the end of every epoch.",
+        )
         parser.set_defaults(
             {
                 "trainer.precision": default_precision(),
@@ -148,6 +155,11 @@ class SelfSupCLI(LightningCLI):
         trainer = config.trainer
         epochs, steps = trainer.max_epochs, trainer.max_steps  # Lightning: epochs None with no steps is 1000
         finite = (steps is not None and steps >= 1) or epochs is None or epochs >= 1
+        minutes = config.checkpoint_every_minutes
+        if minutes is not None and not minutes > 0:
+            raise ConfigurationError(
+                f"--checkpoint_every_minutes must be positive, got {minutes}; omit it to checkpoint at epoch ends only."
+            )
         if self.subcommand == "fit" and not finite:
             raise ConfigurationError(
                 f"--trainer.max_epochs must be at least 1, got {trainer.max_epochs}: the learning-rate schedule "
@@ -165,6 +177,8 @@ class SelfSupCLI(LightningCLI):
         callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or []) + [TrainingClock()]
         if config.trainer.enable_checkpointing is not False:
             callbacks.append(LastCheckpoint())
+            if config.checkpoint_every_minutes:
+                callbacks.append(LastCheckpoint(every_minutes=config.checkpoint_every_minutes))
         if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RunProgressBar())
         if self.datamodule.num_classes < 2:  # no labels to score: no validation at all (rather than an empty one)

@@ -4,6 +4,8 @@ Every function here is also correct in a single process (it returns its input), 
 evaluators are written once and tested on plain tensors.
 """
 
+import os
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
@@ -20,6 +22,25 @@ def world_size() -> int:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def init_from_environment() -> torch.device:
+    """Join the process group a launcher describes (torchrun and SLURM's srun via Lightning set WORLD_SIZE, RANK,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and return this process's device: NCCL on GPUs, gloo on CPUs. A
+    single process (no WORLD_SIZE, or 1) joins nothing."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
@@ -52,3 +73,11 @@ def all_reduce(x: Tensor, op: str = "sum") -> Tensor:
     if world_size() > 1:
         dist.all_reduce(x, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
     return x
+
+
+@torch.no_grad()
+def gather_interleaved(x: Tensor) -> Tensor:
+    """The rows of every rank in the order of the data they were dealt from: rank r holds rows r, r + world,
+    r + 2 world, ... (as evaluation loaders deal them), so row i of the result is row i of the whole set."""
+    parts = gather(x).unflatten(0, (world_size(), -1))  # (world, rows per rank, ...)
+    return parts.transpose(0, 1).flatten(0, 1)

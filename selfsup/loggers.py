@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from contextlib import redirect_stderr, redirect_stdout
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,16 @@ class RunProgressBar(TQDMProgressBar):
 
 class LastCheckpoint(ModelCheckpoint):
     """checkpoints/last.ckpt of the run folder (Lightning's default folder: the first logger's, i.e. the CSV
-    run folder), rewritten at the end of every epoch: the one checkpoint a run keeps unless the user adds a
+    run folder), rewritten at the end of every epoch, or with `every_minutes` also within epochs once that much
+    training time has passed (for preemptible jobs): the one checkpoint a run keeps unless the user adds a
     ModelCheckpoint of their own. It holds no state of its own, so resuming into a new run folder has nothing
     stale to restore."""
 
-    def __init__(self) -> None:
-        super().__init__(filename=LAST_CHECKPOINT, save_top_k=1, enable_version_counter=False)
+    def __init__(self, every_minutes: float | None = None) -> None:
+        interval = timedelta(minutes=every_minutes) if every_minutes else None
+        super().__init__(
+            filename=LAST_CHECKPOINT, save_top_k=1, enable_version_counter=False, train_time_interval=interval
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -2,7 +2,10 @@
 Explicit options that differ stop the run with one line; options that do not change what is trained are
 honoured; and the resumed run equals the uninterrupted one, bit for bit on the CPU."""
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import yaml
 
 from selfsup.cli import main
 from tests.data.test_datasets import fake_fashion_mnist
-from tests.test_train_cli import train
+from tests.test_train_cli import REPO, train
 from tests.test_user_errors import fit, one_line_error
 
 TINY = [
@@ -63,6 +66,36 @@ def test_resume_reuses_the_seed_honours_a_moved_data_root_and_equals_the_uninter
     config = yaml.safe_load((tmp_path / "simclr" / "version_1" / "config.yaml").read_text())
     assert config["seed_everything"] == 3 and resumed["selfsup"]["seed"] == 3  # no --seed_everything given
     assert config["data"]["root"] == str(moved) and resumed["datamodule_hyper_parameters"]["root"] == str(moved)
+    assert resumed["global_step"] == whole["global_step"] == 8
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), f"{key} differs from the uninterrupted run"
+
+
+class KilledAfterStep5(pl.Callback):
+    """Kills the process as the 6th step starts, after the time-based last.ckpt of step 5 (mid-epoch 1)."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == 5:
+            os._exit(9)
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_time_based_checkpoint_as_if_uninterrupted(
+    first_epoch: Path, tmp_path: Path
+) -> None:
+    """The device loader continues with the batches and the views the epoch had left: bitwise the same weights."""
+    data, options = first_epoch.parents[1] / "fmnist", [*TINY, "--seed_everything", "3", "--trainer.max_epochs", "2"]
+    train("--data.root", str(data), *options, root=tmp_path)
+    killed = [
+        sys.executable, "train.py", "fit", "--config", "configs/simclr.yaml", "--trainer.accelerator", "cpu",
+        "--trainer.default_root_dir", str(tmp_path), "--data.root", str(data), *options,
+        "--checkpoint_every_minutes", "1e-9", f"--trainer.callbacks+={__name__}.KilledAfterStep5",
+    ]  # fmt: skip
+    assert subprocess.run(killed, cwd=REPO, capture_output=True).returncode == 9
+    checkpoint = tmp_path / "simclr" / "version_1" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 5  # 4 steps an epoch: within epoch 1
+    train("--data.root", str(data), *options, "--ckpt_path", str(checkpoint), root=tmp_path)
+    whole = torch.load(tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "simclr" / "version_2" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == whole["global_step"] == 8
     for key, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), f"{key} differs from the uninterrupted run"

@@ -8,15 +8,17 @@ folders are read by DataLoader workers.
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from selfsup import distributed
 from selfsup.data.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD, Split
 from selfsup.data.device_loader import DeviceBatchLoader, ShardedBatchSampler
-from selfsup.data.image_folder import EpochShuffle, ImageFolderDataset, scan_image_folder
+from selfsup.data.image_folder import EpochShuffle, EvaluationShard, ImageFolderDataset, scan_image_folder
 from selfsup.errors import ConfigurationError, at_least, check_options
 from selfsup.runs import run_seed
 
@@ -95,6 +97,17 @@ class SelfSupDataModule(pl.LightningDataModule):
             self.num_classes, self.mean, self.std = spec.num_classes, spec.mean, spec.std
         self._train: Split | None = None
         self._test: Split | None = None
+        self._train_loader: DeviceBatchLoader | None = None
+        self._resume_position: dict[str, int] | None = None  # a mid-epoch checkpoint's loader position
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointed by Lightning: the device loader's position within the epoch."""
+        return {"train_position": self._train_loader.position()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_position = state_dict.get("train_position")
+        if self._train_loader is not None and self._resume_position is not None:
+            self._train_loader.resume_from(self._resume_position)
 
     def _scan_image_folder(self) -> None:
         """Training samples and classes from ROOT/train (or ROOT), validation samples from ROOT/val labelled by
@@ -149,29 +162,31 @@ class SelfSupDataModule(pl.LightningDataModule):
             )
 
     def _world_size(self) -> int:
-        return self.trainer.world_size if self.trainer is not None else 1
+        """The trainer's world size, or the process group's when used without one (`train.py eval`)."""
+        return self.trainer.world_size if self.trainer is not None else distributed.world_size()
 
     def _rank(self) -> int:
-        return self.trainer.global_rank if self.trainer is not None else 0
+        return self.trainer.global_rank if self.trainer is not None else distributed.rank()
 
-    def _device_loader(self, split: Split, train: bool) -> DeviceBatchLoader:
+    def _device_loader(self, split: Split, train: bool, rank: int, world_size: int) -> DeviceBatchLoader:
         sampler = ShardedBatchSampler(
             len(split),
             self.batch_size,
             shuffle=train,
             drop_last=train,
             seed=run_seed(),
-            rank=self._rank(),
-            world_size=self._world_size(),
+            rank=rank,
+            world_size=world_size,
         )
         return DeviceBatchLoader(split, sampler)
 
-    def _folder_loader(self, samples: list, train: bool) -> DataLoader:
+    def _folder_loader(self, samples: list, train: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Training: the whole folder, shuffled (Lightning shards it under DDP); evaluation: this rank's share."""
         dataset = ImageFolderDataset(self._limit(samples), self.folder_image_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(dataset, run_seed()) if train else None,
+            sampler=EpochShuffle(dataset, run_seed()) if train else EvaluationShard(dataset, rank, world_size),
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
@@ -183,10 +198,19 @@ class SelfSupDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DeviceBatchLoader | DataLoader:
         if self.dataset == IMAGE_FOLDER:
             return self._folder_loader(self._train_samples, train=True)
-        return self._device_loader(self._train, train=True)
+        self._train_loader = self._device_loader(self._train, True, self._rank(), self._world_size())
+        if self._resume_position is not None:
+            self._train_loader.resume_from(self._resume_position)
+        return self._train_loader
 
     def val_dataloader(self) -> list:
-        """[labelled training images (kNN bank), test images]; empty when there are no labels to score."""
+        """[labelled training images (kNN bank), test images], this rank's share of each; empty when there are no
+        labels to score."""
+        return self.evaluation_loaders(self._rank(), self._world_size())
+
+    def evaluation_loaders(self, rank: int = 0, world_size: int = 1) -> list:
+        """[labelled training images, test images], rank `rank`'s share of `world_size` (interleaved: rank r gets
+        samples r, r + world_size, ..., padded with -1 labels to equal lengths); empty without labels to score."""
         if self.num_classes < 2:
             return []
         if self.dataset == IMAGE_FOLDER:
@@ -194,8 +218,8 @@ class SelfSupDataModule(pl.LightningDataModule):
             if not labelled or not self._val_samples:
                 return []
             return [
-                self._folder_loader(labelled, train=False),
-                self._folder_loader(self._val_samples, train=False),
+                self._folder_loader(labelled, train=False, rank=rank, world_size=world_size),
+                self._folder_loader(self._val_samples, train=False, rank=rank, world_size=world_size),
             ]
         bank = self._train.subset(torch.nonzero(self._train.labels >= 0).squeeze(1))
-        return [self._device_loader(bank, train=False), self._device_loader(self._test, train=False)]
+        return [self._device_loader(split, False, rank, world_size) for split in (bank, self._test)]

@@ -1,9 +1,12 @@
 """Batches drawn from a dataset that lives on the GPU as one uint8 tensor: no workers, no per-sample CPU work.
 
 Lightning accepts any iterable as a dataloader and calls `set_epoch` on its `sampler` before every epoch,
-which is how the shuffle stays identical across ranks and reproducible when training resumes.
+which is how the shuffle stays identical across ranks and reproducible when training resumes. The loader also
+knows its position in the epoch (checkpointed by the data module), so a checkpoint written in the middle of an
+epoch resumes with exactly the batches the interrupted epoch had left.
 """
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -79,13 +82,32 @@ class DeviceBatchLoader:
         self.sampler = sampler
         self.batch_sampler = None  # Lightning inspects it; the sampler already yields whole batches
         self.batch_size = sampler.batch_size
+        self._served = 0  # batches of the current epoch handed out
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches it had served) of a loaded checkpoint
 
     def __len__(self) -> int:
         return len(self.sampler)
 
+    def position(self) -> dict[str, int]:
+        """The position in the epoch, counted in samples of all ranks: ranks deal the epoch's permutation in turn,
+        so what was trained on is a prefix of it, whatever the number of ranks that resume it.
+        """
+        served = self._served * self.batch_size * self.sampler.world_size
+        return {"epoch": self.sampler.epoch, "samples_served": served}
+
+    def resume_from(self, state: dict[str, int]) -> None:
+        """Resume the saved epoch after the samples it had served (whenever the loader is iterated in that epoch)."""
+        self._resume_at = (state["epoch"], state["samples_served"] // (self.batch_size * self.sampler.world_size))
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         device = self.split.images.device
-        for indices in self.sampler:
+        if self._resume_at is not None and self._resume_at[0] != self.sampler.epoch:
+            self._resume_at = None  # a later epoch: the resumed one is over
+        # kept for the whole resumed epoch: Lightning may start iterating before it sets the epoch, then restart
+        skip = self._resume_at[1] if self._resume_at is not None else 0
+        self._served = skip
+        for indices in itertools.islice(self.sampler, skip, None):
+            self._served += 1
             indices = indices.to(device, non_blocking=True)
             valid = indices >= 0
             safe = indices.clamp(min=0)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import Dataset, DistributedSampler, RandomSampler
 
 from selfsup.data.device_loader import epoch_permutation
 from selfsup.errors import ConfigurationError
@@ -101,8 +101,22 @@ class EpochShuffle(RandomSampler):
         yield from epoch_permutation(len(self.data_source), self.seed, self.epoch).tolist()
 
 
+class EvaluationShard(DistributedSampler):
+    """One rank's share of an evaluation set, dealt like `ShardedBatchSampler` deals device-resident data: every
+    world_size-th index from the rank on, padded with -1 (a blank image labelled -1: never a kNN neighbour, never
+    scored) so that ranks run equal batches and nothing is counted twice. A DistributedSampler, so that
+    Lightning keeps it rather than substituting one that repeats samples."""
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+
+    def __iter__(self) -> Iterator[int]:
+        padded = list(range(len(self.dataset))) + [-1] * (self.total_size - len(self.dataset))
+        yield from padded[self.rank : self.total_size : self.num_replicas]
+
+
 class ImageFolderDataset(Dataset):
-    """(uint8 image (3, size, size), label) pairs from a scanned folder."""
+    """(uint8 image (3, size, size), label) pairs from a scanned folder; index -1 is padding (blank, label -1)."""
 
     def __init__(self, samples: list[tuple[Path, int]], size: int) -> None:
         self.samples = samples
@@ -112,5 +126,7 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        if index < 0:
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1
         path, label = self.samples[index]
         return load_square(path, self.size), label

@@ -7,12 +7,18 @@ Loads the checkpoint's backbone (weights only), extracts clean features of the l
 test set of the data it was trained on, then runs the kNN sweep, the linear probe and the diagnostics. It
 prints a table, writes `results.json` next to the checkpoint (replacing an earlier evaluation of that folder),
 and logs to wandb under the pretraining run's name with job type `eval` (offline unless wandb is configured).
+
+On several devices (`torchrun --nproc_per_node N train.py eval ...`) it runs the same steps sharded: each rank
+extracts the features of its share of the data, the kNN search merges the ranks' candidates without gathering
+the bank, the linear probe trains on the features gathered in dataset order, and rank 0 computes the
+diagnostics and writes the results; the numbers equal one process's.
 """
 
 import dataclasses
 import itertools
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from jsonargparse import CLI
 
 from selfsup.augment import CleanView, MultiView, ViewRecipe
 from selfsup.data import SelfSupDataModule
+from selfsup.distributed import all_reduce, barrier, gather_interleaved, init_from_environment, rank, world_size
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.checkpoint import Pretrained, load_pretrained
 from selfsup.evaluation.diagnostics import representation_diagnostics
@@ -70,7 +77,7 @@ def evaluate(
     wandb_project: str = "selfsup",
     output: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the backbone of a pretraining checkpoint.
+    """Evaluate the backbone of a pretraining checkpoint, in one process or under `torchrun --nproc_per_node N`.
 
     Args:
         ckpt_path: a checkpoint written by `train.py fit` (any method).
@@ -86,63 +93,133 @@ def evaluate(
         wandb_project: the project, the same as pretraining's.
         output: where to write the results (default: results.json next to the checkpoint).
     """
-    pretrained = load_pretrained(ckpt_path, backbone)
-    datamodule, (bank_loader, test_loader) = _datamodule(pretrained, data)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network = pretrained.backbone.to(device, memory_format=torch.channels_last)
-    recipes = [ViewRecipe.from_dict(v) for v in pretrained.hparams["views"]]
-    clean = CleanView(pretrained.image_size, datamodule.mean, datamodule.std).to(device)
-
-    start = time.perf_counter()
-    train_features, train_labels = extract_features(network, bank_loader, clean, device)
-    test_features, test_labels = extract_features(network, test_loader, clean, device)
-    results: dict[str, Any] = {
-        "checkpoint": str(Path(ckpt_path).resolve()),
-        "method": pretrained.method,
-        "run_name": pretrained.run_name,
-        "backbone": pretrained.hparams["backbone"],
-        "dataset": datamodule.dataset,
-        "epoch": pretrained.epoch,
-        "global_step": pretrained.global_step,
-        "num_train": int((train_labels >= 0).sum()),
-        "num_test": int((test_labels >= 0).sum()),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "feature_seconds": round(time.perf_counter() - start, 2),
-    }
-
-    start = time.perf_counter()
-    sweep = knn_sweep(
-        test_features, test_labels, train_features, train_labels, datamodule.num_classes, knn.ks, knn.temperatures
-    )
-    headline = next(r for r in sweep if (r["k"], r["temperature"]) == (knn.headline_k, knn.headline_temperature))
-    results["knn"] = {**headline, "sweep": sweep, "seconds": round(time.perf_counter() - start, 2)}
-
+    device = init_from_environment()
+    setup = load(ckpt_path, backbone, data, device)
+    features = extract(setup)
+    results = describe(setup, features)
+    results["knn"] = knn_results(features, setup.datamodule.num_classes, knn)
     if linear_probe:
-        start = time.perf_counter()
-        augmented = _augmented_features(network, bank_loader, pretrained.image_size, datamodule, device, linear.seed)
-        probe = train_linear_probe(
-            train_features, train_labels, test_features, test_labels, datamodule.num_classes, linear, augmented
-        )
-        results["linear"] = {**dataclasses.asdict(probe), "seconds": round(time.perf_counter() - start, 2)}
-        results["linear"]["config"] = dataclasses.asdict(linear)
-
-    if diagnostics:
-        views = _diagnostic_views(
-            network, test_loader, recipes, pretrained.image_size, datamodule, device, diagnostics_samples
-        )
-        results["diagnostics"] = representation_diagnostics(*views, histograms=True)
-
-    destination = Path(output) if output else results_path(Path(ckpt_path).expanduser())
-    destination.write_text(json.dumps(results, indent=2) + "\n")
-    print(format_results(results))
-    print(f"results written to {destination}")
-    if wandb:
-        _log_to_wandb(results, wandb_project, destination.parent)
+        results["linear"] = linear_results(setup, features, linear)
+    if diagnostics and rank() == 0:
+        results["diagnostics"] = diagnostic_results(setup, diagnostics_samples)
+    if rank() == 0:
+        destination = Path(output) if output else results_path(Path(ckpt_path).expanduser())
+        write(results, destination, wandb_project if wandb else None)
     return results
 
 
-def _datamodule(pretrained: Pretrained, data: EvalData) -> tuple[SelfSupDataModule, list]:
-    """The data module, set up, and its [labelled training set, test set] loaders."""
+@dataclass
+class Setup:
+    """What every step needs: the checkpoint's frozen backbone on this process's device, the data, and this
+    rank's share of the labelled training set and of the test set."""
+
+    ckpt_path: str
+    pretrained: Pretrained
+    datamodule: SelfSupDataModule
+    bank_loader: Iterable
+    test_loader: Iterable
+    device: torch.device
+
+    @property
+    def network(self) -> torch.nn.Module:
+        return self.pretrained.backbone
+
+
+@dataclass
+class Features:
+    """Clean features and labels of this rank's share of the training and test sets (labels -1: padding)."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    seconds: float
+
+
+def load(ckpt_path: str, backbone: str | None, data: EvalData, device: torch.device) -> Setup:
+    """The checkpoint's backbone (weights only) and the data module with this rank's evaluation loaders."""
+    pretrained = load_pretrained(ckpt_path, backbone)
+    pretrained.backbone.to(device, memory_format=torch.channels_last)
+    datamodule = _datamodule(pretrained, data)
+    loaders = datamodule.evaluation_loaders(rank(), world_size())
+    if not loaders:
+        raise ConfigurationError(f"{datamodule.dataset} has no labelled training and test images to evaluate on.")
+    return Setup(ckpt_path, pretrained, datamodule, *loaders, device)
+
+
+def extract(setup: Setup) -> Features:
+    start = time.perf_counter()
+    clean = CleanView(setup.pretrained.image_size, setup.datamodule.mean, setup.datamodule.std).to(setup.device)
+    train, train_labels = extract_features(setup.network, setup.bank_loader, clean, setup.device)
+    test, test_labels = extract_features(setup.network, setup.test_loader, clean, setup.device)
+    return Features(train, train_labels, test, test_labels, round(time.perf_counter() - start, 2))
+
+
+def describe(setup: Setup, features: Features) -> dict[str, Any]:
+    """What was evaluated, on what, and how long the features took (the slowest rank's time)."""
+    counts = all_reduce(torch.stack([(features.train_labels >= 0).sum(), (features.test_labels >= 0).sum()]))
+    seconds = all_reduce(torch.tensor(features.seconds, device=features.train.device), "max").item()
+    pretrained, device = setup.pretrained, setup.device
+    return {
+        "checkpoint": str(Path(setup.ckpt_path).resolve()),
+        "method": pretrained.method,
+        "run_name": pretrained.run_name,
+        "backbone": pretrained.hparams["backbone"],
+        "dataset": setup.datamodule.dataset,
+        "epoch": pretrained.epoch,
+        "global_step": pretrained.global_step,
+        "num_train": int(counts[0]),
+        "num_test": int(counts[1]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "devices": world_size(),
+        "feature_seconds": round(seconds, 2),
+    }
+
+
+def knn_results(features: Features, num_classes: int, config: KnnConfig) -> dict[str, Any]:
+    """The sweep over every rank's queries, each rank searching only its own bank shard."""
+    start = time.perf_counter()
+    sweep = knn_sweep(
+        features.test, features.test_labels, features.train, features.train_labels, num_classes,
+        config.ks, config.temperatures, sharded=True,
+    )  # fmt: skip
+    headline = next(r for r in sweep if (r["k"], r["temperature"]) == (config.headline_k, config.headline_temperature))
+    return {**headline, "sweep": sweep, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def linear_results(setup: Setup, features: Features, config: LinearProbeConfig) -> dict[str, Any]:
+    """The probe on features gathered in dataset order, so every rank trains what one process would (with
+    `config.augment`, each rank draws the crops of its own share)."""
+    start = time.perf_counter()
+    augmented = _augmented_features(setup, config.seed)
+    probe = train_linear_probe(
+        gather_interleaved(features.train), gather_interleaved(features.train_labels),
+        gather_interleaved(features.test), gather_interleaved(features.test_labels),
+        setup.datamodule.num_classes, config, lambda epoch: gather_interleaved(augmented(epoch)),
+    )  # fmt: skip
+    seconds = round(time.perf_counter() - start, 2)
+    return {**dataclasses.asdict(probe), "seconds": seconds, "config": dataclasses.asdict(config)}
+
+
+def diagnostic_results(setup: Setup, samples: int) -> dict[str, Any]:
+    """Diagnostics of the first `samples` test images, all read by this process (rank 0)."""
+    test_loader = setup.datamodule.evaluation_loaders()[1]
+    recipes = [ViewRecipe.from_dict(v) for v in setup.pretrained.hparams["views"]]
+    views = _diagnostic_views(setup, test_loader, recipes, samples)
+    return representation_diagnostics(*views, histograms=True)
+
+
+def write(results: dict[str, Any], destination: Path, wandb_project: str | None) -> None:
+    """results.json, the printed summary, and the wandb run (None: no wandb)."""
+    destination.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_results(results))
+    print(f"results written to {destination}")
+    if wandb_project is not None:
+        _log_to_wandb(results, wandb_project, destination.parent)
+
+
+def _datamodule(pretrained: Pretrained, data: EvalData) -> SelfSupDataModule:
+    """The data module of the checkpoint's data (or of `data`), set up for evaluation."""
     dataset = data.dataset or pretrained.data.get("dataset")
     if dataset is None:
         raise ConfigurationError("The checkpoint does not name its dataset: set --data.dataset (and --data.root).")
@@ -156,40 +233,40 @@ def _datamodule(pretrained: Pretrained, data: EvalData) -> tuple[SelfSupDataModu
         folder_image_size=pretrained.data.get("folder_image_size"),
         num_workers=data.num_workers,
     )
-    datamodule.prepare_data()
+    if rank() == 0:
+        datamodule.prepare_data()  # a download, once
+    barrier()
     datamodule.setup("validate")
-    loaders = datamodule.val_dataloader()
-    if not loaders:
-        raise ConfigurationError(f"{dataset} has no labelled training and test images to evaluate on.")
-    return datamodule, loaders
+    return datamodule
 
 
-def _augmentation(recipe: ViewRecipe, image_size: int, datamodule: SelfSupDataModule, device: torch.device, seed: int):
+def _augmentation(recipe: ViewRecipe, setup: Setup, seed: int):
     """uint8 images -> one augmented view per image, drawn from a generator seeded with `seed`."""
     single = [dataclasses.replace(recipe, num_views=1)]
-    augment = MultiView(single, image_size, datamodule.mean, datamodule.std).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    augment = MultiView(single, setup.pretrained.image_size, setup.datamodule.mean, setup.datamodule.std)
+    augment = augment.to(setup.device)
+    generator = torch.Generator(device=setup.device).manual_seed(seed)
     return lambda images: augment(images, generator)[0]
 
 
-def _augmented_features(network, loader, image_size: int, datamodule: SelfSupDataModule, device, seed: int):
-    """epoch -> features of randomly resized-cropped (scale 0.08-1) and flipped training images: the standard
-    augmented linear-probe protocol."""
+def _augmented_features(setup: Setup, seed: int):
+    """epoch -> features of this rank's randomly resized-cropped (scale 0.08-1) and flipped training images: the
+    standard augmented linear-probe protocol."""
     recipe = ViewRecipe(crop_scale=(0.08, 1.0), jitter_prob=0.0, grayscale_prob=0.0)
     return lambda epoch: extract_features(
-        network, loader, _augmentation(recipe, image_size, datamodule, device, seed * 100_003 + epoch), device
-    )[0]
+        setup.network, setup.bank_loader, _augmentation(recipe, setup, (seed * 100_003 + epoch) * 1009 + rank()),
+        setup.device,
+    )[0]  # fmt: skip
 
 
-def _diagnostic_views(network, loader, recipes, image_size, datamodule, device, samples: int) -> list[torch.Tensor]:
+def _diagnostic_views(setup: Setup, loader: Iterable, recipes: list[ViewRecipe], samples: int) -> list[torch.Tensor]:
     """Features of two augmented views (the method's first two) of the first `samples` test images."""
     view_recipes = [r for r in recipes for _ in range(r.num_views)][:2]
     view_recipes += view_recipes[:1] * (2 - len(view_recipes))  # a one-view recipe: two draws of it
-    batches = list(itertools.islice(loader, -(-samples // datamodule.batch_size)))
+    batches = list(itertools.islice(loader, -(-samples // setup.datamodule.batch_size)))
     views = []
     for seed, recipe in enumerate(view_recipes):
-        augment = _augmentation(recipe, image_size, datamodule, device, seed)
-        features, labels = extract_features(network, batches, augment, device)
+        features, labels = extract_features(setup.network, batches, _augmentation(recipe, setup, seed), setup.device)
         views.append(features[labels >= 0][:samples])
     return views
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from selfsup.augment import CleanView, MultiView, ViewRecipe, simclr_views, view_seed
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from selfsup.distributed import gather
 from selfsup.errors import ConfigurationError, at_least, below, check_options, positive, within
 from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
@@ -30,6 +31,8 @@ from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_se
 
 # Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
+
+VIEW_GENERATOR_KEY = "selfsup_view_generators"  # checkpoint key: rank -> {epoch, generator state}
 
 
 class Method(pl.LightningModule):
@@ -112,6 +115,8 @@ class Method(pl.LightningModule):
             self.probe = OnlineProbe(self.feature_dim, num_classes)
             self.knn_monitor = KnnMonitor(num_classes, knn_k, knn_temperature)
         self._generator: torch.Generator | None = None
+        self._generator_epoch = -1
+        self._resumed_views: tuple[int, Tensor] | None = None  # (epoch, generator state) from a checkpoint
 
     def _check_views_per_image(self) -> None:
         fewest, most = self.VIEWS_PER_IMAGE
@@ -135,14 +140,31 @@ class Method(pl.LightningModule):
 
     # -- data to views ------------------------------------------------------------------------------------
 
-    def on_train_epoch_start(self) -> None:
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(view_seed(run_seed(), self.global_rank, self.current_epoch))
+    def _view_generator(self) -> torch.Generator:
+        """This rank's random generator of the current epoch's views: seeded by (seed, rank, epoch), or continuing
+        the draws of a checkpoint written within the epoch. Made at the epoch's first batch, not in
+        `on_train_epoch_start`, which Lightning skips when it resumes within an epoch."""
+        if self._generator is None or self._generator_epoch != self.current_epoch:
+            self._generator = torch.Generator(device=self.device)
+            self._generator.manual_seed(view_seed(run_seed(), self.global_rank, self.current_epoch))
+            if self._resumed_views is not None and self._resumed_views[0] == self.current_epoch:
+                self._generator.set_state(self._resumed_views[1])
+            self._resumed_views, self._generator_epoch = None, self.current_epoch
+        return self._generator
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint written on as many ranks as this run continues each rank's views; on another number of ranks
+        the data is dealt differently anyway, and each rank draws fresh ones for the rest of the epoch."""
+        saved = checkpoint.get(VIEW_GENERATOR_KEY, {})
+        same_ranks = len(saved) == self.trainer.world_size
+        self._resumed_views = (
+            (saved[self.global_rank]["epoch"], saved[self.global_rank]["state"]) if same_ranks else None
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Any, Tensor]:
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
-            return self.multiview(images, self._generator), labels
+            return self.multiview(images, self._view_generator()), labels
         return self.clean_view(images), labels
 
     def embed(self, views: list[Tensor]) -> list[Tensor]:
@@ -182,9 +204,16 @@ class Method(pl.LightningModule):
             self.logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the method, the run and the seed in the checkpoint (`selfsup.runs.RunRecord`)."""
+        """Record the method, the run and the seed in the checkpoint (`selfsup.runs.RunRecord`), and every rank's
+        view generator, so that a checkpoint written within an epoch resumes with the views it had left."""
         run = run_name(self.logger.name, self.logger.version) if self.logger is not None else None
         RunRecord(method_name(type(self)), run, run_seed()).write(checkpoint)
+        if self._generator is not None:
+            states = gather(self._generator.get_state().to(self.device)[None]).cpu()
+            epoch = self.current_epoch
+            checkpoint[VIEW_GENERATOR_KEY] = {
+                rank: {"epoch": epoch, "state": state} for rank, state in enumerate(states)
+            }
 
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
 
