@@ -32,10 +32,10 @@ from selfsup.data import SelfSupDataModule
 from selfsup.data.datamodule import resolved_sizes
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.evaluate import main as evaluate
-from selfsup.loggers import LastCheckpoint, RunProgressBar, TrainingClock, discard_run, run_loggers
+from selfsup.loggers import LastCheckpoint, RunProgressBar, TrainingClock, discard_run, finish_wandb, run_loggers
 from selfsup.methods import METHODS, Method
 from selfsup.resume import resumed_settings
-from selfsup.runs import RUNS_ROOT, method_name, plain, read_checkpoint
+from selfsup.runs import RUNS_ROOT, RunRecord, method_name, plain, read_checkpoint
 
 # The seed is recorded in config.yaml and in every checkpoint; a line about it before every run (or error) is noise.
 logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
@@ -69,6 +69,7 @@ class SelfSupCLI(LightningCLI):
         self._argv = sys.argv[1:] if args is None else list(args)
         self._run_folder: Path | None = None
         self._start_step = 0  # the global step a resumed run starts from
+        self._wandb_id: str | None = None  # the wandb run a resumed run continues
         super().__init__(
             Method,
             SelfSupDataModule,
@@ -134,6 +135,8 @@ class SelfSupCLI(LightningCLI):
             return
         checkpoint = read_checkpoint(ckpt_path)
         self._start_step = int(checkpoint.get("global_step", 0))
+        record = RunRecord.read(checkpoint)
+        self._wandb_id = record.wandb_id if record and subcommand == "fit" else None
         explicit = plain(self.parser.parse_args(self._argv, defaults=False)[subcommand].as_dict())
         settings = resumed_settings(Path(ckpt_path), checkpoint, explicit, set(DATA_TO_MODEL.values()))
         model = {"class_path": explicit["model"]["class_path"], "init_args": settings.model}
@@ -196,12 +199,14 @@ class SelfSupCLI(LightningCLI):
             config.data.dataset,
             config.wandb_project if config.wandb else None,
             resolved,
+            self._wandb_id,
         )
         self._run_folder = Path(loggers[0].log_dir)
         return loggers
 
     def fit(self, model: Method, **kwargs: Any) -> None:
-        """Trainer.fit; a run that fails before its first optimizer step leaves no run folder behind."""
+        """Trainer.fit; a run that fails before its first optimizer step leaves no run folder behind, and one that
+        finishes ends its wandb run."""
         if self.trainer.logger is not None and self._run_folder is not None:
             _ = self.trainer.logger.experiment  # the CSV folder first, so that wandb's files do not look stale to it
         try:
@@ -210,6 +215,7 @@ class SelfSupCLI(LightningCLI):
             if self.trainer.global_step in (0, self._start_step) and self._run_folder is not None:
                 rank_zero_only(discard_run)(self.trainer.loggers, self._run_folder)
             raise
+        rank_zero_only(finish_wandb)(self.trainer.loggers)
 
 
 def main(args: list[str] | None = None) -> SelfSupCLI | dict:

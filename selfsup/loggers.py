@@ -34,10 +34,16 @@ def wandb_configured_online() -> bool:
 
 
 def run_loggers(
-    root: str, method: str, dataset: str, wandb_project: str | None, config: dict[str, Any]
+    root: str,
+    method: str,
+    dataset: str,
+    wandb_project: str | None,
+    config: dict[str, Any],
+    wandb_id: str | None = None,
 ) -> list[Logger]:
     """CSV always, first (its folder is the run folder); wandb too unless `wandb_project` is None, named like
-    the run, grouped by dataset, with the resolved config and flat method/dataset/backbone keys to filter on."""
+    the run, grouped by dataset, with the resolved config and flat method/dataset/backbone keys to filter on.
+    `wandb_id` continues that wandb run (a resumed training run: one curve on the dashboard)."""
     csv = CSVLogger(root, name=method)
     if wandb_project is None:
         return [csv]
@@ -49,8 +55,18 @@ def run_loggers(
         save_dir=csv.log_dir,
         offline=not wandb_configured_online(),
         config=json.loads(json.dumps(config, default=str)),
+        id=wandb_id,
+        resume="allow" if wandb_id else None,
     )
     return [csv, wandb]
+
+
+def finish_wandb(loggers: list[Logger]) -> None:
+    """End the wandb run of a finished fit (its summary, a clean log), which Lightning leaves to the exit hook."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb  # present: a WandbLogger is in use
+
+        wandb.finish()
 
 
 def discard_run(loggers: list[Logger], run_folder: Path) -> None:
@@ -130,5 +146,5 @@ class TrainingClock(pl.Callback):
         if self._fit_start is None or trainer.sanity_checking:
             return
         elapsed = time.perf_counter() - self._fit_start
-        pl_module.log(Metric.ELAPSED_SECONDS, elapsed)
-        pl_module.log(Metric.DEVICE_HOURS, elapsed * trainer.world_size / 3600)
+        pl_module.log(Metric.ELAPSED_SECONDS, elapsed, sync_dist=True)  # the mean over ranks
+        pl_module.log(Metric.DEVICE_HOURS, elapsed * trainer.world_size / 3600, sync_dist=True)

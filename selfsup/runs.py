@@ -98,6 +98,7 @@ class RunRecord:
     method: str
     run_name: str | None
     seed: int
+    wandb_id: str | None = None  # the wandb run a resumed run continues
 
     KEY: ClassVar[str] = "selfsup"
 
@@ -109,7 +110,7 @@ class RunRecord:
         record = checkpoint.get(cls.KEY)
         if not isinstance(record, dict) or "method" not in record:
             return None
-        return cls(record["method"], record.get("run_name"), int(record.get("seed", 0)))
+        return cls(record["method"], record.get("run_name"), int(record.get("seed", 0)), record.get("wandb_id"))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

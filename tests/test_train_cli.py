@@ -88,6 +88,14 @@ def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_
     resumed = read_metrics(runs / "simclr" / "version_1")
     assert {row["epoch"] for row in resumed} == {"1"}, "resuming must continue at epoch 1, not restart"
     assert min(int(row["step"]) for row in resumed) >= 6  # epoch 0 ran 48 / 8 = 6 steps
+    # one wandb run for both parts (one curve on the dashboard), each part finished cleanly with its summary
+    wandb_runs = [
+        next((runs / "simclr" / version / "wandb").glob("offline-run-*")) for version in ("version_0", "version_1")
+    ]
+    assert len({run.name.rsplit("-", 1)[1] for run in wandb_runs}) == 1, wandb_runs
+    for run in wandb_runs:
+        log = (run / "logs" / "debug.log").read_text()
+        assert "HandleAbandonedError" not in log and "finishing run" in log, log[-2000:]
 
 
 @needs_fashion_mnist

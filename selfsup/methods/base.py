@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -204,15 +205,17 @@ class Method(pl.LightningModule):
             self.logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the method, the run and the seed in the checkpoint (`selfsup.runs.RunRecord`), and every rank's
-        view generator, so that a checkpoint written within an epoch resumes with the views it had left."""
+        """Record the method, the run, the seed and the wandb run in the checkpoint (`selfsup.runs.RunRecord`), and
+        every rank's view generator, so that a checkpoint written within an epoch resumes with the views it had left."""
         run = run_name(self.logger.name, self.logger.version) if self.logger is not None else None
-        RunRecord(method_name(type(self)), run, run_seed()).write(checkpoint)
+        wandb_id = next((str(logger.version) for logger in self.loggers if isinstance(logger, WandbLogger)), None)
+        RunRecord(method_name(type(self)), run, run_seed(), wandb_id).write(checkpoint)
         if self._generator is not None:
             states = gather(self._generator.get_state().to(self.device)[None]).cpu()
             epoch = self.current_epoch
             checkpoint[VIEW_GENERATOR_KEY] = {
-                rank: {"epoch": epoch, "state": state} for rank, state in enumerate(states)
+                rank: {"epoch": epoch, "state": state.clone()}  # its own storage: set_state reads from the start
+                for rank, state in enumerate(states)
             }
 
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
@@ -229,8 +232,8 @@ class Method(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self.labelled and self.knn_monitor.ready:
-            self.log(Metric.KNN_TOP1, self.knn_monitor.compute(), prog_bar=True)  # already over all ranks
-            self.log(Metric.PROBE_TOP1, self.probe.accuracy.compute())
+            self.log(Metric.KNN_TOP1, self.knn_monitor.compute(), prog_bar=True, sync_dist=True)  # equal on all ranks
+            self.log(Metric.PROBE_TOP1, self.probe.accuracy.compute(), sync_dist=True)  # torchmetrics synced it
             self.probe.accuracy.reset()
         if self.labelled:
             self.knn_monitor.reset()
