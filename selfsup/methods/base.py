@@ -212,10 +212,9 @@ class Method(pl.LightningModule):
         RunRecord(method_name(type(self)), run, run_seed(), wandb_id).write(checkpoint)
         if self._generator is not None:
             states = gather(self._generator.get_state().to(self.device)[None]).cpu()
-            epoch = self.current_epoch
+            # each state cloned into its own storage: set_state reads a view's storage from its start
             checkpoint[VIEW_GENERATOR_KEY] = {
-                rank: {"epoch": epoch, "state": state.clone()}  # its own storage: set_state reads from the start
-                for rank, state in enumerate(states)
+                rank: {"epoch": self._generator_epoch, "state": state.clone()} for rank, state in enumerate(states)
             }
 
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
