@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from jsonargparse.typing import register_type
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -105,7 +106,8 @@ class SelfSupCLI(LightningCLI):
             type=float | None,
             default=None,
             help="Also rewrite last.ckpt within epochs every this many minutes of training (preemptible jobs; a "
-            "mid-epoch checkpoint resumes exactly). Default: only at the end of every epoch.",
+            "mid-epoch checkpoint of a built-in dataset resumes exactly, an image folder's restarts the epoch's "
+            "batches). Default: only at the end of every epoch.",
         )
         parser.set_defaults(
             {
@@ -128,9 +130,15 @@ class SelfSupCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """With --ckpt_path, the run trains the checkpoint's method, options and seed (`selfsup.resume`), where
-        LightningCLI would silently replace the model's options by the checkpoint's."""
+        LightningCLI would silently replace the model's options by the checkpoint's. A requeued SLURM job resumes
+        from the checkpoint its preemption wrote (which Lightning would load by itself) the same way, so that it
+        also continues its wandb run."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path and subcommand == "fit":
+            ckpt_path = self.config[subcommand].ckpt_path = requeued_checkpoint(
+                self.config.fit.trainer.default_root_dir
+            )
         if not ckpt_path:
             return
         checkpoint = read_checkpoint(ckpt_path)
@@ -216,6 +224,16 @@ class SelfSupCLI(LightningCLI):
                 rank_zero_only(discard_run)(self.trainer.loggers, self._run_folder)
             raise
         rank_zero_only(finish_wandb)(self.trainer.loggers)
+
+
+def requeued_checkpoint(root: str) -> str | None:
+    """The newest checkpoint Lightning wrote on a SLURM requeue signal (`<root>/hpc_ckpt_<n>.ckpt`), in a SLURM
+    job; None elsewhere or if there is none."""
+    if not SLURMEnvironment.detect():
+        return None
+    numbered = {int(match.group(1)): path for path in Path(root).glob("hpc_ckpt_*.ckpt")
+                if (match := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", path.name))}  # fmt: skip
+    return str(numbered[max(numbered)]) if numbered else None
 
 
 def main(args: list[str] | None = None) -> SelfSupCLI | dict:

@@ -106,6 +106,14 @@ class LastCheckpoint(ModelCheckpoint):
             filename=LAST_CHECKPOINT, save_top_k=1, enable_version_counter=False, train_time_interval=interval
         )
 
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Within an epoch, only after an optimizer step: a checkpoint between accumulated batches would hold a
+        loader position whose gradients it lacks."""
+        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -6,6 +6,7 @@ function of that fraction. The peak rate follows the linear scaling rule of the 
 """
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -100,11 +101,14 @@ class WarmupCosineSchedule(LRScheduler):
         factor = warmup_cosine(self.samples_seen, self.warmup_samples, self.planned_samples, self.samples_per_step)
         return [peak * factor for peak in self.peak_lrs]
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return {"samples_seen": self.samples_seen}
 
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._samples_before, self.last_epoch = int(state_dict["samples_seen"]), 0
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """`samples_seen`; a checkpoint of the earlier step-count schedule (LambdaLR) gives its steps taken, counted
+        at this run's global batch (exact when resumed on the same hardware)."""
+        seen = state_dict.get("samples_seen", state_dict.get("last_epoch", 0) * self.samples_per_step)
+        self._samples_before, self.last_epoch = int(seen), 0
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr
         self._last_lr = self.get_lr()

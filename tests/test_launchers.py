@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 
 from selfsup.evaluation.evaluate import main as evaluate
 from tests.conftest import free_port
@@ -139,6 +140,7 @@ def test_two_slurm_tasks_preempted_requeue_and_resume_to_the_uninterrupted_weigh
     slurm["MASTER_PORT"] = str(free_port())
     requeued = [task_env(rank, tmp_path / "requeued_job", RESUMED="1") for rank in range(2)]
     run_ranks([command] * 2, requeued, tmp_path / "requeued_job")
-    assert "hpc_ckpt_1.ckpt" in (tmp_path / "requeued_job" / "rank0.log").read_text()  # resumed, not restarted
+    config = yaml.safe_load((runs / "mocov2" / "version_1" / "config.yaml").read_text())
+    assert config["ckpt_path"] == str(runs / "hpc_ckpt_1.ckpt")  # resumed through selfsup.resume, not restarted
     for state in rank_states(tmp_path / "requeued_job"):
         assert_same_state(state, uninterrupted[0])

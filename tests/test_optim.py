@@ -101,3 +101,11 @@ def test_learning_rate_against_progress_survives_a_resume_on_another_number_of_d
         for seen in range(64, 128, 16):  # where both runs take a step in the second epoch
             assert resumed[seen] == pytest.approx(uninterrupted[seen]), (world_sizes, seen)
     assert _curve((2, 1))[120] == pytest.approx(uninterrupted[120])  # ends near 0, not back in warmup
+
+
+def test_a_checkpoint_of_the_step_count_schedule_resumes_at_its_step() -> None:
+    """Checkpoints written before the schedule counted samples hold LambdaLR's state: its steps taken."""
+    optimizer, scheduler, peak = _schedule(1)
+    scheduler.load_state_dict({"last_epoch": 12, "base_lrs": [1.0], "_step_count": 13})
+    assert scheduler.samples_seen == 12 * 8
+    assert optimizer.param_groups[0]["lr"] / peak == pytest.approx(0.5 * (1 + math.cos(math.pi * 8 / 12)))

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from selfsup.cli import main
+from selfsup.methods import SimCLR
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO, train
 from tests.test_user_errors import fit, one_line_error
@@ -132,6 +133,12 @@ def test_a_checkpoint_that_does_not_record_its_data_is_refused(
     torch.save(checkpoint, tmp_path / "no_data.ckpt")
     options = [*TINY, "--ckpt_path", str(tmp_path / "no_data.ckpt")]
     assert "does not record its method and data" in one_line_error(fit("simclr", tmp_path / "runs", *options), capsys)
+
+
+def test_a_checkpoint_loads_into_its_method_without_a_trainer(first_epoch: Path) -> None:
+    """Lightning's own loading path (`load_from_checkpoint`), as downstream code uses it."""
+    method = SimCLR.load_from_checkpoint(first_epoch / "checkpoints" / "last.ckpt", weights_only=True)
+    assert method.hparams.backbone == "test_resnet"
 
 
 def test_validate_takes_the_checkpoints_data_and_options(first_epoch: Path, capsys: pytest.CaptureFixture) -> None:

@@ -17,6 +17,7 @@ diagnostics and writes the results; the numbers equal one process's.
 import dataclasses
 import itertools
 import json
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -233,8 +234,8 @@ def _datamodule(pretrained: Pretrained, data: EvalData) -> SelfSupDataModule:
         folder_image_size=pretrained.data.get("folder_image_size"),
         num_workers=data.num_workers,
     )
-    if rank() == 0:
-        datamodule.prepare_data()  # a download, once
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        datamodule.prepare_data()  # a download, once per machine
     barrier()
     datamodule.setup("validate")
     return datamodule
@@ -254,7 +255,7 @@ def _augmented_features(setup: Setup, seed: int):
     standard augmented linear-probe protocol."""
     recipe = ViewRecipe(crop_scale=(0.08, 1.0), jitter_prob=0.0, grayscale_prob=0.0)
     return lambda epoch: extract_features(
-        setup.network, setup.bank_loader, _augmentation(recipe, setup, (seed * 100_003 + epoch) * 1009 + rank()),
+        setup.network, setup.bank_loader, _augmentation(recipe, setup, seed * 100_003 + epoch + 1_000_003 * rank()),
         setup.device,
     )[0]  # fmt: skip
 

@@ -39,7 +39,7 @@ def top_neighbours(
     the bank (any sizes), and gets the neighbours of its queries in the union of the bank parts.
     """
     if not sharded or world_size() == 1:
-        return _search(queries, bank, bank_labels, k, False, max_elements)
+        return _search(queries, bank, bank_labels, k, max_elements)
     sizes = torch.tensor([bank.shape[0], queries.shape[0]], device=bank.device)
     largest_shard, most_queries = all_reduce(sizes, "max").tolist()
     chunk = max(1, min(most_queries, max_elements // (world_size() * max(1, largest_shard))))  # (world x chunk, shard)
@@ -48,7 +48,7 @@ def top_neighbours(
     for start in range(0, rounds * chunk, chunk):
         mine = queries[start : start + chunk]
         padded = F.pad(mine, (0, 0, 0, chunk - mine.shape[0]))  # every rank sends a full chunk
-        round_similarity, round_labels = _search(gather(padded), bank, bank_labels, k, True, max_elements)
+        round_similarity, round_labels = _search(gather(padded), bank, bank_labels, k, max_elements, largest_shard)
         own = slice(rank() * chunk, rank() * chunk + mine.shape[0])
         similarities.append(round_similarity[own])
         labels.append(round_labels[own])
@@ -56,15 +56,16 @@ def top_neighbours(
 
 
 def _search(
-    queries: Tensor, bank: Tensor, bank_labels: Tensor, k: int, merge_ranks: bool, max_elements: int
+    queries: Tensor, bank: Tensor, bank_labels: Tensor, k: int, max_elements: int, largest_shard: int | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Top k of `queries` in `bank`, chunked over queries; with `merge_ranks`, all ranks pass the same queries and
-    their own bank part, and each chunk's candidates are merged over ranks."""
+    """Top k of `queries` in `bank`, chunked over queries. With `largest_shard` (the most bank rows any rank holds),
+    all ranks pass the same queries and their own bank part, chunk them alike, and merge each chunk's candidates."""
+    merge_ranks = largest_shard is not None
     queries = F.normalize(queries.float(), dim=1)
     bank = F.normalize(bank.float(), dim=1)
     unlabelled = bank_labels < 0
     local_k = min(k, bank.shape[0])
-    chunk_size = max(1, max_elements // max(1, bank.shape[0]))
+    chunk_size = max(1, max_elements // max(1, largest_shard if merge_ranks else bank.shape[0]))
     similarities, labels = [], []
     for chunk in queries.split(chunk_size):
         similarity = (chunk @ bank.T).masked_fill(unlabelled[None, :], float("-inf"))  # (chunk, bank)
@@ -125,6 +126,7 @@ def knn_sweep(
     ks: tuple[int, ...] = KNN_KS,
     temperatures: tuple[float, ...] = KNN_TEMPERATURES,
     sharded: bool = False,
+    max_elements: int = 2**27,
 ) -> list[dict[str, float]]:
     """Top-1 accuracy for every (k, T), from one neighbour search at the largest k.
 
@@ -132,7 +134,7 @@ def knn_sweep(
     `top_neighbours`) and every rank gets the accuracy over all ranks' queries. Returns rows {"k", "temperature",
     "top1"} in sweep order.
     """
-    similarities, labels = top_neighbours(queries, bank, bank_labels, max(ks), sharded=sharded)
+    similarities, labels = top_neighbours(queries, bank, bank_labels, max(ks), sharded, max_elements)
     scored = query_labels >= 0
     rows = []
     for k in ks:

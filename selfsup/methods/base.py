@@ -117,7 +117,7 @@ class Method(pl.LightningModule):
             self.knn_monitor = KnnMonitor(num_classes, knn_k, knn_temperature)
         self._generator: torch.Generator | None = None
         self._generator_epoch = -1
-        self._resumed_views: tuple[int, Tensor] | None = None  # (epoch, generator state) from a checkpoint
+        self._resumed_views: dict[int, dict] | None = None  # rank -> {epoch, generator state} from a checkpoint
 
     def _check_views_per_image(self) -> None:
         fewest, most = self.VIEWS_PER_IMAGE
@@ -143,24 +143,22 @@ class Method(pl.LightningModule):
 
     def _view_generator(self) -> torch.Generator:
         """This rank's random generator of the current epoch's views: seeded by (seed, rank, epoch), or continuing
-        the draws of a checkpoint written within the epoch. Made at the epoch's first batch, not in
+        the draws of a checkpoint written within the epoch by as many ranks on the same kind of device (otherwise
+        the data is dealt differently anyway, and fresh draws serve). Made at the epoch's first batch, not in
         `on_train_epoch_start`, which Lightning skips when it resumes within an epoch."""
         if self._generator is None or self._generator_epoch != self.current_epoch:
             self._generator = torch.Generator(device=self.device)
             self._generator.manual_seed(view_seed(run_seed(), self.global_rank, self.current_epoch))
-            if self._resumed_views is not None and self._resumed_views[0] == self.current_epoch:
-                self._generator.set_state(self._resumed_views[1])
+            saved = (self._resumed_views or {}).get(self.global_rank)
+            same_run = len(self._resumed_views or {}) == self.trainer.world_size
+            same_device = saved is not None and saved["state"].numel() == self._generator.get_state().numel()
+            if same_run and same_device and saved["epoch"] == self.current_epoch:  # CUDA and CPU states differ
+                self._generator.set_state(saved["state"])
             self._resumed_views, self._generator_epoch = None, self.current_epoch
         return self._generator
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint written on as many ranks as this run continues each rank's views; on another number of ranks
-        the data is dealt differently anyway, and each rank draws fresh ones for the rest of the epoch."""
-        saved = checkpoint.get(VIEW_GENERATOR_KEY, {})
-        same_ranks = len(saved) == self.trainer.world_size
-        self._resumed_views = (
-            (saved[self.global_rank]["epoch"], saved[self.global_rank]["state"]) if same_ranks else None
-        )
+        self._resumed_views = checkpoint.get(VIEW_GENERATOR_KEY)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Any, Tensor]:
         images, labels = batch

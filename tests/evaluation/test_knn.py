@@ -74,12 +74,14 @@ def _sharded_worker(rank: int, port: int, results) -> None:
     # the sweep: unequal contiguous shards, each smaller than the largest k; queries split unevenly too
     shard, mine = (slice(0, 151), slice(0, 20)) if rank == 0 else (slice(151, None), slice(20, None))
     sweep = knn_sweep(queries[mine], query_labels[mine], bank[shard], labels[shard], 5, ks=(10, 200), sharded=True)
+    # a search chunk smaller than a shard: one query per round and per merge, the same number of merges on both ranks
+    tiny = knn_sweep(queries[mine], query_labels[mine], bank[shard], labels[shard], 5, (10, 200), (0.1,), True, 100)
     # the monitor: the validation loaders' interleaved, padded shards, searched in rounds of 2 queries per rank
     largest_gather.clear()
     monitor = KnnMonitor(5, k=20, temperature=0.1, max_elements=2 * 151 * 2)
     monitor.add_bank(interleaved_shard(bank, rank, 0), interleaved_shard(labels, rank))
     monitor.add_queries(interleaved_shard(queries, rank, 0), interleaved_shard(query_labels, rank))
-    results.put((rank, sweep, monitor.compute(), monitor.held_rows, max(largest_gather)))
+    results.put((rank, sweep, tiny, monitor.compute(), monitor.held_rows, max(largest_gather)))
     dist.destroy_process_group()
 
 
@@ -93,8 +95,9 @@ def test_sharded_sweep_and_monitor_over_two_ranks_equal_one_process_and_hold_onl
     expected_monitor.add_queries(queries, query_labels)
     results = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_sharded_worker, args=(free_port(), results), nprocs=2, join=True)
-    for _, sweep, accuracy, held_rows, largest_gather in sorted(results.get() for _ in range(2)):
+    for _, sweep, tiny, accuracy, held_rows, largest_gather in sorted(results.get() for _ in range(2)):
         assert sweep == expected_sweep
+        assert tiny == [row for row in expected_sweep if row["temperature"] == 0.1]
         assert accuracy == expected_monitor.compute()
         assert held_rows == 151 + 25  # its bank shard (padded) and its query shard
         assert largest_gather <= 4 * 20  # a round's 4 queries x k=20 candidates
