@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
+from selfsup.optim import ended_optimizer_step
 from selfsup.runs import LAST_CHECKPOINT, Metric, run_name
 
 
@@ -111,7 +112,7 @@ class LastCheckpoint(ModelCheckpoint):
     ) -> None:
         """Within an epoch, only after an optimizer step: a checkpoint between accumulated batches would hold a
         loader position whose gradients it lacks."""
-        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+        if ended_optimizer_step(trainer, batch_idx):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def state_dict(self) -> dict[str, Any]:

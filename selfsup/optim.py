@@ -57,6 +57,13 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+def ended_optimizer_step(trainer: Any, batch_idx: int) -> bool:
+    """Whether training batch `batch_idx` of the epoch ended with an optimizer step: the last of each group of
+    `accumulate_grad_batches`, or the epoch's last batch (where Lightning steps on a partial group)."""
+    last = batch_idx + 1 == trainer.num_training_batches
+    return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or last
+
+
 def warmup_cosine(seen: float, warmup: float, total: float, step_size: float = 1) -> float:
     """Learning-rate factor of the step that starts after `seen` units of training (steps or samples) and trains
     `step_size` more: linear warmup to 1 over the first `warmup` units, then cosine decay to 0 at `total`.

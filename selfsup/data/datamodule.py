@@ -105,9 +105,8 @@ class SelfSupDataModule(pl.LightningDataModule):
         return {"train_position": self._train_loader.position()} if self._train_loader is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restored by Lightning before it asks for the loaders, which then start where the checkpoint stopped."""
         self._resume_position = state_dict.get("train_position")
-        if self._train_loader is not None and self._resume_position is not None:
-            self._train_loader.resume_from(self._resume_position)
 
     def _scan_image_folder(self) -> None:
         """Training samples and classes from ROOT/train (or ROOT), validation samples from ROOT/val labelled by

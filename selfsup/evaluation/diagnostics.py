@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from selfsup.optim import ended_optimizer_step
+
 HISTOGRAM_BINS = 40  # over cosine similarity in [-1, 1]
 
 
@@ -84,15 +86,10 @@ class DiagnosticsCallback(pl.Callback):
     def __init__(self, every_n_steps: int = 100, max_samples: int = 512) -> None:
         self.every_n_steps = every_n_steps
         self.max_samples = max_samples
-        self._step_at_batch_start = 0
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._step_at_batch_start = trainer.global_step
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        stepped = trainer.global_step > self._step_at_batch_start  # the batch that ends an accumulation
-        if not stepped or trainer.global_step % self.every_n_steps != 0:
+        if not ended_optimizer_step(trainer, batch_idx) or trainer.global_step % self.every_n_steps != 0:
             return
         views, labels = batch
         backbone = pl_module.backbone

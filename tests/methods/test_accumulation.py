@@ -3,12 +3,15 @@ happens once per step, not once per accumulated batch."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 import selfsup.evaluation.diagnostics as diagnostics
 import selfsup.methods.base as base
 from selfsup.cli import main
+from selfsup.loggers import LastCheckpoint
 from tests.test_train_cli import REPO, tiny_folder_args
 
 EMA_UPDATE, REPRESENTATION_DIAGNOSTICS = base.ema_update, diagnostics.representation_diagnostics
@@ -46,3 +49,14 @@ def test_two_accumulated_batches_update_the_target_like_one_doubled_batch(
     assert len(doubled["taus"]) == 2 * 3  # 2 momentum copies x (48 images / 16 = 3 optimizer steps)
     assert accumulated["taus"] == pytest.approx(doubled["taus"])  # once per step (6 times on main), same schedule
     assert len(accumulated["diagnostics"]) == len(doubled["diagnostics"]) == 3
+
+
+def test_time_based_checkpoints_are_written_only_after_an_optimizer_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint between accumulated batches would record a loader position whose gradients it lacks."""
+    considered = []
+    monkeypatch.setattr(ModelCheckpoint, "on_train_batch_end", lambda self, *args: considered.append(args[-1]))
+    trainer = SimpleNamespace(accumulate_grad_batches=2, num_training_batches=5)
+    checkpoint = LastCheckpoint(every_minutes=1.0)
+    for batch_idx in range(5):
+        checkpoint.on_train_batch_end(trainer, None, None, None, batch_idx)
+    assert considered == [1, 3, 4]  # the ends of the two full groups, and the epoch's last (partial) group
