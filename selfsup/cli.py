@@ -23,7 +23,7 @@ from jsonargparse import Namespace
 from jsonargparse.typing import register_type
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -186,6 +186,8 @@ class SelfSupCLI(LightningCLI):
         if config.trainer.logger in (None, True):  # the user did not choose loggers: ours
             kwargs["logger"] = self._default_loggers(config)
         callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or []) + [TrainingClock()]
+        if config.trainer.logger is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))  # a wrong schedule shows on the dashboard
         if config.trainer.enable_checkpointing is not False:
             callbacks.append(LastCheckpoint())
             if config.checkpoint_every_minutes:

@@ -6,10 +6,11 @@ function of that fraction. The peak rate follows the linear scaling rule of the 
 """
 
 import math
+from fnmatch import fnmatch
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 
@@ -55,6 +56,33 @@ class LARS(torch.optim.Optimizer):
                     state["momentum_buffer"].mul_(group["momentum"]).add_(update)
                 param.add_(state["momentum_buffer"], alpha=-group["lr"])
         return loss
+
+
+def weight_decay_groups(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The trained parameters of `model` (less its submodules named in `exclude`) in two groups, by timm's rule
+    (`timm.optim.param_groups_weight_decay`): biases and every parameter of at most one dimension (normalisation
+    layers) get neither weight decay nor LARS scaling, and neither do the parameters a module declares exempt
+    with timm's `no_weight_decay()` (a ViT's position embedding and class token); every other weight decays.
+
+    Unlike timm's function, a weight decay of 0 keeps the groups apart, so LARS still scales the weights."""
+    exempt_patterns = [
+        f"{prefix}.{pattern}" if prefix else pattern
+        for prefix, module in model.named_modules()
+        if callable(getattr(module, "no_weight_decay", None))
+        for pattern in module.no_weight_decay()
+    ]
+    decayed, exempt = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad or name.split(".", 1)[0] in exclude:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or any(fnmatch(name, p) for p in exempt_patterns):
+            exempt.append(param)
+        else:
+            decayed.append(param)
+    return [
+        {"name": "weights", "params": decayed},
+        {"name": "no_weight_decay", "params": exempt, "weight_decay": 0.0, "lars_exclude": True},
+    ]
 
 
 def ended_optimizer_step(trainer: Any, batch_idx: int) -> bool:

@@ -31,6 +31,7 @@ class Metric:
     TRAIN_LOSS = "train/loss"
     PROBE_LOSS = "train/online_linear_loss"
     TAU = "train/tau"
+    LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe
     KNN_TOP1 = "val/knn_top1"
     PROBE_TOP1 = "val/online_linear_top1"
     IMAGES_PER_SECOND = "perf/img_per_s"

@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from timm.optim import param_groups_weight_decay
 
 from selfsup.methods import SimCLR
 from selfsup.optim import LARS, warmup_cosine
@@ -54,6 +55,34 @@ def test_method_learning_rate_scales_with_the_global_batch_and_warms_up() -> Non
     assert learning_rates[60] == pytest.approx(peak / 2)  # halfway through the cosine
     assert learning_rates[100] == pytest.approx(0.0, abs=1e-12)
     assert optimizer.param_groups[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the probe follows the schedule
+
+
+@pytest.mark.parametrize(
+    "backbone, kwargs", [("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4}), ("resnet18", {})]
+)
+def test_backbone_weight_decay_exempts_what_timm_exempts(backbone: str, kwargs: dict) -> None:
+    """The reference is timm's own grouping of the backbone; the heads follow the same rule and the probe keeps
+    its own group, without decay."""
+    method = SimCLR(backbone=backbone, backbone_kwargs=kwargs, image_size=32, weight_decay=0.0, warmup_epochs=0)
+    method.trainer = SimpleNamespace(
+        estimated_stepping_batches=10, world_size=1, accumulate_grad_batches=1, num_training_batches=5
+    )
+    groups = {group["name"]: group for group in method.configure_optimizers()["optimizer"].param_groups}
+    names = {id(param): name for name, param in method.named_parameters()}
+    exempt = {names[id(p)] for p in groups["no_weight_decay"]["params"]}
+    decayed = {names[id(p)] for p in groups["weights"]["params"]}
+
+    no_weight_decay = getattr(method.backbone, "no_weight_decay", set)()
+    timm_groups = param_groups_weight_decay(method.backbone, 0.1, no_weight_decay_list=no_weight_decay)
+    backbone_names = {id(param): f"backbone.{name}" for name, param in method.backbone.named_parameters()}
+    timm_exempt = {backbone_names[id(p)] for g in timm_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert {name for name in exempt if name.startswith("backbone.")} == timm_exempt
+    assert {name for name in decayed if name.startswith("backbone.")} == set(backbone_names.values()) - timm_exempt
+    assert "projector.0.weight" in decayed and {"projector.1.weight", "projector.3.bias"} <= exempt  # BN, bias
+    assert groups["no_weight_decay"]["lars_exclude"] and groups["weights"]["params"]  # with decay 0 too: LARS scales
+    assert {names[id(p)] for p in groups["probe"]["params"]} == {"probe.weight", "probe.bias"}
+    if backbone.startswith("vit"):
+        assert {"backbone.pos_embed", "backbone.cls_token"} <= exempt
 
 
 def _schedule(world_size: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, float]:

@@ -122,6 +122,8 @@ def test_print_config_shows_every_option(capsys: pytest.CaptureFixture) -> None:
         "dataset: fashion_mnist",
         "max_epochs: 100",
         "wandb: true",
+        "small_image_stem: auto",  # chosen from the backbone and the data's image size, and shown as such
+        "backbone_kwargs: null",
     ):
         assert option in printed
 
@@ -251,3 +253,22 @@ def test_the_cpu_job_warms_up_within_its_run(image_folder: Path) -> None:
     configs = [str(REPO / "configs" / name) for name in ("simclr.yaml", "trainer/cpu.yaml")]
     cli = SelfSupCLI(args=[f"--config={config}" for config in configs] + ["--wandb", "false"], run=False)
     assert cli.model.hparams.warmup_epochs < cli.trainer.max_epochs
+
+
+@pytest.mark.parametrize(
+    "backbone, kwargs",
+    [("vit_tiny_patch16_224", "{img_size: 32, patch_size: 4, drop_path_rate: 0.1}"), ("convnext_atto", None)],
+)
+def test_timm_backbones_train_on_32_px_images_with_the_knn_monitor_and_log_the_learning_rate(
+    backbone: str, kwargs: str | None, tmp_path: Path, image_folder: Path
+) -> None:
+    args = [*tiny_folder_args(image_folder), "--data.image_size", "32", "--model.init_args.backbone", backbone]
+    args += ["--model.init_args.backbone_kwargs", kwargs] if kwargs else []
+    cli = main(["fit", "--config", str(REPO / "configs" / "simclr.yaml"), "--wandb", "false", "--trainer.max_epochs",
+                "1", "--trainer.default_root_dir", str(tmp_path / "runs"), *args])  # fmt: skip
+    assert cli.trainer.global_step == 6 and cli.model.hparams.small_image_stem == "auto"
+    rows = read_metrics(tmp_path / "runs" / "simclr" / "version_0")
+    assert 0 <= float(next(row["val/knn_top1"] for row in rows if row["val/knn_top1"])) <= 1
+    learning_rates = [float(row["lr/weights"]) for row in rows if row.get("lr/weights")]
+    assert len(learning_rates) >= 3 and learning_rates[0] < max(learning_rates)  # warming up, logged every 2 steps
+    assert all(row.get("lr/probe") for row in rows if row.get("lr/weights"))

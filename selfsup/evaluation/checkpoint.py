@@ -48,7 +48,10 @@ def load_pretrained(path: str | Path, expected_backbone: str | None = None) -> P
             f"{path} holds a {hparams['backbone']!r} backbone, not {expected_backbone!r}. Pass a checkpoint of "
             f"{expected_backbone!r}, or drop --backbone to evaluate the checkpoint's own."
         )
-    backbone, feature_dim = build_backbone(hparams["backbone"], hparams.get("small_image_stem"), hparams["image_size"])
+    backbone = build_backbone(
+        hparams["backbone"], hparams.get("small_image_stem"), hparams["image_size"],
+        **(hparams.get("backbone_kwargs") or {}),
+    )  # fmt: skip
     weights = {k.removeprefix("backbone."): v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
     try:
         backbone.load_state_dict(weights)
@@ -60,7 +63,7 @@ def load_pretrained(path: str | Path, expected_backbone: str | None = None) -> P
     run_folder = run_folder_of_checkpoint(path)
     return Pretrained(
         backbone=backbone.eval().requires_grad_(False),
-        feature_dim=feature_dim,
+        feature_dim=backbone.num_features,
         hparams=dict(hparams),
         data=dict(checkpoint.get("datamodule_hyper_parameters", {})),
         method=record.method if record else run_folder.parent.name,

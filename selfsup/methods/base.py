@@ -27,7 +27,7 @@ from selfsup.errors import ConfigurationError, at_least, below, check_options, p
 from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
-from selfsup.optim import LARS, WarmupCosineSchedule
+from selfsup.optim import LARS, WarmupCosineSchedule, weight_decay_groups
 from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
 # Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
@@ -45,7 +45,8 @@ class Method(pl.LightningModule):
     def __init__(
         self,
         backbone: str = "resnet18",
-        small_image_stem: bool | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        small_image_stem: bool | Literal["auto"] = "auto",
         views: tuple[ViewRecipe, ...] = simclr_views(),
         optimizer: Literal["lars", "sgd", "adamw"] = "lars",
         base_lr: float = 0.4,
@@ -66,14 +67,17 @@ class Method(pl.LightningModule):
         """
         Args:
             backbone: a torchvision ResNet name (resnet18, resnet50, ...) or any timm model name.
-            small_image_stem: 3x3 stride-1 first convolution and no max-pool, for 28-64 px images (ResNets
-                only). None: automatic, on for a ResNet at image_size <= 64.
+            backbone_kwargs: arguments of the backbone's constructor, e.g. {img_size: 32, patch_size: 4,
+                drop_path_rate: 0.1} for a timm ViT on 32 px images.
+            small_image_stem: 3x3 stride-1 first convolution and no max-pool, for 28-64 px images (ResNet-style
+                stems only). auto: on for a ResNet at image_size <= 64, off otherwise and for other architectures.
             views: the augmentation recipe, one entry per group of views (see `selfsup.augment.ViewRecipe`); the
                 data sets the image size, the recipe only relative sizes.
             optimizer: lars (SimCLR/BYOL's choice for large batches), sgd or adamw.
             base_lr: learning rate for a global batch of 256; the actual rate scales linearly with the global
                 batch (per-device batch x devices x gradient accumulation).
-            weight_decay: weight decay of weights; biases and normalisation parameters get none.
+            weight_decay: weight decay of weights; biases, normalisation parameters and what the backbone
+                declares exempt (a ViT's position embedding and class token) get none, as in timm.
             momentum: momentum of sgd and lars (adamw's beta1).
             warmup_epochs: epochs of linear learning-rate warmup before the cosine decay.
             probe_lr: learning rate of the online linear probe (not scaled by batch size).
@@ -104,7 +108,8 @@ class Method(pl.LightningModule):
         for key, value in self.hparams.items():  # plain data only: checkpoints load with weights_only=True
             self.hparams[key] = plain(value)
 
-        self.backbone, self.feature_dim = build_backbone(backbone, small_image_stem, image_size)
+        self.backbone = build_backbone(backbone, small_image_stem, image_size, **(backbone_kwargs or {}))
+        self.feature_dim = self.backbone.num_features
         self.backbone.to(memory_format=torch.channels_last)
         if compile_backbone:
             self.backbone.compile()
@@ -243,17 +248,10 @@ class Method(pl.LightningModule):
         global_batch = hp.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
         lr = hp.base_lr * global_batch / 256
 
-        weights, unregularized = [], []
-        for name, param in self.named_parameters():
-            if param.requires_grad and not name.startswith("probe."):
-                (unregularized if param.ndim <= 1 else weights).append(param)
-        groups = [
-            {"params": weights},
-            {"params": unregularized, "weight_decay": 0.0, "lars_exclude": True},
-        ]
+        groups = weight_decay_groups(self, exclude=("probe",))
         if self.labelled:
-            probe_parameters = list(self.probe.parameters())
-            groups.append({"params": probe_parameters, "lr": hp.probe_lr, "weight_decay": 0.0, "lars_exclude": True})
+            groups.append({"name": "probe", "params": list(self.probe.parameters()), "lr": hp.probe_lr,
+                           "weight_decay": 0.0, "lars_exclude": True})  # fmt: skip
         if hp.optimizer == "lars":
             optimizer = LARS(groups, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "sgd":
@@ -275,7 +273,8 @@ class Method(pl.LightningModule):
             planned_samples=total_steps * global_batch,
             warmup_samples=round(warmup_steps) * global_batch,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        scheduler = {"scheduler": schedule, "interval": "step", "name": Metric.LEARNING_RATE}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 class MomentumMethod(Method):

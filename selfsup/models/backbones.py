@@ -1,14 +1,20 @@
 """Backbones by name: torchvision's ResNets, or any timm model, as feature extractors.
 
-A backbone maps images (B, 3, H, W) to features (B, feature_dim), with no classifier. The small-image stem
-(a 3x3 stride-1 convolution and no max-pool, as in the SimCLR paper's CIFAR-10 setting, Appendix B.9) keeps
-spatial resolution for 28-64 px inputs, where the ImageNet stem would shrink a 32 px image to 8 px at once;
-by default ResNets get it at those sizes, and keep the ImageNet stem from STL-10's 96 px up.
+A backbone maps images (B, 3, H, W) to features (B, num_features), with no classifier, and carries timm's
+`num_features` attribute whatever library built it. Its state dict keeps that library's key names, so the
+exported weights load into a stock timm or torchvision model (`selfsup.export`).
+
+The small-image stem (a 3x3 stride-1 convolution and no max-pool, as in the SimCLR paper's CIFAR-10 setting,
+Appendix B.9) keeps spatial resolution for 28-64 px inputs, where the ImageNet stem would shrink a 32 px image
+to 8 px at once. It exists for ResNet-style stems only; `"auto"` gives it to those at 64 px and below and
+leaves every other architecture as it is.
 """
 
 import difflib
+from typing import Any, Literal
 
 import timm
+import torch
 import torchvision
 from torch import nn
 
@@ -31,35 +37,60 @@ TORCHVISION_RESNETS = (
 SMALL_IMAGE_MAX_SIZE = 64  # the largest image size at which a ResNet gets the small stem by default
 
 
-def build_backbone(name: str, small_image_stem: bool | None = False, image_size: int = 224) -> tuple[nn.Module, int]:
-    """Return a randomly initialised backbone and its feature dimension.
+def build_backbone(
+    name: str,
+    small_image_stem: bool | Literal["auto"] | None = "auto",
+    image_size: int = 224,
+    **backbone_kwargs: Any,
+) -> nn.Module:
+    """A randomly initialised backbone without classifier; its feature dimension is `model.num_features`.
 
     Torchvision's ResNet names (`resnet18`, `resnet50`, ...) build torchvision's models, the reference
     architecture of most self-supervised papers; every other name goes to `timm.create_model`.
-    `small_image_stem=None` chooses it: a ResNet-style stem is replaced at `image_size` <= 64, anything else
-    is left as it is.
+    `backbone_kwargs` go to the model's constructor (for a ViT on 32 px images: `img_size=32, patch_size=4`).
+    The backbone is checked to take `image_size` px images, so a mismatch is a configuration error, not a
+    failure at the first training step.
     """
-    if name in TORCHVISION_RESNETS:
-        model = torchvision.models.get_model(name, weights=None)
-        feature_dim = model.fc.in_features
-        model.fc = nn.Identity()
-    elif timm.is_model(name):
-        model = timm.create_model(name, pretrained=False, num_classes=0)
-        feature_dim = model.num_features
-    else:
-        known = sorted(set(TORCHVISION_RESNETS) | set(timm.list_models()))
-        close = difflib.get_close_matches(name, known, n=5)
-        hint = f" Did you mean one of {close}?" if close else ""
+    try:
+        if name in TORCHVISION_RESNETS:
+            model = torchvision.models.get_model(name, weights=None, **backbone_kwargs)
+            model.num_features = model.fc.in_features
+            model.fc = nn.Identity()
+        elif timm.is_model(name):
+            model = timm.create_model(name, pretrained=False, num_classes=0, **backbone_kwargs)
+        else:
+            raise _unknown_backbone(name)
+    except TypeError as error:  # an argument the constructor does not take
         raise ConfigurationError(
-            f"Unknown backbone {name!r}: it is neither a torchvision ResNet ({', '.join(TORCHVISION_RESNETS)}) "
-            f"nor a timm model name.{hint} Set --model.init_args.backbone to one of those names "
-            "(`python -c 'import timm; print(timm.list_models())'` lists timm's)."
-        )
-    if small_image_stem is None:
+            f"--model.init_args.backbone_kwargs {backbone_kwargs} do not fit {name!r}: {error}"
+        ) from None
+    if small_image_stem in ("auto", None):  # None: what checkpoints of earlier versions hold for auto
         small_image_stem = image_size <= SMALL_IMAGE_MAX_SIZE and _has_resnet_stem(model)
     if small_image_stem:
         _use_small_image_stem(model, name)
-    return model, feature_dim
+    _check_image_size(model, name, image_size)
+    return model
+
+
+def has_small_image_stem(model: nn.Module) -> bool:
+    """Whether `model` has the small-image stem (and so cannot load into a stock ResNet)."""
+    return _has_resnet_stem(model) and isinstance(model.maxpool, nn.Identity) and model.conv1.kernel_size == (3, 3)
+
+
+def library_of(name: str) -> Literal["torchvision", "timm"]:
+    """The library whose model class and state-dict keys a backbone of this name has."""
+    return "torchvision" if name in TORCHVISION_RESNETS else "timm"
+
+
+def _unknown_backbone(name: str) -> ConfigurationError:
+    known = sorted(set(TORCHVISION_RESNETS) | set(timm.list_models()))
+    close = difflib.get_close_matches(name, known, n=5)
+    hint = f" Did you mean one of {close}?" if close else ""
+    return ConfigurationError(
+        f"Unknown backbone {name!r}: it is neither a torchvision ResNet ({', '.join(TORCHVISION_RESNETS)}) "
+        f"nor a timm model name.{hint} Set --model.init_args.backbone to one of those names "
+        "(`python -c 'import timm; print(timm.list_models())'` lists timm's)."
+    )
 
 
 def _has_resnet_stem(model: nn.Module) -> bool:
@@ -71,9 +102,27 @@ def _use_small_image_stem(model: nn.Module, name: str) -> None:
     if not _has_resnet_stem(model):
         raise ConfigurationError(
             f"small_image_stem needs a ResNet-style backbone with a single `conv1` convolution and a `maxpool`; "
-            f"{name!r} has none. Set --model.init_args.small_image_stem false, or choose a ResNet backbone."
+            f"{name!r} has none. Set --model.init_args.small_image_stem auto (or false), or choose a ResNet backbone."
         )
     stem = model.conv1
     model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
+
+
+def _check_image_size(model: nn.Module, name: str, image_size: int) -> None:
+    """One forward pass of two blank images with the weights swapped for meta tensors (shapes only, no
+    computation, no memory): a ViT built for 224 px refuses 32 px images there, with timm's own message."""
+    meta = {key: torch.empty_like(value, device="meta") for key, value in model.state_dict(keep_vars=True).items()}
+    training = model.training
+    try:
+        torch.func.functional_call(model.eval(), meta, torch.zeros(2, 3, image_size, image_size, device="meta"))
+    except (AssertionError, RuntimeError, ValueError) as error:
+        message = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+        raise ConfigurationError(
+            f"Backbone {name!r} cannot take {image_size} px images ({message}). Pass its size arguments, e.g. "
+            f"--model.init_args.backbone_kwargs '{{img_size: {image_size}, patch_size: 4}}' for a ViT, or choose "
+            "another backbone or --data.image_size."
+        ) from None
+    finally:
+        model.train(training)
