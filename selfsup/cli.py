@@ -3,7 +3,8 @@
 `python train.py fit --config configs/simclr.yaml [--trainer.max_epochs 5 ...]`. Besides LightningCLI's own
 options it adds `--wandb` / `--wandb_project`, and links the dataset's image size, class count, normalisation
 and batch size into the model, so they are set once, by the data. Every run keeps last.ckpt (more checkpoints
-with `--trainer.callbacks+=ModelCheckpoint`), and the seed defaults to 0, so runs repeat.
+with `--trainer.callbacks+=ModelCheckpoint`) and, at its end, the backbone beside it (`selfsup.export`); the seed
+defaults to 0, so runs repeat.
 
 What the CLI adds to LightningCLI's behaviour: a resumed run trains what its checkpoint trained
 (`selfsup.resume`); a run's length is checked before anything is built; a run that fails before its first
@@ -33,6 +34,8 @@ from selfsup.data import SelfSupDataModule
 from selfsup.data.datamodule import resolved_sizes
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.evaluate import main as evaluate
+from selfsup.export import BackboneExport
+from selfsup.export import main as export
 from selfsup.loggers import LastCheckpoint, RunProgressBar, TrainingClock, discard_run, finish_wandb, run_loggers
 from selfsup.methods import METHODS, Method
 from selfsup.resume import resumed_settings
@@ -55,8 +58,9 @@ DATA_TO_MODEL = {
 MAX_SEED = 2**32 - 1  # seed_everything's bound (a uint32)
 DESCRIPTION = (
     "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: train.py fit --config "
-    "configs/simclr.yaml), validate (the kNN monitor and online probe of a config or --ckpt_path), and eval "
-    "(the offline kNN sweep, linear probe and diagnostics of a checkpoint: train.py eval --help)."
+    "configs/simclr.yaml), validate (the kNN monitor and online probe of a config or --ckpt_path), eval "
+    "(the offline kNN sweep, linear probe and diagnostics of a checkpoint: train.py eval --help), and export "
+    "(the backbone of a checkpoint for timm / torchvision: train.py export --help)."
 )
 
 
@@ -108,6 +112,13 @@ class SelfSupCLI(LightningCLI):
             help="Also rewrite last.ckpt within epochs every this many minutes of training (preemptible jobs; a "
             "mid-epoch checkpoint of a built-in dataset resumes exactly, an image folder's restarts the epoch's "
             "batches). Default: only at the end of every epoch.",
+        )
+        parser.add_argument(
+            "--export_backbone",
+            type=bool,
+            default=True,
+            help="At the end of training, write the backbone in its library's key format (timm / torchvision) "
+            "beside last.ckpt: backbone.safetensors and backbone.json (what it is, how to load and preprocess).",
         )
         parser.set_defaults(
             {
@@ -192,6 +203,8 @@ class SelfSupCLI(LightningCLI):
             callbacks.append(LastCheckpoint())
             if config.checkpoint_every_minutes:
                 callbacks.append(LastCheckpoint(every_minutes=config.checkpoint_every_minutes))
+        if self.subcommand == "fit" and config.export_backbone:
+            callbacks.append(BackboneExport())
         if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RunProgressBar())
         if self.datamodule.num_classes < 2:  # no labels to score: no validation at all (rather than an empty one)
@@ -238,13 +251,15 @@ def requeued_checkpoint(root: str) -> str | None:
     return str(numbered[max(numbered)]) if numbered else None
 
 
-def main(args: list[str] | None = None) -> SelfSupCLI | dict:
-    """Run the CLI (`eval` goes to the offline evaluators). A user's mistake ends it with one line naming the fix
-    and exit status 1; anything else keeps its traceback."""
+def main(args: list[str] | None = None) -> SelfSupCLI | dict | tuple:
+    """Run the CLI (`eval` goes to the offline evaluators, `export` to `selfsup.export`). A user's mistake ends it
+    with one line naming the fix and exit status 1; anything else keeps its traceback."""
     argv = sys.argv[1:] if args is None else args
     try:
         if argv[:1] == ["eval"]:
             return evaluate(argv[1:])
+        if argv[:1] == ["export"]:
+            return export(argv[1:])
         return SelfSupCLI(args=args)  # None: LightningCLI reads sys.argv itself
     except Exception as error:
         message = user_error(error)

@@ -5,6 +5,8 @@ benchmarks import these instead of rebuilding strings, so they cannot drift apar
     runs/<method>/version_N/                       a run folder: metrics.csv, hparams.yaml, config.yaml, wandb/
     runs/<method>/version_N/checkpoints/last.ckpt  the checkpoint to resume or evaluate
     runs/<method>/version_N/checkpoints/results.json   what `train.py eval` measured on it
+    runs/<method>/version_N/checkpoints/embedding_map.png   its t-SNE map of the test features
+    runs/<method>/version_N/checkpoints/backbone.safetensors (+ .json)   the exported backbone and its card
 """
 
 import os
@@ -22,6 +24,7 @@ HPARAMS_FILE = "hparams.yaml"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"  # the file is last.ckpt
 RESULTS_FILE = "results.json"
+EMBEDDING_MAP_FILE = "embedding_map.png"
 
 
 class Metric:
@@ -40,6 +43,7 @@ class Metric:
     EVAL_KNN_TOP1 = "eval/knn_top1"
     EVAL_LINEAR_TOP1 = "eval/linear_top1"
     EVAL_LINEAR_TOP5 = "eval/linear_top5"
+    EVAL_EMBEDDING_MAP = "eval/embedding_map"  # an image
 
 
 def plain(value: Any) -> Any:
@@ -83,6 +87,21 @@ def last_checkpoint(run_dir: Path) -> Path:
 def run_folder_of_checkpoint(checkpoint: Path) -> Path:
     """runs/<method>/version_N of runs/<method>/version_N/checkpoints/<file>."""
     return checkpoint.parent.parent
+
+
+def embedding_map_path(results: Path) -> Path:
+    """Where `train.py eval` draws its map, beside its results: embedding_map.png beside results.json, and
+    <name>_map.png beside results written to another <name>.json."""
+    return results.with_name(EMBEDDING_MAP_FILE if results.name == RESULTS_FILE else f"{results.stem}_map.png")
+
+
+def backbone_path(checkpoint: Path, encoder: str = "online") -> Path:
+    """Where `train.py export` writes the backbone of `checkpoint` by default, beside it: backbone.safetensors
+    for last.ckpt (also written at the end of every fit), momentum_backbone.safetensors for the momentum encoder,
+    and backbone-<name>.safetensors for a checkpoint of another name."""
+    encoder_prefix = "" if encoder == "online" else f"{encoder}_"
+    suffix = "" if checkpoint.stem == LAST_CHECKPOINT else f"-{checkpoint.stem}"
+    return checkpoint.parent / f"{encoder_prefix}backbone{suffix}.safetensors"
 
 
 def results_path(checkpoint: Path) -> Path:

@@ -36,6 +36,8 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ("simclr", ["--model.init_args.temprature", "0.3"], "Option 'temprature' is not accepted"),
         ("simclr", ["--data.dataset", "imagenet"], "Unknown dataset 'imagenet'"),
         ("simclr", ["--model.init_args.backbone", "resnet81"], "Unknown backbone 'resnet81'"),
+        ("simclr", ["--model.init_args.backbone", "vit_tiny_patch16_224"], "cannot take 32 px images"),
+        ("simclr", ["--model.init_args.backbone_kwargs", "{img_size: 32}"], "do not fit 'resnet18'"),
         ("simclr", ["--data.root", "/nonexistent/data"], "does not exist"),
         (
             "mocov2",
@@ -160,4 +162,4 @@ def test_help_lists_every_subcommand_including_eval(capsys: pytest.CaptureFixtur
         main(["--help"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert all(subcommand in printed for subcommand in ("fit", "validate", "eval", "train.py eval --help"))
+    assert all(subcommand in printed for subcommand in ("fit", "validate", "eval", "train.py eval --help", "export"))

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from selfsup.errors import ConfigurationError
+from selfsup.methods import METHODS, Method
 from selfsup.models import build_backbone
 from selfsup.runs import RunRecord, read_checkpoint, run_folder_of_checkpoint, run_name_of_folder
 
@@ -19,7 +20,8 @@ class Pretrained:
     data: dict[str, Any]  # the data module's hyperparameters (dataset, root, ...); empty if not saved
     method: str
     run_name: str
-    epoch: int
+    epoch: int  # Lightning's epoch index at saving
+    epochs_trained: int  # epochs completed
     global_step: int
 
     @property
@@ -28,11 +30,12 @@ class Pretrained:
         return int(self.hparams["image_size"])
 
 
-def load_pretrained(path: str | Path, expected_backbone: str | None = None) -> Pretrained:
+def load_pretrained(path: str | Path, expected_backbone: str | None = None, encoder: str = "online") -> Pretrained:
     """The frozen backbone of a checkpoint written by `train.py fit`, in eval mode on the CPU.
 
     Loads with `weights_only=True` (`selfsup.runs.read_checkpoint`): nothing in the file is executed.
-    `expected_backbone`, when given, must be the backbone the checkpoint was trained with.
+    `expected_backbone`, when given, must be the backbone the checkpoint was trained with. `encoder` chooses
+    the online backbone or a momentum method's EMA copy of it ("momentum": MoCo's key encoder, BYOL's target).
     """
     path = Path(path).expanduser()
     checkpoint = read_checkpoint(path)
@@ -52,22 +55,45 @@ def load_pretrained(path: str | Path, expected_backbone: str | None = None) -> P
         hparams["backbone"], hparams.get("small_image_stem"), hparams["image_size"],
         **(hparams.get("backbone_kwargs") or {}),
     )  # fmt: skip
-    weights = {k.removeprefix("backbone."): v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
+    record = RunRecord.read(checkpoint)
+    run_folder = run_folder_of_checkpoint(path)
+    method = record.method if record else run_folder.parent.name
+    prefix = f"{_encoder_attribute(path, method, encoder)}."
+    weights = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     try:
         backbone.load_state_dict(weights)
     except RuntimeError as error:
         raise ConfigurationError(
             f"The backbone weights in {path} do not fit {hparams['backbone']!r}: {str(error).splitlines()[0]}"
         ) from error
-    record = RunRecord.read(checkpoint)
-    run_folder = run_folder_of_checkpoint(path)
     return Pretrained(
         backbone=backbone.eval().requires_grad_(False),
         feature_dim=backbone.num_features,
         hparams=dict(hparams),
         data=dict(checkpoint.get("datamodule_hyper_parameters", {})),
-        method=record.method if record else run_folder.parent.name,
+        method=method,
         run_name=(record and record.run_name) or run_name_of_folder(run_folder),
         epoch=int(checkpoint.get("epoch", -1)),
+        epochs_trained=_epochs_trained(checkpoint),
         global_step=int(checkpoint.get("global_step", -1)),
     )
+
+
+def _encoder_attribute(path: Path, method: str, encoder: str) -> str:
+    """The attribute of `method` that holds `encoder`'s backbone (`Method.ENCODERS`)."""
+    encoders = METHODS[method].ENCODERS if method in METHODS else Method.ENCODERS
+    if encoder not in encoders:
+        raise ConfigurationError(
+            f"{path} was written by {method}, which has no {encoder} encoder (it has: {', '.join(encoders)}); "
+            "pass --encoder online."
+        )
+    return encoders[encoder]
+
+
+def _epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """Epochs completed when the checkpoint was written: Lightning's count of processed epochs (its `epoch` is
+    the index of the epoch under way, so a checkpoint written after 2 epochs says 1)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", -1)) + 1

@@ -41,6 +41,8 @@ class Method(pl.LightningModule):
 
     # (fewest, most) views per image that `ssl_loss` works with; None: no upper bound
     VIEWS_PER_IMAGE: ClassVar[tuple[int, int | None]] = (1, None)
+    # encoder -> the attribute holding that backbone (`train.py export --encoder`); momentum methods add theirs
+    ENCODERS: ClassVar[dict[str, str]] = {"online": "backbone"}
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from selfsup.models import projection_mlp
 
 class BYOL(MomentumMethod):
     VIEWS_PER_IMAGE = (2, None)  # the first two views regress each other
+    ENCODERS = {"online": "backbone", "momentum": "target_backbone"}
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from selfsup.models.queue import EmbeddingQueue
 
 class MoCoV2(MomentumMethod):
     VIEWS_PER_IMAGE = (2, None)  # the first two views make the query-key pairs
+    ENCODERS = {"online": "backbone", "momentum": "key_backbone"}
 
     def __init__(
         self,
