@@ -5,8 +5,9 @@
 
 Reads each run's CSV metrics and hyperparameters (written by `train.py fit`) and, where `train.py eval` has
 run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run: method, epochs, global
-batch, images/s, kNN top-1, linear top-1, device hours) and PNG plots: kNN accuracy against epoch and
-against wall-clock time, and the representation diagnostics.
+batch, images/s, the offline kNN and linear top-1, apart from them the online monitors' last values, device
+hours) and PNG plots: kNN accuracy against epoch and against wall-clock time, and the representation
+diagnostics, with the runs that have none named in a note.
 """
 
 import argparse
@@ -65,24 +66,22 @@ class Run:
         return values[-1] if values else None
 
     def summary(self) -> dict[str, Any]:
+        """One row of the table: the offline figures of `train.py eval` (None where it has not run) and, apart,
+        the online monitors' last values, which are measured differently (a probe trained alongside, a kNN
+        bank of un-augmented training images at that epoch)."""
         throughput = [float(row[Metric.IMAGES_PER_SECOND]) for row in self.metrics if row.get(Metric.IMAGES_PER_SECOND)]
         epochs = max((int(row["epoch"]) for row in self.metrics if row.get("epoch")), default=-1) + 1
-        knn, knn_source = self.last(Metric.KNN_TOP1), "online"
-        linear, linear_source = self.last(Metric.PROBE_TOP1), "online"
-        if self.results:
-            knn, knn_source = self.results["knn"]["top1"], "offline"
-            if "linear" in self.results:
-                linear, linear_source = self.results["linear"]["top1"], "offline"
+        results = self.results or {}
         return {
             "run": self.name,
             "method": self.method,
             "epochs": epochs,
             "global_batch": self.hparams.get("global_batch", self.hparams.get("batch_size")),
             "img_per_s": statistics.median(throughput) if throughput else None,
-            "knn_top1": knn,
-            "knn_source": knn_source,
-            "linear_top1": linear,
-            "linear_source": linear_source,
+            "knn_top1": results["knn"]["top1"] if "knn" in results else None,
+            "linear_top1": results["linear"]["top1"] if "linear" in results else None,
+            "online_knn_top1": self.last(Metric.KNN_TOP1),
+            "online_linear_top1": self.last(Metric.PROBE_TOP1),
             "device_hours": self.last(Metric.DEVICE_HOURS),
         }
 
@@ -104,21 +103,29 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
-def markdown_table(summaries: list[dict[str, Any]]) -> str:
-    def percent(value: float | None, source: str) -> str:
-        return "-" if value is None else f"{100 * value:.2f}%" + (" (online)" if source == "online" else "")
+COLUMNS = (  # (header, summary key, format)
+    ("method", "method", "{}"),
+    ("run", "run", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("global batch", "global_batch", "{}"),
+    ("images/s", "img_per_s", "{:,.0f}"),
+    ("kNN top-1", "knn_top1", "{:.2%}"),
+    ("linear top-1", "linear_top1", "{:.2%}"),
+    ("online kNN top-1", "online_knn_top1", "{:.2%}"),
+    ("online probe top-1", "online_linear_top1", "{:.2%}"),
+    ("device hours", "device_hours", "{:.3f}"),
+)
 
+
+def markdown_table(summaries: list[dict[str, Any]]) -> str:
+    """One row per run; "-" where a figure was not measured (no `train.py eval`, no labels, ...)."""
     lines = [
-        "| method | run | epochs | global batch | images/s | kNN top-1 | linear top-1 | device hours |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| " + " | ".join(header for header, _, _ in COLUMNS) + " |",
+        "| " + " | ".join("---" if key in ("method", "run") else "---:" for _, key, _ in COLUMNS) + " |",
     ]
-    for s in summaries:
-        throughput = "-" if s["img_per_s"] is None else f"{s['img_per_s']:,.0f}"
-        hours = "-" if s["device_hours"] is None else f"{s['device_hours']:.3f}"
-        lines.append(
-            f"| {s['method']} | {s['run']} | {s['epochs']} | {s['global_batch'] or '-'} | {throughput} | "
-            f"{percent(s['knn_top1'], s['knn_source'])} | {percent(s['linear_top1'], s['linear_source'])} | {hours} |"
-        )
+    for summary in summaries:
+        cells = ["-" if summary[key] is None else style.format(summary[key]) for _, key, style in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -142,17 +149,36 @@ def plot_knn(runs: list[Run], out: Path) -> list[str]:
     return ["knn.png"]
 
 
+# the diagnostics of `train.py eval` and which way is better (alignment and uniformity: Wang & Isola, ICML 2020,
+# eqs. 4-5; effective rank: Garrido et al., "RankMe", ICML 2023); similarities are cosines of view pairs
+DIAGNOSTICS = (
+    ("alignment", "lower is better"),
+    ("uniformity", "lower is better"),
+    ("effective_rank", "higher is better"),
+    ("positive_similarity", "higher is better"),
+    ("negative_similarity", "lower is better"),
+)
+
+
+def has_diagnostics(run: Run) -> bool:
+    return bool(run.results and "diagnostics" in run.results)
+
+
 def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
-    evaluated = [run for run in runs if run.results and "diagnostics" in run.results]
+    """One bar panel per diagnostic (each bar labelled with its value, the title saying which way is better) and
+    the histograms of pair similarities, for the runs `train.py eval` has measured."""
+    evaluated = [run for run in runs if has_diagnostics(run)]
     if not evaluated:
         return []
-    names = ["alignment", "uniformity", "effective_rank", "positive_similarity", "negative_similarity"]
-    figure, grid = plt.subplots(2, 3, figsize=(13, 7))
+    figure, grid = plt.subplots(2, 3, figsize=(13, 7.5))
     axes = grid.flatten()
     labels = [run.name for run in evaluated]
-    for axis, name in zip(axes, names, strict=False):
-        axis.bar(labels, [run.results["diagnostics"][name] for run in evaluated], color="C0")
-        axis.set_title(name.replace("_", " "))
+    for axis, (name, better) in zip(axes, DIAGNOSTICS, strict=False):
+        values = [run.results["diagnostics"][name] for run in evaluated]
+        bars = axis.bar(labels, values, color=[f"C{index}" for index in range(len(evaluated))])
+        axis.bar_label(bars, fmt="%.3g", fontsize=8)
+        axis.margins(y=0.15)  # room for the labels
+        axis.set_title(f"{name.replace('_', ' ')} ({better})")
         axis.tick_params(axis="x", rotation=45, labelsize=8)
     histogram = axes[-1]
     for index, run in enumerate(evaluated):
@@ -163,7 +189,7 @@ def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
             counts = diagnostics[f"{kind}_histogram"]
             total = sum(counts) or 1
             histogram.plot(centres, [c / total for c in counts], style, color=f"C{index}", label=f"{run.name} {kind}")
-    histogram.set(title="cosine similarity of pairs", xlabel="cosine similarity", ylabel="fraction")
+    histogram.set(title="cosine similarity of view pairs", xlabel="cosine similarity", ylabel="fraction")
     histogram.legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(out / "diagnostics.png", dpi=120)
@@ -176,17 +202,26 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     summaries = [run.summary() for run in runs]
     images = plot_knn(runs, out) + plot_diagnostics(runs, out)
+    missing = [run.name for run in runs if not has_diagnostics(run)]
     text = [
         "# Method comparison",
         "",
-        "kNN top-1 and linear top-1 are the offline evaluation (`train.py eval`, k=200, T=0.1, linear probe on",
-        "frozen features) where a run has one; otherwise the last online monitor value, marked (online).",
+        "kNN top-1 (k=200, T=0.1) and linear top-1: the offline evaluation of a run's last checkpoint",
+        "(`train.py eval`: frozen features, a linear probe trained on them). The online columns: the last values the",
+        "monitors logged during training, a different measurement (the kNN monitor on the data the run validated on,",
+        "the probe trained alongside the network on augmented views). -: not measured.",
         "",
         markdown_table(summaries),
         "",
         *[f"![{image}]({image})" for image in images],
-        "",
     ]
+    if missing:
+        text += [
+            "",
+            f"Not in the diagnostics: {', '.join(missing)} (no `train.py eval` with diagnostics on the last "
+            "checkpoint; run `python train.py eval --ckpt_path <run>/checkpoints/last.ckpt`).",
+        ]
+    text.append("")
     report = out / "report.md"
     report.write_text("\n".join(text))
     (out / "report.json").write_text(json.dumps(summaries, indent=2) + "\n")

@@ -58,10 +58,13 @@ def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two
     assert len(results["knn"]["sweep"]) == 12 and (results["knn"]["k"], results["knn"]["temperature"]) == (200, 0.1)
     assert 0 <= results["linear"]["top1"] <= results["linear"]["top5"] <= 1
     assert results["num_test"] == 40 and results["diagnostics"]["effective_rank"] >= 1
+    assert results["map"]["points"] == 40 and "map: embedding_map.png (t-SNE of 40 test images" in result.stdout
+    assert (checkpoint.parent / "embedding_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = list((checkpoint.parent / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     record = runs[0].read_bytes()
     assert b"eval/knn_top1" in record and b"simclr-v0" in record and b"eval" in record
+    assert b"eval/embedding_map" in record and list(runs[0].parent.glob("files/media/images/eval/embedding_map*.png"))
 
 
 @pytest.mark.parametrize(
@@ -94,16 +97,22 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
         [sys.executable, "-m", "selfsup.report", str(two_runs), "--out", str(tmp_path)], cwd=REPO, check=True
     )
     report = (tmp_path / "report.md").read_text()
-    assert "| method | run | epochs | global batch | images/s | kNN top-1 | linear top-1 | device hours |" in report
+    header = "| method | run | epochs | global batch | images/s | kNN top-1 | linear top-1 | online kNN top-1 | "
+    assert header + "online probe top-1 | device hours |" in report
     rows = {
         line.split(" | ")[1]: line
         for line in report.splitlines()
         if line.startswith("| nnclr") or line.startswith("| simclr")
     }
     assert set(rows) == {"nnclr-v0", "simclr-v0"}
-    cells = rows["nnclr-v0"].split(" | ")  # method, run, epochs, global batch, images/s, kNN, linear, hours
-    assert cells[2:4] == ["2", "16"] and float(cells[4].replace(",", "")) > 0
-    assert cells[5].endswith("%") and cells[6].endswith("(online)")  # kNN from eval; no probe run: the online one
+    nnclr = rows["nnclr-v0"].split(" | ")
+    assert nnclr[2:4] == ["2", "16"] and float(nnclr[4].replace(",", "")) > 0
+    results = json.loads((checkpoint.parent / "results.json").read_text())
+    assert nnclr[5] == f"{100 * results['knn']['top1']:.2f}%" and nnclr[6] == "-"  # eval ran kNN only
+    online = [row for row in read_metrics(two_runs / "nnclr" / "version_0") if row["val/knn_top1"]][-1]
+    assert nnclr[7] == f"{100 * float(online['val/knn_top1']):.2f}%"
+    assert nnclr[8] == f"{100 * float(online['val/online_linear_top1']):.2f}%"
+    assert "Not in the diagnostics: nnclr-v0 (no `train.py eval` with diagnostics" in report  # knn.yaml has none
     for image in ("knn.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{image}]({image})" in report

@@ -5,8 +5,9 @@ method.
 
 Loads the checkpoint's backbone (weights only), extracts clean features of the labelled training set and the
 test set of the data it was trained on, then runs the kNN sweep, the linear probe and the diagnostics. It
-prints a table, writes `results.json` next to the checkpoint (replacing an earlier evaluation of that folder),
-and logs to wandb under the pretraining run's name with job type `eval` (offline unless wandb is configured).
+prints a table, writes `results.json` next to the checkpoint (replacing an earlier evaluation of that folder)
+and a t-SNE map of the test features beside it (`embedding_map.png`), and logs both to wandb under the
+pretraining run's name with job type `eval` (offline unless wandb is configured).
 
 On several devices (`torchrun --nproc_per_node N train.py eval ...`) it runs the same steps sharded: each rank
 extracts the features of its share of the data, the kNN search merges the ranks' candidates without gathering
@@ -33,11 +34,12 @@ from selfsup.distributed import all_reduce, barrier, gather_interleaved, init_fr
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.checkpoint import Pretrained, load_pretrained
 from selfsup.evaluation.diagnostics import representation_diagnostics
+from selfsup.evaluation.embedding_map import embedding_map
 from selfsup.evaluation.features import extract_features
 from selfsup.evaluation.knn import KNN_KS, KNN_TEMPERATURES, knn_sweep
 from selfsup.evaluation.linear_probe import LinearProbeConfig, train_linear_probe
 from selfsup.loggers import wandb_configured_online
-from selfsup.runs import Metric, results_path
+from selfsup.runs import Metric, embedding_map_path, results_path
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def evaluate(
     linear_probe: bool = True,
     diagnostics: bool = True,
     diagnostics_samples: int = 2048,
+    map_points: int = 2000,
     wandb: bool = True,
     wandb_project: str = "selfsup",
     output: str | None = None,
@@ -90,10 +93,15 @@ def evaluate(
         diagnostics: alignment, uniformity, effective rank and pair similarities on the test set, from two
             augmented views drawn with the checkpoint's own view recipe.
         diagnostics_samples: test images the diagnostics use.
+        map_points: test images drawn on the t-SNE map of the features, beside the results (at most 10,000,
+            about 20 s on 2 CPU cores; 2,000 take a few seconds); 0: no map.
         wandb: log to Weights & Biases (offline unless configured online), under the pretraining run's name.
         wandb_project: the project, the same as pretraining's.
         output: where to write the results (default: results.json next to the checkpoint).
     """
+    if map_points < 0:
+        raise ConfigurationError(f"--map_points must be at least 0 (0: no map), got {map_points}")
+    destination = Path(output) if output else results_path(Path(ckpt_path).expanduser())
     device = init_from_environment()
     setup = load(ckpt_path, backbone, data, device)
     features = extract(setup)
@@ -103,8 +111,10 @@ def evaluate(
         results["linear"] = linear_results(setup, features, linear)
     if diagnostics and rank() == 0:
         results["diagnostics"] = diagnostic_results(setup, diagnostics_samples)
+    drawn = map_results(setup, features, results, map_points, embedding_map_path(destination)) if map_points else None
+    if drawn:
+        results["map"] = drawn
     if rank() == 0:
-        destination = Path(output) if output else results_path(Path(ckpt_path).expanduser())
         write(results, destination, wandb_project if wandb else None)
     return results
 
@@ -210,6 +220,18 @@ def diagnostic_results(setup: Setup, samples: int) -> dict[str, Any]:
     return representation_diagnostics(*views, histograms=True)
 
 
+def map_results(
+    setup: Setup, features: Features, results: dict[str, Any], points: int, path: Path
+) -> dict[str, Any] | None:
+    """The t-SNE map of the test features (gathered in dataset order, drawn by rank 0; None on other ranks)."""
+    test, test_labels = gather_interleaved(features.test), gather_interleaved(features.test_labels)
+    if rank() != 0:
+        return None
+    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, epoch {results['epoch']})"
+    class_names = getattr(setup.datamodule, "classes", None)
+    return embedding_map(test, test_labels, points, f"{title}: test features, t-SNE", path, class_names)
+
+
 def write(results: dict[str, Any], destination: Path, wandb_project: str | None) -> None:
     """results.json, the printed summary, and the wandb run (None: no wandb)."""
     destination.write_text(json.dumps(results, indent=2) + "\n")
@@ -299,6 +321,9 @@ def format_results(results: dict[str, Any]) -> str:
             f"{d['effective_rank']:.1f}, cosine positive {d['positive_similarity']:.3f} / negative "
             f"{d['negative_similarity']:.3f}"
         )
+    if "map" in results:
+        drawn = results["map"]
+        lines.append(f"map: {drawn['file']} ({drawn['method']} of {drawn['points']} test images, {drawn['seconds']} s)")
     return "\n".join(lines)
 
 
@@ -325,7 +350,10 @@ def _log_to_wandb(results: dict[str, Any], project: str, directory: Path) -> Non
         if not isinstance(value, list):
             metrics[f"eval/{name}"] = value
     sweep = wandb.Table(columns=["k", "temperature", "top1"], data=[list(r.values()) for r in results["knn"]["sweep"]])
-    run.log({**metrics, "eval/knn_sweep": sweep})
+    images = (
+        {Metric.EVAL_EMBEDDING_MAP: wandb.Image(str(directory / results["map"]["file"]))} if "map" in results else {}
+    )
+    run.log({**metrics, "eval/knn_sweep": sweep, **images})
     run.summary.update(metrics)
     run.finish()
 
