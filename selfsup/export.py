@@ -97,7 +97,8 @@ class BackboneCard:
         path.write_text(json.dumps(card, indent=2) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "BackboneCard":
+    def read(cls, path: str | Path) -> "BackboneCard":
+        path = Path(path).expanduser()
         try:
             card = json.loads(path.read_text())
             return cls(**{key: value for key, value in card.items() if key not in ("loads_into_stock_model", "load")})

@@ -178,6 +178,7 @@ def describe(setup: Setup, features: Features) -> dict[str, Any]:
         "backbone": pretrained.hparams["backbone"],
         "dataset": setup.datamodule.dataset,
         "epoch": pretrained.epoch,
+        "epochs_trained": pretrained.epochs_trained,
         "global_step": pretrained.global_step,
         "num_train": int(counts[0]),
         "num_test": int(counts[1]),
@@ -227,7 +228,7 @@ def map_results(
     test, test_labels = gather_interleaved(features.test), gather_interleaved(features.test_labels)
     if rank() != 0:
         return None
-    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, epoch {results['epoch']})"
+    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, {results['epochs_trained']} epochs)"
     class_names = getattr(setup.datamodule, "classes", None)
     return embedding_map(test, test_labels, points, f"{title}: test features, t-SNE", path, class_names)
 
