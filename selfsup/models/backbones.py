@@ -52,7 +52,7 @@ def build_backbone(
     failure at the first training step.
     """
     try:
-        if name in TORCHVISION_RESNETS:
+        if library_of(name) == "torchvision":
             model = torchvision.models.get_model(name, weights=None, **backbone_kwargs)
             model.num_features = model.fc.in_features
             model.fc = nn.Identity()
