@@ -173,7 +173,9 @@ class SelfSupCLI(LightningCLI):
         check the run's length before anything is built: the schedule needs a finite number of steps."""
         config = self._subcommand_config()
         data = config.data
-        data.image_size, data.folder_image_size = resolved_sizes(data.dataset, data.image_size, data.folder_image_size)
+        data.image_size, data.folder_image_size = resolved_sizes(
+            data.dataset, data.root, data.image_size, data.folder_image_size
+        )
         trainer = config.trainer
         epochs, steps = trainer.max_epochs, trainer.max_steps  # Lightning: epochs None with no steps is 1000
         finite = (steps is not None and steps >= 1) or epochs is None or epochs >= 1

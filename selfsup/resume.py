@@ -19,7 +19,16 @@ from typing import Any
 from selfsup.errors import ConfigurationError
 from selfsup.runs import RunRecord, plain
 
-CHANGEABLE_ON_RESUME = frozenset({"data.root", "data.num_workers", "model.compile_backbone", "model.compile_augment"})
+CHANGEABLE_ON_RESUME = frozenset(
+    {
+        "data.root",
+        "data.num_workers",
+        "data.placement",
+        "data.model_memory_gib",
+        "model.compile_backbone",
+        "model.compile_augment",
+    }
+)
 _INTERNAL_HPARAMS = ("_class_path", "_instantiator")  # LightningCLI's additions to saved hyperparameters: unused
 
 

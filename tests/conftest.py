@@ -39,3 +39,16 @@ def image_folder(tmp_path: Path) -> Path:
                 pixels[..., 0 if label == 0 else 2] += 150
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     return tmp_path
+
+
+PACKED_SIZE = 48
+
+
+@pytest.fixture
+def packed_folder(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`image_folder` packed at PACKED_SIZE px (python -m selfsup.data.pack), outside it."""
+    from selfsup.data.pack import pack
+
+    out = tmp_path_factory.mktemp("packed") / "packed"
+    pack(image_folder, PACKED_SIZE, out, workers=1)
+    return out

@@ -10,10 +10,13 @@ from torch import nn
 
 from selfsup.augment import ViewRecipe
 from selfsup.cli import SelfSupCLI
+from tests.conftest import PACKED_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD_CONFIGS = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
-DATA_IMAGE_SIZES = {"cifar10": 32, "cifar100": 32, "fashion_mnist": 32, "image_folder": 224, "stl10": 96}
+DATA_IMAGE_SIZES = {
+    "cifar10": 32, "cifar100": 32, "fashion_mnist": 32, "image_folder": 224, "packed": PACKED_SIZE, "stl10": 96,
+}  # fmt: skip
 
 
 def own_views(method_class: type) -> tuple[ViewRecipe, ...]:
@@ -40,21 +43,27 @@ def test_every_data_config_is_listed_and_sets_data_only() -> None:
         assert set(yaml.safe_load(path.read_text())) == {"data"}, f"{path.name} sets more than data"
 
 
-def instantiate(*args: str, image_folder: Path) -> SelfSupCLI:
+def instantiate(*args: str, root: Path) -> SelfSupCLI:
     """The configured method, data and trainer, built as `train.py fit` would build them, without training."""
-    options = ["--data.root", str(image_folder), "--wandb", "false"]  # built-in datasets are not read here
+    options = ["--data.root", str(root), "--wandb", "false"]  # built-in datasets are not read here
     return SelfSupCLI(args=[*args, *options], run=False)
+
+
+@pytest.fixture
+def data_root(request: pytest.FixtureRequest, image_folder: Path) -> Path:
+    """A root for the data config under test: packed sets need a packed directory, the others any folder."""
+    return (
+        request.getfixturevalue("packed_folder") if request.node.callspec.params["data"] == "packed" else image_folder
+    )
 
 
 @pytest.mark.parametrize("data", sorted(DATA_IMAGE_SIZES))
 @pytest.mark.parametrize("method", METHOD_CONFIGS)
-def test_data_configs_keep_the_methods_views_at_the_datas_image_size(
-    method: str, data: str, image_folder: Path
-) -> None:
+def test_data_configs_keep_the_methods_views_at_the_datas_image_size(method: str, data: str, data_root: Path) -> None:
     method_config, data_config = REPO / "configs" / f"{method}.yaml", REPO / "configs" / "data" / f"{data}.yaml"
     cli = instantiate(
         "--config", str(method_config), "--config", str(data_config), "--model.init_args.backbone", "test_resnet",
-        image_folder=image_folder,
+        root=data_root,
     )  # fmt: skip
     size = DATA_IMAGE_SIZES[data]
     recipes = own_views(type(cli.model))
@@ -64,11 +73,9 @@ def test_data_configs_keep_the_methods_views_at_the_datas_image_size(
 
 
 @pytest.mark.parametrize("data", sorted(DATA_IMAGE_SIZES))
-def test_resnets_get_the_small_image_stem_at_small_image_sizes_only(data: str, image_folder: Path) -> None:
+def test_resnets_get_the_small_image_stem_at_small_image_sizes_only(data: str, data_root: Path) -> None:
     data_config = REPO / "configs" / "data" / f"{data}.yaml"
-    cli = instantiate(
-        "--config", str(REPO / "configs" / "simclr.yaml"), "--config", str(data_config), image_folder=image_folder
-    )
+    cli = instantiate("--config", str(REPO / "configs" / "simclr.yaml"), "--config", str(data_config), root=data_root)
     small = DATA_IMAGE_SIZES[data] <= 64
     assert isinstance(cli.model.backbone.maxpool, nn.Identity) == small
     assert cli.model.backbone.conv1.stride == ((1, 1) if small else (2, 2))

@@ -62,6 +62,14 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ("byol", ["--model.init_args.predictor_hidden_dim", "0"], "--model.init_args.predictor_hidden_dim must be"),
         ("simclr", ["--seed_everything", "-1"], "--seed_everything must lie in [0, 4294967295], got -1"),
         ("simclr", ["--trainer.accelerator", "mps"], "fix the --trainer options for this machine"),
+        ("simclr", ["--data.dataset", "packed"], "--data.dataset packed needs --data.root pointing at the packed"),
+        ("simclr", ["--data.dataset", "packed", "--data.root", str(REPO)], "is not a packed dataset (no packed.json)"),
+        (
+            "simclr",
+            ["--data.dataset", "image_folder", "--data.root", str(REPO), "--data.placement", "host"],
+            "image folders are read by DataLoader workers. Pack the folder first",
+        ),
+        ("simclr", ["--data.placement", "vram"], "placement"),
     ],
 )
 def test_bad_option_is_one_line_before_anything_is_built(

@@ -1,5 +1,8 @@
-"""Batches drawn from a dataset that lives on the GPU as one uint8 tensor: no workers, no per-sample CPU work.
+"""Batches for the training device out of in-memory datasets (built-in or packed): no workers, no per-sample
+CPU work.
 
+The images live either on the training device (indexed there) or in host memory (gathered into pinned memory
+by a background thread and copied to the device on a side stream, so the copy overlaps the model's step).
 Lightning accepts any iterable as a dataloader and calls `set_epoch` on its `sampler` before every epoch,
 which is how the shuffle stays identical across ranks and reproducible when training resumes. The loader also
 knows its position in the epoch (checkpointed by the data module), so a checkpoint written in the middle of an
@@ -7,12 +10,16 @@ epoch resumes with exactly the batches the interrupted epoch had left.
 """
 
 import itertools
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
 from selfsup.data.datasets import Split
+
+SHARD_SEED_STRIDE = 1_000_003  # rank r of a sharded set shuffles with seed + r x this
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> Tensor:
@@ -74,14 +81,99 @@ class ShardedBatchSampler:
             yield mine[start : start + self.batch_size]
 
 
-class DeviceBatchLoader:
-    """Yields (images, labels) batches indexed straight out of device-resident tensors."""
+class LocalShardSampler(ShardedBatchSampler):
+    """Training batches of a rank that holds only its shard: samples rank, rank + world_size, ... of the dataset,
+    stored locally as 0, 1, 2, ... Every epoch the rank reshuffles its own shard (seeded by seed, epoch and rank)
+    and takes the same number of samples as every other rank, so samples never cross shards. With one rank this
+    is `ShardedBatchSampler`'s shuffle exactly."""
 
-    def __init__(self, split: Split, sampler: ShardedBatchSampler) -> None:
-        self.split = split
+    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int, world_size: int) -> None:
+        super().__init__(
+            num_samples, batch_size, shuffle=True, drop_last=True, seed=seed, rank=rank, world_size=world_size
+        )
+
+    def __iter__(self) -> Iterator[Tensor]:
+        shard_size = len(range(self.rank, self.num_samples, self.world_size))
+        order = epoch_permutation(shard_size, self.seed + SHARD_SEED_STRIDE * self.rank, self.epoch)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+
+class ResidentBatches:
+    """Batches indexed straight out of tensors on the training device, in the layout `PinnedTransfer` gives."""
+
+    def __init__(self, split: Split) -> None:
+        self.images = split.images.permute(0, 2, 3, 1)  # indexed as stored: (N, H, W, C) for placed sets
+        self.labels = split.labels
+
+    def __call__(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        indices = indices.to(self.images.device, non_blocking=True)
+        valid, safe = indices >= 0, indices.clamp(min=0)
+        labels = torch.where(valid, self.labels[safe], torch.full_like(safe, -1))
+        return self.images[safe].permute(0, 3, 1, 2), labels
+
+
+class PinnedTransfer:
+    """Batches gathered from host memory into pinned memory and copied to `device` on a side stream.
+
+    `stage` (run on a background thread) gathers the rows in their stored (H, W, C) order, one contiguous copy,
+    and starts the copy; `finish` (on the training thread) makes the training stream wait for that copy. The
+    images reach the model as (B, C, H, W) with channels-last strides, the layout it computes in.
+    """
+
+    def __init__(self, split: Split, device: torch.device) -> None:
+        self.images = split.images.permute(0, 2, 3, 1)  # (N, H, W, C): contiguous for packed sets
+        self.labels = split.labels
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def stage(self, indices: Tensor) -> tuple[Tensor, Tensor, torch.cuda.Event | None]:
+        valid, safe = indices >= 0, indices.clamp(min=0)
+        pinned = self.stream is not None
+        images = torch.empty((len(safe), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=pinned)
+        torch.index_select(self.images, 0, safe, out=images)
+        labels = torch.where(valid, self.labels[safe], torch.full_like(safe, -1))
+        if not pinned:
+            return images.permute(0, 3, 1, 2), labels, None
+        with torch.cuda.stream(self.stream):  # pinned memory keeps its block until this copy has finished
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.pin_memory().to(self.device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        return images.permute(0, 3, 1, 2), labels, copied
+
+    def finish(self, staged: tuple[Tensor, Tensor, torch.cuda.Event | None]) -> tuple[Tensor, Tensor]:
+        images, labels, copied = staged
+        if copied is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(copied)
+            images.record_stream(stream)  # memory made on the side stream, used on this one
+            labels.record_stream(stream)
+        return images, labels
+
+
+class DeviceBatchLoader:
+    """Yields (images, labels) batches of `split` for the indices `sampler` draws.
+
+    `transfer_to`: None when the split already lives on the training device; else the device to copy host
+    batches to (`PinnedTransfer`, `prefetch` batches ahead). `subset`: the sampler indexes these rows of the split
+    (the labelled images of a partly unlabelled set) instead of all of them.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        sampler: ShardedBatchSampler,
+        transfer_to: torch.device | None = None,
+        subset: Tensor | None = None,
+        prefetch: int = 2,
+    ) -> None:
         self.sampler = sampler
         self.batch_sampler = None  # Lightning inspects it; the sampler already yields whole batches
         self.batch_size = sampler.batch_size
+        self.subset = subset
+        self.fetch = ResidentBatches(split) if transfer_to is None else PinnedTransfer(split, transfer_to)
+        self.prefetch = prefetch
         self._served = 0  # batches of the current epoch handed out
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches it had served) of a loaded checkpoint
 
@@ -100,16 +192,29 @@ class DeviceBatchLoader:
         self._resume_at = (state["epoch"], state["samples_served"] // (self.batch_size * self.sampler.world_size))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        device = self.split.images.device
         if self._resume_at is not None and self._resume_at[0] != self.sampler.epoch:
             self._resume_at = None  # a later epoch: the resumed one is over
         # kept for the whole resumed epoch: Lightning may start iterating before it sets the epoch, then restart
         skip = self._resume_at[1] if self._resume_at is not None else 0
         self._served = skip
-        for indices in itertools.islice(self.sampler, skip, None):
+        for batch in self._batches(self._rows(indices) for indices in itertools.islice(self.sampler, skip, None)):
             self._served += 1
-            indices = indices.to(device, non_blocking=True)
-            valid = indices >= 0
-            safe = indices.clamp(min=0)
-            labels = torch.where(valid, self.split.labels[safe], torch.full_like(safe, -1))
-            yield self.split.images[safe], labels
+            yield batch
+
+    def _rows(self, indices: Tensor) -> Tensor:
+        if self.subset is None:
+            return indices
+        return torch.where(indices >= 0, self.subset[indices.clamp(min=0)], indices)
+
+    def _batches(self, index_batches: Iterator[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+        if isinstance(self.fetch, ResidentBatches):
+            yield from map(self.fetch, index_batches)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="host-batches") as stager:
+            staged: deque = deque()
+            for indices in index_batches:
+                staged.append(stager.submit(self.fetch.stage, indices))
+                if len(staged) > self.prefetch:
+                    yield self.fetch.finish(staged.popleft().result())
+            while staged:
+                yield self.fetch.finish(staged.popleft().result())

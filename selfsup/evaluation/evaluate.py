@@ -254,7 +254,7 @@ def _datamodule(pretrained: Pretrained, data: EvalData) -> SelfSupDataModule:
         batch_size=data.batch_size,
         max_samples=data.max_samples if data.max_samples is not None else pretrained.data.get("max_samples"),
         image_size=pretrained.image_size,
-        folder_image_size=pretrained.data.get("folder_image_size"),
+        folder_image_size=pretrained.data.get("folder_image_size") if same_data else None,
         num_workers=data.num_workers,
     )
     if os.environ.get("LOCAL_RANK", "0") == "0":

@@ -115,7 +115,7 @@ def test_corrupt_image_is_reported_with_its_path(image_folder: Path) -> None:
     broken.write_bytes(b"\x89PNG not really")
     data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=4, num_workers=0, folder_image_size=16)
     data.setup("fit")
-    index = [i for i, (p, _) in enumerate(data._train_samples) if p == broken][0]
+    index = [i for i, (p, _) in enumerate(data.source.train_samples) if p == broken][0]
     with pytest.raises(ConfigurationError, match="Cannot decode image .*broken.png"):
         data.train_dataloader().dataset[index]
 
@@ -134,7 +134,7 @@ def test_corrupt_image_read_in_a_worker_keeps_its_one_line_message(image_folder:
 def test_validation_labels_follow_the_training_classes_even_when_a_class_is_missing(image_folder: Path) -> None:
     shutil.rmtree(image_folder / "val" / "blue")  # val/ has only red, the second training class
     data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=4, num_workers=0, image_size=16)
-    assert data.classes == ["blue", "red"] and {label for _, label in data._val_samples} == {1}
+    assert data.classes == ["blue", "red"] and {label for _, label in data.source.val_samples} == {1}
     data.setup("fit")
     _, test = data.val_dataloader()
     assert torch.cat([labels for _, labels in test]).unique().tolist() == [1]

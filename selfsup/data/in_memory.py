@@ -1,0 +1,126 @@
+"""Sources whose images are one uint8 array (built-in datasets, packed sets), placed by `--data.placement`.
+
+A subclass only says how to read its two splits into host memory (`read`); where they then live, how batches
+are drawn and how evaluation is dealt to ranks is shared here. See `selfsup.data.placement` for the choices.
+"""
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor
+
+from selfsup.data.datasets import Split
+from selfsup.data.device_loader import DeviceBatchLoader, LocalShardSampler, ShardedBatchSampler
+from selfsup.data.placement import GIB, choose_placement
+from selfsup.data.source import DataOptions, DataSource, Placement, Shard
+
+COPY_CHUNK_BYTES = 256 * 2**20  # host -> device copies of a placed set go in chunks of this size
+
+
+def split_bytes(split: Split | None) -> int:
+    return 0 if split is None else split.images.numel() * split.images.element_size()
+
+
+def place(split: Split, device: torch.device, rows: slice = slice(None)) -> Split:
+    """`split[rows]` copied to `device` in chunks (a host array much larger than a chunk never needs a second
+    host copy), keeping the images' stored (N, H, W, C) layout as channels-last (N, C, H, W) strides."""
+    source = split.images[rows].permute(0, 2, 3, 1)
+    images = torch.empty(source.shape, dtype=source.dtype, device=device)
+    chunk = max(1, COPY_CHUNK_BYTES // max(1, source[0].numel()))
+    for start in range(0, len(source), chunk):
+        images[start : start + chunk].copy_(source[start : start + chunk])
+    return Split(images.permute(0, 3, 1, 2), split.labels[rows].to(device))
+
+
+class InMemorySource(DataSource):
+    """Reads its splits once; places them for each shard it is set up for."""
+
+    def __init__(self, options: DataOptions) -> None:
+        self.options = options
+        self.placement: Placement | None = None  # what `auto` became, once set up
+        self._host: tuple[Split, Split | None] | None = None  # (training, test) in host memory
+        self.placed: tuple[Split, Split | None] | None = None  # the same where `placement` put them
+        self._shard: Shard | None = None
+        self._loader: DeviceBatchLoader | None = None
+
+    @abstractmethod
+    def read(self) -> tuple[Split, Split | None]:
+        """(training split, test split or None) in host memory, images (N, C, H, W) uint8."""
+
+    def _read_limited(self) -> tuple[Split, Split | None]:
+        """The splits, cut to their first max_samples images (views: nothing is copied)."""
+        rows = slice(self.options.max_samples)
+        train, test = self.read()
+        train = Split(train.images[rows], train.labels[rows])
+        return train, None if test is None else Split(test.images[rows], test.labels[rows])
+
+    def num_train(self) -> int:
+        return len(self._host[0])
+
+    def setup(self, shard: Shard) -> None:
+        if self._host is None:
+            self._host = self._read_limited()
+        if shard == self._shard:
+            return
+        train, test = self._host
+        dataset_bytes = split_bytes(train) + split_bytes(test)
+        shard_bytes = -(-split_bytes(train) // shard.world_size)
+        self.placement = choose_placement(
+            self.options.placement, dataset_bytes, shard_bytes, shard.device, self.options.model_memory_gib
+        )
+        if self.placement == "gpu":
+            self.placed = place(train, shard.device), None if test is None else place(test, shard.device)
+        elif self.placement == "gpu_shard":
+            self.placed = place(train, shard.device, slice(shard.rank, None, shard.world_size)), None
+        else:
+            self.placed = None
+        self._shard = shard
+        if shard.device.type == "cuda":
+            rank_zero_info(
+                f"{self.options.dataset}: {dataset_bytes / GIB:.1f} GiB of images, placement {self.placement} "
+                f"(--data.placement {self.options.placement})"
+            )
+
+    def train_loader(self, batch_size: int, shard: Shard, resume: dict[str, int] | None) -> DeviceBatchLoader:
+        train = self._host[0]
+        if self.placement == "gpu_shard":
+            sampler = LocalShardSampler(len(train), batch_size, shard.seed, shard.rank, shard.world_size)
+            loader = DeviceBatchLoader(self.placed[0], sampler)
+        else:
+            sampler = ShardedBatchSampler(
+                len(train), batch_size, shuffle=True, drop_last=True, seed=shard.seed, rank=shard.rank,
+                world_size=shard.world_size,
+            )  # fmt: skip
+            resident = self.placement == "gpu"
+            loader = DeviceBatchLoader(self.placed[0] if resident else train, sampler, self._transfer(resident))
+        if resume is not None:
+            loader.resume_from(resume)
+        self._loader = loader
+        return loader
+
+    def train_position(self) -> dict[str, Any] | None:
+        return self._loader.position() if self._loader is not None else None
+
+    def evaluation_loaders(self, batch_size: int, rank: int, world_size: int) -> list:
+        train, test = self._host
+        if self.num_classes < 2 or test is None:
+            return []
+        resident = self.placement == "gpu"  # a shard holds only every world_size-th image: evaluate from the host
+        train, test = self.placed if resident else (train, test)
+        labelled = torch.nonzero(train.labels >= 0).squeeze(1)
+        bank_rows: Tensor | None = None if len(labelled) == len(train) else labelled
+        return [
+            DeviceBatchLoader(
+                split,
+                ShardedBatchSampler(size, batch_size, shuffle=False, drop_last=False, rank=rank, world_size=world_size),
+                self._transfer(resident),
+                subset=rows,
+            )
+            for split, size, rows in ((train, len(labelled), bank_rows), (test, len(test), None))
+        ]
+
+    def _transfer(self, resident: bool) -> torch.device | None:
+        """None for batches indexed on the device they live on; else the device to copy host batches to."""
+        return None if resident else (self._shard.device if self._shard is not None else torch.device("cpu"))
