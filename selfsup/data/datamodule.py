@@ -8,6 +8,7 @@ rank and seed, and the loader's position in checkpoints.
 """
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +87,17 @@ class SelfSupDataModule(pl.LightningDataModule):
             + at_least(0, num_workers=num_workers, model_memory_gib=model_memory_gib),
             "--data",
         )
-        source_kind(dataset)
+        kind = source_kind(dataset)
         path = Path(root).expanduser() if root is not None else None
         if path is not None and not path.exists():
             raise ConfigurationError(f"Data root {path} does not exist. Fix --data.root, or omit it.")
         if path is not None and not os.access(path, os.R_OK | os.X_OK):
             raise ConfigurationError(f"Data root {path} is not readable. Fix its permissions or --data.root.")
-        image_size, folder_image_size = resolved_sizes(dataset, path, image_size, folder_image_size)
+        image_size, folder_image_size = kind.resolve_sizes(dataset, path, image_size, folder_image_size)
         self.save_hyperparameters()  # as resolved, into checkpoints: `train.py eval` finds the data again
-        options = DataOptions(
-            dataset, path, batch_size, max_samples, image_size, folder_image_size, num_workers, placement,
-            model_memory_gib,
-        )  # fmt: skip
-        self.source = source_kind(dataset)(options)
+        self.source = kind(
+            DataOptions(dataset, path, max_samples, folder_image_size, num_workers, placement, model_memory_gib)
+        )
         self.dataset, self.root, self.batch_size, self.image_size = dataset, path, batch_size, image_size
         self.folder_image_size = folder_image_size
         self.classes, self.num_classes = self.source.classes, self.source.num_classes
@@ -118,9 +117,9 @@ class SelfSupDataModule(pl.LightningDataModule):
         self.source.prepare()
 
     def setup(self, stage: str | None = None) -> None:
-        self.source.setup(self._shard())
         if stage in (None, "fit"):  # evaluation keeps every batch, however small the dataset
-            self._check_batch_size(self.source.num_train())
+            self._check_batch_size(self.source.num_train())  # before anything is copied to the GPU
+        self.source.setup(self._shard())
 
     def _check_batch_size(self, num_train: int) -> None:
         world_size = self._shard().world_size
@@ -139,7 +138,7 @@ class SelfSupDataModule(pl.LightningDataModule):
             return Shard(trainer.global_rank, trainer.world_size, trainer.strategy.root_device, run_seed())
         return Shard(distributed.rank(), distributed.world_size(), torch.device("cpu"), run_seed())
 
-    def train_dataloader(self):
+    def train_dataloader(self) -> Iterable:
         return self.source.train_loader(self.batch_size, self._shard(), self._resume_position)
 
     def val_dataloader(self) -> list:

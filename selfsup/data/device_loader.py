@@ -99,6 +99,11 @@ class LocalShardSampler(ShardedBatchSampler):
             yield order[start : start + self.batch_size]
 
 
+def labels_of(labels: Tensor, indices: Tensor) -> Tensor:
+    """The labels at `indices`, and -1 where an index is -1 (evaluation padding)."""
+    return torch.where(indices >= 0, labels[indices.clamp(min=0)], torch.full_like(indices, -1))
+
+
 class ResidentBatches:
     """Batches indexed straight out of tensors on the training device, in the layout `PinnedTransfer` gives."""
 
@@ -108,9 +113,8 @@ class ResidentBatches:
 
     def __call__(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         indices = indices.to(self.images.device, non_blocking=True)
-        valid, safe = indices >= 0, indices.clamp(min=0)
-        labels = torch.where(valid, self.labels[safe], torch.full_like(safe, -1))
-        return self.images[safe].permute(0, 3, 1, 2), labels
+        safe = indices.clamp(min=0)
+        return self.images[safe].permute(0, 3, 1, 2), labels_of(self.labels, indices)
 
 
 class PinnedTransfer:
@@ -127,12 +131,17 @@ class PinnedTransfer:
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
+    def bind_thread(self) -> None:
+        """Make the staging thread's current device the training device (a new thread's is device 0: pinning
+        memory there would create a CUDA context on GPU 0 for every rank)."""
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
     def stage(self, indices: Tensor) -> tuple[Tensor, Tensor, torch.cuda.Event | None]:
-        valid, safe = indices >= 0, indices.clamp(min=0)
         pinned = self.stream is not None
-        images = torch.empty((len(safe), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=pinned)
-        torch.index_select(self.images, 0, safe, out=images)
-        labels = torch.where(valid, self.labels[safe], torch.full_like(safe, -1))
+        images = torch.empty((len(indices), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=pinned)
+        torch.index_select(self.images, 0, indices.clamp(min=0), out=images)
+        labels = labels_of(self.labels, indices)
         if not pinned:
             return images.permute(0, 3, 1, 2), labels, None
         with torch.cuda.stream(self.stream):  # pinned memory keeps its block until this copy has finished
@@ -181,8 +190,9 @@ class DeviceBatchLoader:
         return len(self.sampler)
 
     def position(self) -> dict[str, int]:
-        """The position in the epoch, counted in samples of all ranks: ranks deal the epoch's permutation in turn,
-        so what was trained on is a prefix of it, whatever the number of ranks that resume it.
+        """The position in the epoch, counted in samples of all ranks. With one shuffle for all ranks, which they
+        deal in turn, what was trained on is a prefix of it, whatever the number of ranks that resume it; with
+        shards (`LocalShardSampler`) only the same number of ranks continues exactly.
         """
         served = self._served * self.batch_size * self.sampler.world_size
         return {"epoch": self.sampler.epoch, "samples_served": served}
@@ -210,7 +220,7 @@ class DeviceBatchLoader:
         if isinstance(self.fetch, ResidentBatches):
             yield from map(self.fetch, index_batches)
             return
-        with ThreadPoolExecutor(1, thread_name_prefix="host-batches") as stager:
+        with ThreadPoolExecutor(1, thread_name_prefix="host-batches", initializer=self.fetch.bind_thread) as stager:
             staged: deque = deque()
             for indices in index_batches:
                 staged.append(stager.submit(self.fetch.stage, indices))

@@ -147,7 +147,8 @@ class ImageFolderSource(DataSource):
         train_dir, val_dir = train_and_val_folders(options.root)
         train, self.classes = scan_image_folder(train_dir)
         self.train_samples = train[: options.max_samples]
-        self.val_samples = scan_image_folder(val_dir, self.classes)[0] if val_dir is not None else []
+        val = scan_image_folder(val_dir, self.classes)[0] if val_dir is not None else []
+        self.val_samples = val[: options.max_samples]
         self.num_classes = len(self.classes)
         if self.num_classes < 2:
             rank_zero_info(

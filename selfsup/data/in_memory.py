@@ -8,7 +8,7 @@ from abc import abstractmethod
 from typing import Any
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from selfsup.data.datasets import Split
@@ -40,8 +40,8 @@ class InMemorySource(DataSource):
     def __init__(self, options: DataOptions) -> None:
         self.options = options
         self.placement: Placement | None = None  # what `auto` became, once set up
+        self.placed: tuple[Split, Split | None] | None = None  # (training, test) where `placement` put them
         self._host: tuple[Split, Split | None] | None = None  # (training, test) in host memory
-        self.placed: tuple[Split, Split | None] | None = None  # the same where `placement` put them
         self._shard: Shard | None = None
         self._loader: DeviceBatchLoader | None = None
 
@@ -49,22 +49,22 @@ class InMemorySource(DataSource):
     def read(self) -> tuple[Split, Split | None]:
         """(training split, test split or None) in host memory, images (N, C, H, W) uint8."""
 
-    def _read_limited(self) -> tuple[Split, Split | None]:
-        """The splits, cut to their first max_samples images (views: nothing is copied)."""
-        rows = slice(self.options.max_samples)
-        train, test = self.read()
-        train = Split(train.images[rows], train.labels[rows])
-        return train, None if test is None else Split(test.images[rows], test.labels[rows])
+    def host_splits(self) -> tuple[Split, Split | None]:
+        """The splits in host memory, cut to their first max_samples images (views: nothing is copied)."""
+        if self._host is None:
+            rows = slice(self.options.max_samples)
+            train, test = self.read()
+            train = Split(train.images[rows], train.labels[rows])
+            self._host = train, None if test is None else Split(test.images[rows], test.labels[rows])
+        return self._host
 
     def num_train(self) -> int:
-        return len(self._host[0])
+        return len(self.host_splits()[0])
 
     def setup(self, shard: Shard) -> None:
-        if self._host is None:
-            self._host = self._read_limited()
         if shard == self._shard:
             return
-        train, test = self._host
+        train, test = self.host_splits()
         dataset_bytes = split_bytes(train) + split_bytes(test)
         shard_bytes = -(-split_bytes(train) // shard.world_size)
         self.placement = choose_placement(
@@ -83,8 +83,12 @@ class InMemorySource(DataSource):
                 f"(--data.placement {self.options.placement})"
             )
 
-    def train_loader(self, batch_size: int, shard: Shard, resume: dict[str, int] | None) -> DeviceBatchLoader:
-        train = self._host[0]
+    def _order(self, world_size: int) -> str:
+        """How an epoch's samples are dealt: a mid-epoch position resumes exactly only into the same order."""
+        return f"{world_size} shards" if self.placement == "gpu_shard" and world_size > 1 else "one shuffle"
+
+    def train_loader(self, batch_size: int, shard: Shard, resume: dict[str, Any] | None) -> DeviceBatchLoader:
+        train = self.host_splits()[0]
         if self.placement == "gpu_shard":
             sampler = LocalShardSampler(len(train), batch_size, shard.seed, shard.rank, shard.world_size)
             loader = DeviceBatchLoader(self.placed[0], sampler)
@@ -96,20 +100,29 @@ class InMemorySource(DataSource):
             resident = self.placement == "gpu"
             loader = DeviceBatchLoader(self.placed[0] if resident else train, sampler, self._transfer(resident))
         if resume is not None:
+            saved, now = resume.get("order", "one shuffle"), self._order(shard.world_size)
+            if saved != now:
+                rank_zero_warn(
+                    f"Resuming mid-epoch with the data dealt as {now} where the checkpoint dealt {saved} "
+                    "(--data.placement gpu_shard and the number of processes decide it): the rest of this epoch "
+                    "comes from another order, so some images repeat and others wait for the next epoch."
+                )
             loader.resume_from(resume)
         self._loader = loader
         return loader
 
     def train_position(self) -> dict[str, Any] | None:
-        return self._loader.position() if self._loader is not None else None
+        if self._loader is None:
+            return None
+        return {**self._loader.position(), "order": self._order(self._loader.sampler.world_size)}
 
     def evaluation_loaders(self, batch_size: int, rank: int, world_size: int) -> list:
-        train, test = self._host
-        if self.num_classes < 2 or test is None:
+        host_train, host_test = self.host_splits()
+        if self.num_classes < 2 or host_test is None:
             return []
         resident = self.placement == "gpu"  # a shard holds only every world_size-th image: evaluate from the host
-        train, test = self.placed if resident else (train, test)
-        labelled = torch.nonzero(train.labels >= 0).squeeze(1)
+        train, test = self.placed if resident else (host_train, host_test)
+        labelled = torch.nonzero(host_train.labels >= 0).squeeze(1)  # host indices, like the sampler's
         bank_rows: Tensor | None = None if len(labelled) == len(train) else labelled
         return [
             DeviceBatchLoader(

@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from selfsup.data.decode import UnreadableImageError, decode_square
 from selfsup.data.image_folder import scan_image_folder, train_and_val_folders
-from selfsup.data.packed import IMAGES, LABELS, MANIFEST, PROGRESS, TRAIN, VAL, VERSION, Manifest
+from selfsup.data.packed import IMAGES, LABELS, MANIFEST, PROGRESS, TRAIN, VAL, VERSION, Manifest, write_json
 from selfsup.errors import ConfigurationError
 
 CHUNK = 128  # images per task, and per progress record
@@ -106,9 +107,7 @@ class Progress:
             self.save()
 
     def save(self) -> None:
-        temporary = self.path.with_suffix(".partial")
-        temporary.write_text(json.dumps({"fingerprint": self.key, "done": self.done}))
-        temporary.replace(self.path)
+        write_json(self.path, {"fingerprint": self.key, "done": self.done})
         self._saved_at = time.monotonic()
 
     def bad_images(self, plan: SplitPlan) -> dict[int, str]:
@@ -134,7 +133,8 @@ def decode_chunk(task: tuple[str, int, str, int, list[tuple[int, str, int]]]) ->
 
 
 def check_destination(source: Path, out: Path) -> None:
-    """The source must be a folder we only read; `out` new, empty, or an unfinished pack to resume."""
+    """The source must be a folder we only read; `out` a new or empty directory, or an unfinished pack to
+    resume."""
     if not source.is_dir():
         raise PackError(f"Image folder {source} does not exist or is not a directory; fix the FOLDER argument.")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
@@ -143,8 +143,21 @@ def check_destination(source: Path, out: Path) -> None:
         )
     if (out / MANIFEST).exists():
         raise PackError(f"{out} already holds a packed dataset; choose another --out, or delete it to pack again.")
+    if out.exists() and not out.is_dir():
+        raise PackError(f"--out {out} is a file; choose a new or empty directory.")
     if out.is_dir() and not (out / PROGRESS).exists() and any(out.iterdir()):
         raise PackError(f"{out} is not empty; choose a new or empty --out directory.")
+
+
+def check_free_space(out: Path, needed: int) -> None:
+    """Fail now rather than with a worker killed half-way when the sparse output file meets a full disk."""
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise PackError(
+            f"The pack needs {needed / 2**30:.1f} GiB and {existing} has {free / 2**30:.1f} GiB free; choose an "
+            "--out on a larger disk, or a smaller --size."
+        )
 
 
 def decode_all(plans: list[SplitPlan], out: Path, size: int, progress: Progress, workers: int) -> int:
@@ -153,6 +166,9 @@ def decode_all(plans: list[SplitPlan], out: Path, size: int, progress: Progress,
     for plan in plans:
         output = out / plan.name / PARTIAL
         if not output.exists():
+            if (out / plan.name / IMAGES).exists():
+                continue  # finished by a run interrupted while writing the manifest
+            progress.done.pop(plan.name, None)  # decoded rows live in the partial file: without it, start over
             output.parent.mkdir(parents=True, exist_ok=True)
             np.lib.format.open_memmap(output, mode="w+", dtype=np.uint8, shape=(len(plan.paths), size, size, 3))
         tasks += [(plan.name, c, str(output), size, plan.chunk(c)) for c in progress.pending(plan)]
@@ -169,7 +185,8 @@ def decode_all(plans: list[SplitPlan], out: Path, size: int, progress: Progress,
 
 
 def write_split(directory: Path, plan: SplitPlan, bad: dict[int, str]) -> int:
-    """images.npy and labels.npy of one split, without the rows of bad images; returns the images kept."""
+    """images.npy and labels.npy of one split, without the rows of bad images (which takes a second copy of the
+    split on disk for a while); returns the images kept. Without a partial file, images.npy is already written."""
     good = np.ones(len(plan.paths), dtype=bool)
     good[list(bad)] = False
     keep = np.sort(plan.rows[good])  # output rows kept, in row order
@@ -195,6 +212,8 @@ def pack(source: Path, size: int, out: Path, workers: int, skip_bad: bool = Fals
     manifest and how many images this call decoded."""
     check_destination(source, out)
     classes, plans = plan_splits(source)
+    if not (out / PROGRESS).exists():
+        check_free_space(out, sum(len(plan.paths) for plan in plans) * size * size * 3)
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress(out / PROGRESS, fingerprint(source, size, plans))
     decoded = decode_all(plans, out, size, progress, workers)
@@ -227,7 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, required=True, help="side of the packed squares, e.g. 160, 224 or 256")
     parser.add_argument("--out", type=Path, required=True, help="new directory for the packed dataset")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="decoding processes")
-    parser.add_argument("--skip_bad", action="store_true", help="pack without the images that cannot be decoded")
+    parser.add_argument(
+        "--skip_bad",
+        action="store_true",
+        help="pack without the images that cannot be decoded (rewrites each affected split: twice its size on disk)",
+    )
     args = parser.parse_args(argv)
     if args.size < 8 or args.workers < 1:
         parser.error(f"--size must be at least 8 and --workers at least 1, got {args.size} and {args.workers}")
@@ -236,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         manifest, decoded = pack(args.folder, args.size, args.out, args.workers, args.skip_bad)
     except ConfigurationError as error:
         raise SystemExit(f"error: {error}") from None
+    except OSError as error:  # an unwritable --out, a full disk
+        raise SystemExit(f"error: cannot write the pack into {args.out} ({error}); choose another --out.") from None
     seconds = time.perf_counter() - started
     images = sum(manifest.counts.values())
     gib = images * args.size**2 * 3 / 2**30

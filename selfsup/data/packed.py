@@ -36,6 +36,14 @@ class PackedDataError(ConfigurationError):
     pass
 
 
+def write_json(path: Path, content: object) -> None:
+    """Write `path` whole or not at all (a temporary file renamed over it), so an interruption never leaves half a
+    file for the next run to misread."""
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    temporary.replace(path)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a packed directory holds; written last by the packer, so its presence means the pack finished."""
@@ -48,14 +56,15 @@ class Manifest:
     version: int = VERSION
 
     def write(self, directory: Path) -> None:
-        temporary = directory / f"{MANIFEST}.partial"
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        temporary.replace(directory / MANIFEST)
+        write_json(directory / MANIFEST, asdict(self))
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest":
         """The manifest of a finished pack of this version; anything else is one line naming the fix."""
-        repack = f"pack it with `python -m selfsup.data.pack <image folder> --out {directory}`"
+        repack = (
+            "pack an image folder with `python -m selfsup.data.pack <image folder> --size <px> --out <new directory>` "
+            "and point --data.root there"
+        )
         if not directory.is_dir():
             raise PackedDataError(f"Packed dataset {directory} does not exist; {repack}, or fix --data.root.")
         path = directory / MANIFEST
@@ -69,7 +78,7 @@ class Manifest:
             fields = json.loads(path.read_text())
             manifest = cls(**fields)
         except (ValueError, TypeError) as error:
-            raise PackedDataError(f"{path} is damaged ({error}); {repack} again.") from None
+            raise PackedDataError(f"{path} is damaged ({error}); {repack}.") from None
         if manifest.format != FORMAT or manifest.version != VERSION:
             raise PackedDataError(
                 f"{directory} was packed in format {manifest.format} version {manifest.version}; this selfsup reads "

@@ -8,7 +8,8 @@
   gathered into pinned memory by a background thread and copied to the device asynchronously.
 
 `auto` takes the first that fits in the device's free memory minus what is left for the model
-(`--data.model_memory_gib`); on a CPU device there is no GPU memory to fill, and `auto` means host.
+(`--data.model_memory_gib`, but never more than half the free memory, so that small datasets still go on small
+GPUs); on a CPU device there is no GPU memory to fill, and `auto` means host.
 """
 
 import torch
@@ -36,13 +37,13 @@ def choose_placement(
 ) -> Placement:
     """The placement to use: `requested`, or for `auto` the first of gpu (`whole_bytes`: training and test set),
     gpu_shard (`shard_bytes`: this rank's share of the training set) and host that leaves `model_memory_gib`
-    free. An explicit gpu or gpu_shard that cannot fit at all is an error naming the numbers. `free_bytes`
-    defaults to the device's free memory (a CUDA device only)."""
+    (at most half the free memory) free. An explicit gpu or gpu_shard that cannot fit at all is an error naming
+    the numbers. `free_bytes` defaults to the device's free memory (a CUDA device only)."""
     if device.type != "cuda":
         return "host" if requested == "auto" else requested
     free = free_device_memory(device) if free_bytes is None else free_bytes
     if requested == "auto":
-        budget = free - model_memory_gib * GIB
+        budget = free - min(model_memory_gib * GIB, free / 2)
         if whole_bytes <= budget:
             return "gpu"
         if shard_bytes <= budget:

@@ -22,9 +22,7 @@ class DataOptions:
 
     dataset: str
     root: Path | None
-    batch_size: int
     max_samples: int | None
-    image_size: int
     folder_image_size: int | None
     num_workers: int
     placement: Placement
@@ -67,12 +65,12 @@ class DataSource(ABC):
         return
 
     @abstractmethod
-    def setup(self, shard: Shard) -> None:
-        """Read (or place) the data for `shard`; called on every rank, possibly more than once."""
+    def num_train(self) -> int:
+        """How many training images there are, over all ranks (asked before `setup` places anything)."""
 
     @abstractmethod
-    def num_train(self) -> int:
-        """How many training images there are, over all ranks."""
+    def setup(self, shard: Shard) -> None:
+        """Read (or place) the data for `shard`; called on every rank, possibly more than once."""
 
     @abstractmethod
     def train_loader(self, batch_size: int, shard: Shard, resume: dict[str, int] | None) -> Iterable:

@@ -140,6 +140,13 @@ def test_validation_labels_follow_the_training_classes_even_when_a_class_is_miss
     assert torch.cat([labels for _, labels in test]).unique().tolist() == [1]
 
 
+def test_max_samples_limits_the_folders_training_and_validation_images(image_folder: Path) -> None:
+    data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=2, num_workers=0, max_samples=5)
+    data.setup("fit")
+    bank, test = data.val_dataloader()
+    assert data.source.num_train() == 5 and sum(len(labels) for _, labels in test) == 5
+
+
 @pytest.mark.parametrize("layout", ["one class", "no classes"])
 def test_folder_without_two_classes_has_nothing_to_score(layout: str, tmp_path: Path, image_folder: Path) -> None:
     root = tmp_path / "images"

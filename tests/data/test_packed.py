@@ -62,6 +62,10 @@ def test_pack_decodes_each_image_as_the_folder_loader_does_with_labels_and_class
         assert not np.array_equal(plan.rows, np.arange(len(plan.rows)))  # stored shuffled: prefixes mix classes
 
 
+def interrupted(*args) -> None:
+    raise KeyboardInterrupt
+
+
 def test_an_interrupted_pack_resumes_where_it_stopped(
     mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +92,16 @@ def test_an_interrupted_pack_resumes_where_it_stopped(
             assert np.array_equal(
                 np.load(tmp_path / "resumed" / split / name), np.load(tmp_path / "whole" / split / name)
             )
+    write = packer.Manifest.write
+    monkeypatch.setattr(packer.Manifest, "write", interrupted)  # the last step: arrays renamed, no manifest yet
+    with pytest.raises(KeyboardInterrupt):
+        pack(mixed_folder, SIZE, tmp_path / "at_the_end", workers=1)
+    monkeypatch.setattr(packer.Manifest, "write", write)
+    assert pack(mixed_folder, SIZE, tmp_path / "at_the_end", workers=1)[1] == 0  # nothing decoded again
+    for split in ("train", "val"):
+        assert np.array_equal(
+            np.load(tmp_path / "at_the_end" / split / IMAGES), np.load(tmp_path / "whole" / split / IMAGES)
+        )
     with pytest.raises(PackError, match="unfinished pack of other files or another size"):
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / PROGRESS).write_text(json.dumps({"fingerprint": "x", "done": {}}))
@@ -127,6 +141,9 @@ def test_the_packer_writes_only_to_a_new_or_empty_directory_outside_the_source(
         pack(mixed_folder, SIZE, cases[0][0], workers=1)
     with pytest.raises(PackError, match=cases[1][1]):
         pack(tmp_path / "nothing", SIZE, cases[1][0], workers=1)
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(PackError, match="is a file"):
+        pack(mixed_folder, SIZE, tmp_path / "a_file", workers=1)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(PackError, match="is not empty"):
@@ -135,6 +152,7 @@ def test_the_packer_writes_only_to_a_new_or_empty_directory_outside_the_source(
     with pytest.raises(PackError, match="already holds a packed dataset"):
         pack(mixed_folder, SIZE, tmp_path / "done", workers=1)
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine" and not (mixed_folder / "packed").exists()
+    assert (tmp_path / "a_file").read_text() == "mine"
 
 
 @pytest.fixture
@@ -216,8 +234,9 @@ def test_each_rank_of_a_sharded_placement_holds_and_reshuffles_only_its_shard(pa
     ("requested", "free_gib", "expected"),
     [
         ("auto", 80, "gpu"),  # 20 GiB of images + 24 GiB for the model fit in 80
-        ("auto", 40, "gpu_shard"),  # the 10 GiB shard does
-        ("auto", 30, "host"),  # nothing does
+        ("auto", 38, "gpu_shard"),  # 19 GiB held back: the 10 GiB shard fits, the 20 GiB set does not
+        ("auto", 30, "gpu_shard"),  # half of 30 GiB is held back, not 24: the shard still fits
+        ("auto", 18, "host"),  # 9 GiB held back: nothing fits
         ("host", 80, "host"),
         ("gpu", 21, "gpu"),  # explicit: only has to fit at all
     ],
@@ -226,6 +245,8 @@ def test_automatic_placement_follows_the_memory_arithmetic(requested: str, free_
     placement = choose_placement(requested, 20 * GIB, 10 * GIB, torch.device("cuda"), 24, free_bytes=free_gib * GIB)
     assert placement == expected
     assert choose_placement("auto", 20 * GIB, 10 * GIB, torch.device("cpu"), 24) == "host"
+    fashion_mnist = 60_000 * 28 * 28 + 10_000 * 28 * 28  # bytes: on any GPU with some memory free
+    assert choose_placement("auto", fashion_mnist, fashion_mnist, torch.device("cuda"), 24, free_bytes=8 * GIB) == "gpu"
 
 
 def test_an_explicit_placement_that_cannot_fit_names_the_numbers_and_the_alternative() -> None:
@@ -265,3 +286,15 @@ def test_every_placement_trains_the_same_run_with_the_knn_monitor_and_resumes_ex
     for key, value in weights[0]["state_dict"].items():
         assert torch.equal(weights[1]["state_dict"][key], value), f"{key}: gpu_shard differs from gpu"
         assert torch.equal(weights[2]["state_dict"][key], value), f"{key}: resumed host differs from gpu"
+
+
+def test_resuming_mid_epoch_into_another_order_says_so(packed: Path) -> None:
+    """A checkpoint of 2 sharded ranks resumed by one rank cannot continue its epoch exactly: a warning says why."""
+    data = SelfSupDataModule("packed", root=str(packed), batch_size=4, placement="gpu")
+    data.source.setup(Shard(0, 1, torch.device("cpu"), 5))
+    with pytest.warns(UserWarning, match="dealt as one shuffle where the checkpoint dealt 2 shards"):
+        data.source.train_loader(
+            4, Shard(0, 1, torch.device("cpu"), 5), {"epoch": 0, "samples_served": 8, "order": "2 shards"}
+        )
+    loader = data.source.train_loader(4, Shard(0, 1, torch.device("cpu"), 5), {"epoch": 0, "samples_served": 8})
+    assert len(list(loader)) == 42 // 4 - 2 and data.state_dict()["train_position"]["order"] == "one shuffle"
