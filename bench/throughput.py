@@ -5,10 +5,17 @@ In one process it measures, in images per second (each image = two views):
   end_to_end    `Trainer.fit` on the device-resident dataset: batch draw + GPU augmentation + the same step,
                 Lightning's loop and logging included (what a user gets);
   augment_only  the two-view augmentation of a batch alone.
-and prints them with end_to_end / model_only as JSON. On a CPU-only machine it runs a small setting.
+and prints them with end_to_end / model_only as JSON, with the model's FLOPs per step and, on a GPU whose bf16
+peak is known, the FLOP utilisation of the model-only step. On a CPU-only machine it runs a small setting.
+
+To find out what compilation does to the step, `--compile-step` compiles the whole per-step computation of
+the model-only loop (backbone, projector, loss, probe: `Method.compute_losses`) with `--compile-mode`, and the
+JSON counts the graphs dynamo built and the graph breaks it met (a recompilation or a break explains a compiled
+step slower than eager).
 
     python bench/throughput.py                      # defaults: GPU if present, batch 512
     python bench/throughput.py --compile --out bench/results/throughput.json
+    python bench/throughput.py --compile-step --compile-mode max-autotune-no-cudagraphs
 """
 
 import argparse
@@ -18,6 +25,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from torch._dynamo.utils import counters
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,22 +51,38 @@ def build(args: argparse.Namespace, data: SelfSupDataModule) -> SimCLR:
     )
 
 
-def model_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> float:
+BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM)
+
+
+def model_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> tuple[float, float]:
+    """(images/s, model FLOPs per step) of forward + backward + optimizer step on fixed views."""
     method = build(args, data).to(device)
     optimizer = LARS(method.parameters(), lr=0.1, weight_decay=1e-5)
     images = torch.randint(0, 256, (args.batch_size, 1, 28, 28), dtype=torch.uint8, device=device)
     views = [v.clone() for v in method.multiview(images)]  # fixed views: no augmentation in the timed loop
     labels = torch.randint(0, data.num_classes, (args.batch_size,), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    losses = torch.compile(method.compute_losses, mode=args.compile_mode) if args.compile_step else None
 
-    def step() -> None:
+    def step(compute_losses=losses or method.compute_losses) -> None:
         with autocast:
-            loss, probe_loss = method.compute_losses(views, labels)
+            loss, probe_loss = compute_losses(views, labels)
         optimizer.zero_grad(set_to_none=True)
         (loss + probe_loss).backward()
         optimizer.step()
 
-    return images_per_second(step, args.batch_size, args.steps, args.warmup, device)
+    with FlopCounterMode(display=False) as flops:  # eager, once: what the model computes, however it is run
+        step(method.compute_losses)
+    return images_per_second(step, args.batch_size, args.steps, args.warmup, device), flops.get_total_flops()
+
+
+def flop_utilisation(device: torch.device, flops_per_s: float) -> float | None:
+    """Model FLOPs per second over the GPU's dense bf16 peak, where the GPU is one of BF16_PEAK_TFLOPS."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    peak = next((tflops for gpu, tflops in BF16_PEAK_TFLOPS.items() if gpu in name), None)
+    return None if peak is None else round(flops_per_s / (peak * 1e12), 4)
 
 
 def augment_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> float:
@@ -118,6 +143,17 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     parser.add_argument("--compile-augment", action="store_true", help="torch.compile the view rendering")
+    parser.add_argument(
+        "--compile-step",
+        action="store_true",
+        help="torch.compile the model-only loop's whole forward (and so its backward); not the end-to-end run",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode of --compile-step",
+    )
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the usual search)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
@@ -127,7 +163,7 @@ def main() -> None:
     data = SelfSupDataModule(
         "fashion_mnist", root=args.data_root, batch_size=args.batch_size, max_samples=None if cuda else 1024
     )
-    ceiling = model_only(args, data, device)
+    ceiling, step_flops = model_only(args, data, device)
     real = end_to_end(args, data, device)
     result = {
         "benchmark": "throughput",
@@ -138,6 +174,13 @@ def main() -> None:
         "precision": "bf16-mixed" if cuda else "32-true",
         "compile": args.compile,
         "compile_augment": args.compile_augment,
+        "compile_step": args.compile_step,  # the model-only loop only: end_to_end runs the Method as configured
+        "compile_mode": args.compile_mode,
+        "dynamo_graphs": counters["stats"]["unique_graphs"],
+        "dynamo_graph_breaks": sum(counters["graph_break"].values()),
+        "model_gflops_per_step": round(step_flops / 1e9, 1),
+        "model_tflops_per_s": round(step_flops * ceiling / args.batch_size / 1e12, 2),
+        "bf16_peak_utilisation": flop_utilisation(device, step_flops * ceiling / args.batch_size),
         "model_only_img_per_s": round(ceiling, 1),
         "end_to_end_img_per_s": round(real, 1),
         "end_to_end_over_model_only": round(real / ceiling, 3),
