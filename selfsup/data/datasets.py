@@ -32,9 +32,6 @@ class Split:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def subset(self, indices: Tensor) -> "Split":
-        return Split(self.images[indices], self.labels[indices])
-
 
 @dataclass(frozen=True)
 class DatasetSpec:

@@ -99,9 +99,9 @@ class LocalShardSampler(ShardedBatchSampler):
             yield order[start : start + self.batch_size]
 
 
-def labels_of(labels: Tensor, indices: Tensor) -> Tensor:
-    """The labels at `indices`, and -1 where an index is -1 (evaluation padding)."""
-    return torch.where(indices >= 0, labels[indices.clamp(min=0)], torch.full_like(indices, -1))
+def padded_lookup(table: Tensor, indices: Tensor) -> Tensor:
+    """`table[indices]`, and -1 where an index is -1 (evaluation padding): labels of a batch, rows of a subset."""
+    return torch.where(indices >= 0, table[indices.clamp(min=0)], torch.full_like(indices, -1))
 
 
 class ResidentBatches:
@@ -114,7 +114,7 @@ class ResidentBatches:
     def __call__(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         indices = indices.to(self.images.device, non_blocking=True)
         safe = indices.clamp(min=0)
-        return self.images[safe].permute(0, 3, 1, 2), labels_of(self.labels, indices)
+        return self.images[safe].permute(0, 3, 1, 2), padded_lookup(self.labels, indices)
 
 
 class PinnedTransfer:
@@ -141,7 +141,7 @@ class PinnedTransfer:
         pinned = self.stream is not None
         images = torch.empty((len(indices), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=pinned)
         torch.index_select(self.images, 0, indices.clamp(min=0), out=images)
-        labels = labels_of(self.labels, indices)
+        labels = padded_lookup(self.labels, indices)
         if not pinned:
             return images.permute(0, 3, 1, 2), labels, None
         with torch.cuda.stream(self.stream):  # pinned memory keeps its block until this copy has finished
@@ -212,9 +212,7 @@ class DeviceBatchLoader:
             yield batch
 
     def _rows(self, indices: Tensor) -> Tensor:
-        if self.subset is None:
-            return indices
-        return torch.where(indices >= 0, self.subset[indices.clamp(min=0)], indices)
+        return indices if self.subset is None else padded_lookup(self.subset, indices)
 
     def _batches(self, index_batches: Iterator[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
         if isinstance(self.fetch, ResidentBatches):
