@@ -58,6 +58,7 @@ class SelfSupDataModule(pl.LightningDataModule):
         num_workers: int = 8,
         placement: Placement = "auto",
         model_memory_gib: float = 24.0,
+        holdout: int = 0,
     ) -> None:
         """
         Args:
@@ -79,12 +80,15 @@ class SelfSupDataModule(pl.LightningDataModule):
                 device), gpu_shard (1/world_size of the training set on each device), host (host memory, batches
                 copied asynchronously), or auto (the first that leaves model_memory_gib free; host on CPUs).
             model_memory_gib: GPU memory that placement auto leaves for the model, its activations and optimizer.
+            holdout: hold out this many labelled training images (the same draw for every seed) and evaluate on them
+                instead of the test set: the kNN monitor, the online probe and `train.py eval` of the run then
+                never see test images. For choosing hyperparameters; 0 evaluates on the test set.
         """
         super().__init__()
         sizes = {"max_samples": max_samples, "image_size": image_size, "folder_image_size": folder_image_size}
         check_options(
             at_least(1, batch_size=batch_size, **{name: value for name, value in sizes.items() if value is not None})
-            + at_least(0, num_workers=num_workers, model_memory_gib=model_memory_gib),
+            + at_least(0, num_workers=num_workers, model_memory_gib=model_memory_gib, holdout=holdout),
             "--data",
         )
         kind = source_kind(dataset)
@@ -95,9 +99,9 @@ class SelfSupDataModule(pl.LightningDataModule):
             raise ConfigurationError(f"Data root {path} is not readable. Fix its permissions or --data.root.")
         image_size, folder_image_size = kind.resolve_sizes(dataset, path, image_size, folder_image_size)
         self.save_hyperparameters()  # as resolved, into checkpoints: `train.py eval` finds the data again
-        self.source = kind(
-            DataOptions(dataset, path, max_samples, folder_image_size, num_workers, placement, model_memory_gib)
-        )
+        options = (max_samples, folder_image_size, num_workers, placement, model_memory_gib, holdout)
+        self.source = kind(DataOptions(dataset, path, *options))
+        self.holdout = holdout
         self.dataset, self.root, self.batch_size, self.image_size = dataset, path, batch_size, image_size
         self.folder_image_size = folder_image_size
         self.classes, self.num_classes = self.source.classes, self.source.num_classes
@@ -142,8 +146,8 @@ class SelfSupDataModule(pl.LightningDataModule):
         return self.source.train_loader(self.batch_size, self._shard(), self._resume_position)
 
     def val_dataloader(self) -> list:
-        """[labelled training images (kNN bank), test images], this rank's share of each; empty when there are no
-        labels to score."""
+        """[labelled training images (kNN bank), test images (or the held-out ones)], this rank's share of each;
+        empty when there are no labels to score."""
         shard = self._shard()
         return self.evaluation_loaders(shard.rank, shard.world_size)
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from selfsup.data.decode import decode_square
 from selfsup.data.device_loader import epoch_permutation
-from selfsup.data.source import DataOptions, DataSource, Shard
+from selfsup.data.source import DataOptions, DataSource, Shard, holdout_rows
 from selfsup.errors import ConfigurationError
 
 FOLDER_IMAGE_SIZE = 224  # the default view size of image folders (ImageNet's)
@@ -147,8 +147,14 @@ class ImageFolderSource(DataSource):
         train_dir, val_dir = train_and_val_folders(options.root)
         train, self.classes = scan_image_folder(train_dir)
         self.train_samples = train[: options.max_samples]
-        val = scan_image_folder(val_dir, self.classes)[0] if val_dir is not None else []
-        self.val_samples = val[: options.max_samples]
+        if options.holdout:  # the held-out training images replace val/ in evaluation
+            labels = torch.tensor([label for _, label in self.train_samples], dtype=torch.long)
+            kept, held = holdout_rows(labels, options.holdout)
+            self.val_samples = [self.train_samples[row] for row in held.tolist()]
+            self.train_samples = [self.train_samples[row] for row in kept.tolist()]
+        else:
+            val = scan_image_folder(val_dir, self.classes)[0] if val_dir is not None else []
+            self.val_samples = val[: options.max_samples]
         self.num_classes = len(self.classes)
         if self.num_classes < 2:
             rank_zero_info(

@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
+
+from selfsup.errors import ConfigurationError
 
 Placement = Literal["auto", "gpu", "gpu_shard", "host"]
+HOLDOUT_SEED = 0  # the held-out draw is the same for every run seed: tuning runs of all seeds score the same images
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class DataOptions:
     num_workers: int
     placement: Placement
     model_memory_gib: float
+    holdout: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,25 @@ class Shard:
     world_size: int
     device: torch.device
     seed: int
+
+
+def holdout_rows(labels: Tensor, holdout: int) -> tuple[Tensor, Tensor]:
+    """(training rows, held-out rows) of a training split with these labels: `holdout` of its labelled rows, drawn
+    by a generator of fixed seed, are held out, and the rest trains. Both in dataset order.
+
+    Hyperparameters are chosen on the held-out rows so that the test set scores only the final, chosen runs.
+    """
+    labelled = torch.nonzero(labels >= 0).squeeze(1)
+    if holdout >= len(labelled):
+        raise ConfigurationError(
+            f"--data.holdout {holdout} would hold out every one of the {len(labelled)} labelled training images; "
+            "lower it (a tenth of the training set is usual)."
+        )
+    draw = torch.randperm(len(labelled), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    held = labelled[draw[:holdout]].sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held] = False
+    return torch.nonzero(keep).squeeze(1), held
 
 
 class DataSource(ABC):

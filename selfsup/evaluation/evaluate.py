@@ -182,6 +182,7 @@ def describe(setup: Setup, features: Features) -> dict[str, Any]:
         "global_step": pretrained.global_step,
         "num_train": int(counts[0]),
         "num_test": int(counts[1]),
+        "scored_on": "holdout" if setup.datamodule.holdout else "test",  # the run's --data.holdout, if it had one
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "devices": world_size(),
         "feature_seconds": round(seconds, 2),
@@ -253,6 +254,7 @@ def _datamodule(pretrained: Pretrained, data: EvalData) -> SelfSupDataModule:
         root=data.root or (pretrained.data.get("root") if same_data else None),
         batch_size=data.batch_size,
         max_samples=data.max_samples if data.max_samples is not None else pretrained.data.get("max_samples"),
+        holdout=pretrained.data.get("holdout", 0) if same_data else 0,  # a tuning run is never scored on the test set
         image_size=pretrained.image_size,
         folder_image_size=pretrained.data.get("folder_image_size") if same_data else None,
         num_workers=data.num_workers,
@@ -301,7 +303,8 @@ def format_results(results: dict[str, Any]) -> str:
     temperatures = sorted({r["temperature"] for r in knn["sweep"]})
     lines = [
         f"{results['run_name']} ({results['method']}, {results['backbone']}, epoch {results['epoch']}) "
-        f"on {results['dataset']}: {results['num_train']} train / {results['num_test']} test images",
+        f"on {results['dataset']}: {results['num_train']} train / {results['num_test']} "
+        + ("held-out training images" if results.get("scored_on") == "holdout" else "test images"),
         "",
         "kNN top-1  " + "".join(f"{'T=' + str(t):>9}" for t in temperatures),
     ]
