@@ -36,7 +36,15 @@ from selfsup.errors import ConfigurationError
 from selfsup.evaluation.evaluate import main as evaluate
 from selfsup.export import BackboneExport
 from selfsup.export import main as export
-from selfsup.loggers import LastCheckpoint, RunProgressBar, TrainingClock, discard_run, finish_wandb, run_loggers
+from selfsup.loggers import (
+    LastCheckpoint,
+    RunProgressBar,
+    StopBeforeTimeLimit,
+    TrainingClock,
+    discard_run,
+    finish_wandb,
+    run_loggers,
+)
 from selfsup.methods import METHODS, Method
 from selfsup.resume import resumed_settings
 from selfsup.runs import RUNS_ROOT, RunRecord, method_name, plain, read_checkpoint
@@ -114,6 +122,14 @@ class SelfSupCLI(LightningCLI):
             "batches). Default: only at the end of every epoch.",
         )
         parser.add_argument(
+            "--stop_after_minutes",
+            type=float | None,
+            default=None,
+            help="End this process at the end of the first epoch after which another epoch would not fit in this "
+            "many minutes of fitting, with last.ckpt holding it; --ckpt_path <that last.ckpt> continues the same "
+            "run (job slots of a fixed length). The run's length and schedules do not change. Default: no limit.",
+        )
+        parser.add_argument(
             "--export_backbone",
             type=bool,
             default=True,
@@ -184,6 +200,9 @@ class SelfSupCLI(LightningCLI):
             raise ConfigurationError(
                 f"--checkpoint_every_minutes must be positive, got {minutes}; omit it to checkpoint at epoch ends only."
             )
+        limit = config.stop_after_minutes
+        if limit is not None and not limit > 0:
+            raise ConfigurationError(f"--stop_after_minutes must be positive, got {limit}; omit it for no limit.")
         if self.subcommand == "fit" and not finite:
             raise ConfigurationError(
                 f"--trainer.max_epochs must be at least 1, got {trainer.max_epochs}: the learning-rate schedule "
@@ -205,6 +224,8 @@ class SelfSupCLI(LightningCLI):
             callbacks.append(LastCheckpoint())
             if config.checkpoint_every_minutes:
                 callbacks.append(LastCheckpoint(every_minutes=config.checkpoint_every_minutes))
+        if config.stop_after_minutes:
+            callbacks.append(StopBeforeTimeLimit(config.stop_after_minutes))
         if self.subcommand == "fit" and config.export_backbone:
             callbacks.append(BackboneExport())
         if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):

@@ -3,7 +3,8 @@
 The CSV logger's folder is the run folder (`runs/<method>/version_N`, named as `selfsup.runs` says); wandb runs
 offline inside it unless the user has set wandb up online, under the same run name. The progress bar shows
 that version and the run keeps one checkpoint, last.ckpt, rewritten every epoch. `TrainingClock` logs the
-throughput and the wall-clock cost the comparison report shows.
+throughput and the wall-clock cost the comparison report shows; `StopBeforeTimeLimit` ends a process in time
+for its job slot.
 """
 
 import json
@@ -104,7 +105,11 @@ class LastCheckpoint(ModelCheckpoint):
     def __init__(self, every_minutes: float | None = None) -> None:
         interval = timedelta(minutes=every_minutes) if every_minutes else None
         super().__init__(
-            filename=LAST_CHECKPOINT, save_top_k=1, enable_version_counter=False, train_time_interval=interval
+            filename=LAST_CHECKPOINT,
+            save_top_k=1,
+            enable_version_counter=False,
+            train_time_interval=interval,
+            save_on_train_epoch_end=True,  # Lightning's default waits for validation, every n epochs with n > 1
         )
 
     def on_train_batch_end(
@@ -124,15 +129,19 @@ class LastCheckpoint(ModelCheckpoint):
 
 class TrainingClock(pl.Callback):
     """Training throughput (`perf/img_per_s`, images of all ranks per second over each `log_every_n_steps`
-    window, validation excluded) and, at every validation, the time since the fit started (`time/elapsed_s`)
-    and its cost in device-hours (`time/device_hours`), for accuracy against wall-clock time."""
+    window, validation excluded) and, at every validation, the time spent fitting (`time/elapsed_s`) and its cost
+    in device-hours (`time/device_hours`), for accuracy against wall-clock time. Both carry over into a resumed
+    run through its checkpoint, each process's share counted on the devices it ran on (the time between the last
+    checkpoint and an interruption is not counted: its work is redone)."""
 
     def __init__(self) -> None:
         self._window: tuple[float, int] | None = None  # (start, images since) of the current window
         self._fit_start: float | None = None
+        self._world_size = 1
+        self._before = (0.0, 0.0)  # (seconds, device-hours) of the processes this run resumed from
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._fit_start = time.perf_counter()
+        self._fit_start, self._world_size = time.perf_counter(), trainer.world_size
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._window = None  # the first batch of an epoch starts the clock: loader start-up is not throughput
@@ -151,9 +160,42 @@ class TrainingClock(pl.Callback):
             start, seen = now, 0
         self._window = (start, seen)
 
+    def elapsed(self) -> tuple[float, float]:
+        """(seconds, device-hours) of fitting so far, over this process and those the run resumed from."""
+        now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self._before[0] + now, self._before[1] + now * self._world_size / 3600
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._fit_start is None or trainer.sanity_checking:
             return
-        elapsed = time.perf_counter() - self._fit_start
-        pl_module.log(Metric.ELAPSED_SECONDS, elapsed, sync_dist=True)  # the mean over ranks
-        pl_module.log(Metric.DEVICE_HOURS, elapsed * trainer.world_size / 3600, sync_dist=True)
+        seconds, device_hours = self.elapsed()
+        pl_module.log(Metric.ELAPSED_SECONDS, seconds, sync_dist=True)  # the mean over ranks
+        pl_module.log(Metric.DEVICE_HOURS, device_hours, sync_dist=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        seconds, device_hours = self.elapsed()
+        return {"elapsed_s": seconds, "device_hours": device_hours}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._before = (state_dict["elapsed_s"], state_dict["device_hours"])
+
+
+class StopBeforeTimeLimit(pl.Callback):
+    """Ends the fit at the end of the first epoch after which one more epoch would not fit in `minutes` of this
+    process's fitting (judged by the last epoch's duration, validation included), once last.ckpt holds that
+    epoch: for job slots of a fixed length. Resuming from last.ckpt continues the same run, with the plan
+    (`max_epochs`, the schedules) unchanged; at an epoch boundary that equals an uninterrupted run. At least one
+    epoch always trains."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = 60 * minutes
+        self._fit_start = self._epoch_end = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_start = self._epoch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        now = time.perf_counter()
+        last_epoch, self._epoch_end = now - self._epoch_end, now
+        if now - self._fit_start + last_epoch > self.seconds:
+            trainer.should_stop = True  # checkpoint callbacks run after this one and still save the epoch

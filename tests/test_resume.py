@@ -25,31 +25,18 @@ TINY = [
 ]  # fmt: skip
 
 
-class StopAfterFirstEpoch(pl.Callback):
-    """Ends a run after its first epoch without changing its plan: a stand-in for preemption."""
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.should_stop = True
+# a process limit no epoch fits in: the run ends after its first epoch without changing its plan (as if preempted)
+STOP_AFTER_FIRST_EPOCH = ["--stop_after_minutes", "0.00001"]
 
 
 @pytest.fixture(scope="module")
 def first_epoch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """runs/simclr/version_0: a 2-epoch SimCLR run with seed 3 on 64 fake Fashion-MNIST images, stopped after
-    its first epoch."""
+    """runs/simclr/version_0: a 2-epoch SimCLR run with seed 3 on 64 fake Fashion-MNIST images, validated every 2
+    epochs, stopped after its first epoch by --stop_after_minutes (last.ckpt is written at every epoch's end)."""
     root = tmp_path_factory.mktemp("resume")
     fake_fashion_mnist(root / "fmnist", train=64, test=16)
-    stop = f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch"
-    train(
-        "--data.root",
-        str(root / "fmnist"),
-        *TINY,
-        "--seed_everything",
-        "3",
-        "--trainer.max_epochs",
-        "2",
-        stop,
-        root=root,
-    )
+    options = ["--seed_everything", "3", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2"]
+    train("--data.root", str(root / "fmnist"), *TINY, *options, *STOP_AFTER_FIRST_EPOCH, root=root)
     return root / "simclr" / "version_0"
 
 
@@ -57,16 +44,18 @@ def test_resume_reuses_the_seed_honours_a_moved_data_root_and_equals_the_uninter
     first_epoch: Path, tmp_path: Path
 ) -> None:
     data = first_epoch.parents[1] / "fmnist"
-    train("--data.root", str(data), *TINY, "--seed_everything", "3", "--trainer.max_epochs", "2", root=tmp_path)
+    options = [*TINY, "--trainer.check_val_every_n_epoch", "2", "--trainer.max_epochs", "2"]
+    train("--data.root", str(data), *options, "--seed_everything", "3", root=tmp_path)
     moved = shutil.copytree(data, tmp_path / "moved")  # where the data lives may change on resume
     checkpoint = first_epoch / "checkpoints" / "last.ckpt"
-    train("--data.root", str(moved), *TINY, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=tmp_path)
+    train("--data.root", str(moved), *options, "--ckpt_path", str(checkpoint), root=tmp_path)
 
     whole = torch.load(tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(tmp_path / "simclr" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
     config = yaml.safe_load((tmp_path / "simclr" / "version_1" / "config.yaml").read_text())
     assert config["seed_everything"] == 3 and resumed["selfsup"]["seed"] == 3  # no --seed_everything given
     assert config["data"]["root"] == str(moved) and resumed["datamodule_hyper_parameters"]["root"] == str(moved)
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 4  # stopped after its first epoch
     assert resumed["global_step"] == whole["global_step"] == 8
     for key, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), f"{key} differs from the uninterrupted run"

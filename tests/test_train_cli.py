@@ -15,8 +15,9 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from selfsup import loggers
 from selfsup.cli import SelfSupCLI, main
-from selfsup.loggers import RunProgressBar
+from selfsup.loggers import RunProgressBar, TrainingClock
 from tests.conftest import needs_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,3 +274,16 @@ def test_timm_backbones_train_on_32_px_images_with_the_knn_monitor_and_log_the_l
     learning_rates = [float(row["lr/weights"]) for row in rows if row.get("lr/weights")]
     assert len(learning_rates) >= 3 and learning_rates[0] < max(learning_rates)  # warming up, logged every 2 steps
     assert all(row.get("lr/probe") for row in rows if row.get("lr/weights"))
+
+
+def test_the_training_clock_carries_time_and_device_hours_over_a_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(loggers.time, "perf_counter", lambda: now[0])
+    first = TrainingClock()
+    first.on_fit_start(SimpleNamespace(world_size=2), None)
+    now[0] = 160.0  # 60 s on 2 devices, then a checkpoint
+    resumed = TrainingClock()
+    resumed.load_state_dict(first.state_dict())
+    resumed.on_fit_start(SimpleNamespace(world_size=1), None)
+    now[0] = 190.0  # 30 s more on 1 device
+    assert resumed.elapsed() == pytest.approx((90.0, (60 * 2 + 30) / 3600))

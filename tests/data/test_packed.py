@@ -17,7 +17,7 @@ from selfsup.data.pack import PackError, pack, plan_splits
 from selfsup.data.packed import IMAGES, LABELS, MANIFEST, PROGRESS, PackedDataError
 from selfsup.data.placement import GIB, choose_placement
 from selfsup.data.source import Shard
-from tests.test_resume import StopAfterFirstEpoch
+from tests.test_resume import STOP_AFTER_FIRST_EPOCH
 from tests.test_train_cli import REPO
 
 SIZE = 16
@@ -276,7 +276,7 @@ def test_every_placement_trains_the_same_run_with_the_knn_monitor_and_resumes_ex
     resident = fit_packed(packed, runs, "gpu")
     assert resident.datamodule.source.placement == "gpu" and 0 <= resident.trainer.callback_metrics["val/knn_top1"] <= 1
     fit_packed(packed, runs, "gpu_shard")
-    fit_packed(packed, runs, "host", f"--trainer.callbacks+={StopAfterFirstEpoch.__module__}.StopAfterFirstEpoch")
+    fit_packed(packed, runs, "host", *STOP_AFTER_FIRST_EPOCH)
     checkpoint = runs / "simclr" / "version_2" / "checkpoints" / "last.ckpt"
     fit_packed(packed, runs, "host", "--ckpt_path", str(checkpoint))
     weights = [
