@@ -53,13 +53,19 @@ class Run:
         results_file = results_path(last_checkpoint(directory))
         results = json.loads(results_file.read_text()) if results_file.is_file() else None
         method = results["method"] if results else directory.parent.name
-        run = cls(run_name_of_folder(directory), method, metrics, hparams or {}, results)
-        run.history = [
+        return cls.from_rows(run_name_of_folder(directory), method, metrics, hparams or {}, results)
+
+    @classmethod
+    def from_rows(
+        cls, name: str, method: str, metrics: list[dict[str, str]], hparams: dict[str, Any], results: dict | None
+    ) -> "Run":
+        """A run from its metric rows (those of several run folders, for a run resumed in new ones)."""
+        history = [
             (int(row["epoch"]), float(row[Metric.KNN_TOP1]), _number(row.get(Metric.ELAPSED_SECONDS)))
             for row in metrics
             if row.get(Metric.KNN_TOP1)
         ]
-        return run
+        return cls(name, method, metrics, hparams, results, history)
 
     def last(self, column: str) -> float | None:
         values = [float(row[column]) for row in self.metrics if row.get(column)]

@@ -34,6 +34,9 @@ class Metric:
     TRAIN_LOSS = "train/loss"
     PROBE_LOSS = "train/online_linear_loss"
     TAU = "train/tau"
+    HARD_NEGATIVE_SIM = "train/hard_negative_sim"  # hard negative mixing: the hardest real negative's similarity
+    SYNTHETIC_NEGATIVE_SIM = "train/synthetic_negative_sim"  # the synthetic negatives' mean similarity
+    SYNTHETIC_HARDER_FRACTION = "train/synthetic_harder_fraction"  # synthetic negatives harder than the hardest real
     LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe
     KNN_TOP1 = "val/knn_top1"
     PROBE_TOP1 = "val/online_linear_top1"

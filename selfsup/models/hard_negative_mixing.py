@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.errors import at_least, check_options
+from selfsup.runs import Metric
 
 
 class MixedNegatives(NamedTuple):
@@ -30,9 +31,9 @@ class MixedNegatives(NamedTuple):
     def metrics(self) -> dict[str, Tensor]:
         """How hard the negatives are, under the metric names every mixing method logs."""
         return {
-            "train/hard_negative_sim": self.hardest_similarity,
-            "train/synthetic_negative_sim": self.synthetic_similarity,
-            "train/synthetic_harder_fraction": self.harder_fraction,
+            Metric.HARD_NEGATIVE_SIM: self.hardest_similarity,
+            Metric.SYNTHETIC_NEGATIVE_SIM: self.synthetic_similarity,
+            Metric.SYNTHETIC_HARDER_FRACTION: self.harder_fraction,
         }
 
 
