@@ -173,7 +173,10 @@ def decode_all(plans: list[SplitPlan], out: Path, size: int, progress: Progress,
             np.lib.format.open_memmap(output, mode="w+", dtype=np.uint8, shape=(len(plan.paths), size, size, 3))
         tasks += [(plan.name, c, str(output), size, plan.chunk(c)) for c in progress.pending(plan)]
     total = sum(len(task[-1]) for task in tasks)
-    context = multiprocessing.get_context("fork")  # workers need no imports: they inherit the decoder
+    # forkserver, not fork: a fork copies whatever the caller's other threads hold at that moment (a lock, half an
+    # import) into every worker, which broke a worker's numpy header parsing once; the server imports the decoder
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["selfsup.data.pack"])
     with context.Pool(workers) as pool, tqdm(total=total, unit="img", desc="decoding", file=sys.stderr) as bar:
         try:
             for split, chunk, count, bad in pool.imap_unordered(decode_chunk, tasks):

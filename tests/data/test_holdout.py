@@ -36,13 +36,13 @@ def image_keys(loader) -> set[bytes]:
 
 @pytest.mark.parametrize("kind", ["fashion_mnist-host", "fashion_mnist-gpu_shard", "image_folder", "packed"])
 def test_held_out_images_are_evaluated_instead_of_the_test_set_and_never_trained_on(
-    kind: str, tmp_path: Path, image_folder: Path, packed_folder: Path
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if kind.startswith("fashion_mnist"):
         fake_fashion_mnist(tmp_path / "fmnist", train=60, test=20)
         options = dict(dataset="fashion_mnist", root=str(tmp_path / "fmnist"), placement=kind.split("-")[1])
     else:
-        root = image_folder if kind == "image_folder" else packed_folder
+        root = request.getfixturevalue("image_folder" if kind == "image_folder" else "packed_folder")
         options = dict(dataset=kind, root=str(root), num_workers=0, image_size=32)
     reference = SelfSupDataModule(**options, batch_size=4)
     reference.setup("fit")
