@@ -68,6 +68,7 @@ IN_BATCH_MIXING = (64, 64, 8)
 THROUGHPUT = {"simclr": 16_180, "mocov2": 11_230, "mochi": 11_628, "byol": 11_587, "swav": 11_000, "nnclr": 11_000}
 START_S, EVAL_S = 45, 90  # a process's start-up and data loading; `train.py eval` with the linear probe
 TRAIN_IMAGES = 60_000
+HARDNESS = (Metric.HARD_NEGATIVE_SIM, Metric.SYNTHETIC_NEGATIVE_SIM, Metric.SYNTHETIC_HARDER_FRACTION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,10 @@ class Chunk:
     @property
     def result_file(self) -> Path:
         return Path(self.stage) / f"{self.name}.json"
+
+    def view_values(self) -> list[dict] | None:
+        """The view recipes as config values (None: the configs' own)."""
+        return None if self.views is None else [recipe.to_dict() for recipe in self.views]
 
     @property
     def tuned(self) -> bool:
@@ -123,46 +128,52 @@ def with_global(change: Callable[[ViewRecipe], ViewRecipe]) -> Callable[[tuple[V
 
 
 VIEW_VARIANTS: dict[str, Callable[[tuple[ViewRecipe, ...]], tuple[ViewRecipe, ...]]] = {
-    "crop0.08": with_global(lambda v: dataclasses.replace(v, crop_scale=(0.08, v.crop_scale[1]))),
-    "crop0.2": with_global(lambda v: dataclasses.replace(v, crop_scale=(0.2, v.crop_scale[1]))),
-    "crop0.35": with_global(lambda v: dataclasses.replace(v, crop_scale=(0.35, v.crop_scale[1]))),
+    **{
+        f"crop{low}": with_global(lambda v, low=low: dataclasses.replace(v, crop_scale=(low, v.crop_scale[1])))
+        for low in (0.08, 0.2, 0.35)
+    },
     "blur32px": lambda views: tuple(dataclasses.replace(v, blur_min_size=0) for v in views),  # where only from 96 px
     "jitter0.8": lambda views: tuple(dataclasses.replace(v, brightness=0.8, contrast=0.8) for v in views),
 }
+
+
+def model_options(prefix: str = "--model.init_args", **settings: object) -> tuple[str, ...]:
+    """`train.py fit` options that set these model options: model_options(base_lr=0.2) gives
+    ("--model.init_args.base_lr", "0.2")."""
+    return tuple(item for name, value in settings.items() for item in (f"{prefix}.{name}", str(value)))
+
 
 # per method: name -> options changed from its recipe (learning rate, weight decay, warmup, temperature or tau,
 # and its own size: prototypes, queue, support set)
 OPTION_VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "simclr": {
-        "lr0.2": ("--model.init_args.base_lr", "0.2"), "lr0.8": ("--model.init_args.base_lr", "0.8"),
-        "temp0.1": ("--model.init_args.temperature", "0.1"), "temp0.5": ("--model.init_args.temperature", "0.5"),
-        "wd1e-4": ("--model.init_args.weight_decay", "1e-4"), "warmup2": ("--model.init_args.warmup_epochs", "2"),
+        "lr0.2": model_options(base_lr=0.2), "lr0.8": model_options(base_lr=0.8),
+        "temp0.1": model_options(temperature=0.1), "temp0.5": model_options(temperature=0.5),
+        "wd1e-4": model_options(weight_decay=1e-4), "warmup2": model_options(warmup_epochs=2),
     },
     "mocov2": {
-        "lr0.15": ("--model.init_args.base_lr", "0.15"), "lr0.6": ("--model.init_args.base_lr", "0.6"),
-        "temp0.1": ("--model.init_args.temperature", "0.1"), "temp0.5": ("--model.init_args.temperature", "0.5"),
-        "wd5e-4": ("--model.init_args.weight_decay", "5e-4"), "warmup2": ("--model.init_args.warmup_epochs", "2"),
-        "queue4096": ("--model.init_args.queue_size", "4096"), "queue32768": ("--model.init_args.queue_size", "32768"),
-        "tau0.996": ("--model.init_args.tau_base", "0.996", "--model.init_args.tau_final", "0.996"),
+        "lr0.15": model_options(base_lr=0.15), "lr0.6": model_options(base_lr=0.6),
+        "temp0.1": model_options(temperature=0.1), "temp0.5": model_options(temperature=0.5),
+        "wd5e-4": model_options(weight_decay=5e-4), "warmup2": model_options(warmup_epochs=2),
+        "queue4096": model_options(queue_size=4096), "queue32768": model_options(queue_size=32768),
+        "tau0.996": model_options(tau_base=0.996, tau_final=0.996),
     },
     "byol": {
-        "lr0.5": ("--model.init_args.base_lr", "0.5"), "lr2.0": ("--model.init_args.base_lr", "2.0"),
-        "wd1e-4": ("--model.init_args.weight_decay", "1e-4"), "warmup2": ("--model.init_args.warmup_epochs", "2"),
-        "tau0.996": ("--model.init_args.tau_base", "0.996"), "tau0.98": ("--model.init_args.tau_base", "0.98"),
+        "lr0.5": model_options(base_lr=0.5), "lr2.0": model_options(base_lr=2.0),
+        "wd1e-4": model_options(weight_decay=1e-4), "warmup2": model_options(warmup_epochs=2),
+        "tau0.996": model_options(tau_base=0.996), "tau0.98": model_options(tau_base=0.98),
     },
     "swav": {
-        "lr0.3": ("--model.init_args.base_lr", "0.3"), "lr1.2": ("--model.init_args.base_lr", "1.2"),
-        "temp0.2": ("--model.init_args.temperature", "0.2"), "wd1e-5": ("--model.init_args.weight_decay", "1e-5"),
-        "warmup2": ("--model.init_args.warmup_epochs", "2"),
-        "prototypes100": ("--model.init_args.num_prototypes", "100"),
-        "prototypes1000": ("--model.init_args.num_prototypes", "1000"),
+        "lr0.3": model_options(base_lr=0.3), "lr1.2": model_options(base_lr=1.2),
+        "temp0.2": model_options(temperature=0.2), "wd1e-5": model_options(weight_decay=1e-5),
+        "warmup2": model_options(warmup_epochs=2),
+        "prototypes100": model_options(num_prototypes=100), "prototypes1000": model_options(num_prototypes=1000),
     },
     "nnclr": {
-        "lr0.2": ("--model.init_args.base_lr", "0.2"), "lr0.8": ("--model.init_args.base_lr", "0.8"),
-        "temp0.2": ("--model.init_args.temperature", "0.2"), "wd1e-4": ("--model.init_args.weight_decay", "1e-4"),
-        "warmup2": ("--model.init_args.warmup_epochs", "2"),
-        "support8192": ("--model.init_args.queue_size", "8192"),
-        "support32768": ("--model.init_args.queue_size", "32768"),
+        "lr0.2": model_options(base_lr=0.2), "lr0.8": model_options(base_lr=0.8),
+        "temp0.2": model_options(temperature=0.2), "wd1e-4": model_options(weight_decay=1e-4),
+        "warmup2": model_options(warmup_epochs=2),
+        "support8192": model_options(queue_size=8192), "support32768": model_options(queue_size=32768),
     },
 }  # fmt: skip
 
@@ -186,13 +197,18 @@ def tuning_chunks() -> list[Chunk]:
 # the table and the ablation ------------------------------------------------------------------------------------
 
 
+def tuned_config(method: str) -> str:
+    """The file holding the method's tuned Fashion-MNIST settings (MoCHi: MoCo v2's)."""
+    return TUNED_CONFIG.format(method=TUNED_AS.get(method, method))
+
+
 def tuned_configs(method: str) -> tuple[str, ...]:
-    tuned = TUNED_CONFIG.format(method=TUNED_AS.get(method, method))
+    tuned = tuned_config(method)
     return (f"configs/{method}.yaml", tuned) if (REPO / tuned).is_file() else (f"configs/{method}.yaml",)
 
 
 def table_chunks() -> list[Chunk]:
-    mixing_start = ("--model.init_args.mixing.start_epoch", str(MIXING_START_EPOCH))
+    mixing_start = model_options("--model.init_args.mixing", start_epoch=MIXING_START_EPOCH)
     return [
         Chunk(
             "table", f"{method}-s{seed}", method, seed, TABLE_EPOCHS, tuned_configs(method),
@@ -204,9 +220,13 @@ def table_chunks() -> list[Chunk]:
 
 
 def mixing_options(num_hard: int, num_mixed: int, num_query_mixed: int) -> tuple[str, ...]:
-    settings = {"num_hard": num_hard, "num_mixed": num_mixed, "num_query_mixed": num_query_mixed}
-    settings["start_epoch"] = MIXING_START_EPOCH
-    return tuple(item for name, value in settings.items() for item in (f"--model.init_args.mixing.{name}", str(value)))
+    return model_options(
+        "--model.init_args.mixing",
+        num_hard=num_hard,
+        num_mixed=num_mixed,
+        num_query_mixed=num_query_mixed,
+        start_epoch=MIXING_START_EPOCH,
+    )
 
 
 MOCHI_512 = "mochi-512-1024-512"
@@ -271,8 +291,9 @@ def fit_command(chunk: Chunk, run_root: Path, data_root: str | None, smoke: bool
 def digest(chunk: Chunk) -> str:
     """What decides a chunk's result: its plan entry and the text of the config files it reads."""
     configs = {config: (REPO / config).read_text() for config in chunk.configs}
-    views = [recipe.to_dict() for recipe in chunk.views] if chunk.views is not None else None
-    text = json.dumps([dataclasses.asdict(chunk) | {"views": views}, configs], sort_keys=True, default=str)
+    text = json.dumps(
+        [dataclasses.asdict(chunk) | {"views": chunk.view_values()}, configs], sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -314,9 +335,7 @@ def advance(chunk: Chunk, args: argparse.Namespace, seconds_left: float) -> dict
     run_root = run_root_of(chunk, args.runs)
     run_root.mkdir(parents=True, exist_ok=True)
     if chunk.views is not None:
-        (run_root / "views.yaml").write_text(
-            yaml.safe_dump({"model": {"init_args": {"views": [recipe.to_dict() for recipe in chunk.views]}}})
-        )
+        (run_root / "views.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"views": chunk.view_values()}}}))
     progress_file = run_root / "progress.json"
     progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {"wall_s": 0.0, "calls": 0}
     epochs = SMOKE_EPOCHS if args.smoke else chunk.epochs
@@ -358,7 +377,7 @@ def summarize(chunk: Chunk, run_root: Path, options: list[str], progress: dict, 
     trained = Run.from_rows(chunk.name, chunk.method, rows, {}, evaluation)
     run, history = trained.summary(), trained.history
     hardness = {}
-    for metric in (Metric.HARD_NEGATIVE_SIM, Metric.SYNTHETIC_NEGATIVE_SIM, Metric.SYNTHETIC_HARDER_FRACTION):
+    for metric in HARDNESS:
         by_epoch: dict[int, list[float]] = {}
         for row in rows:
             if row.get(metric):
@@ -367,8 +386,8 @@ def summarize(chunk: Chunk, run_root: Path, options: list[str], progress: dict, 
             hardness[metric] = [[epoch, statistics.fmean(values)] for epoch, values in sorted(by_epoch.items())]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return {
-        **{key: value for key, value in dataclasses.asdict(chunk).items() if key != "views"},
-        "views": [recipe.to_dict() for recipe in chunk.views] if chunk.views is not None else None,
+        **dataclasses.asdict(chunk),
+        "views": chunk.view_values(),
         "digest": digest(chunk),
         "fit_command": "python train.py fit " + " ".join(options),
         "scored_on": "holdout" if "--data.holdout" in chunk.options else "test",
@@ -392,7 +411,7 @@ def run(args: argparse.Namespace) -> None:
         if result_of(chunk, args.results) is not None:
             continue
         if not (chunk.tuned or args.smoke):
-            print(f"{chunk.stage}/{chunk.name}: skipped until {TUNED_CONFIG.format(method=chunk.method)} exists")
+            print(f"{chunk.stage}/{chunk.name}: skipped until {tuned_config(chunk.method)} exists")
             continue
         seconds_left = deadline - time.monotonic()
         partial = last_checkpoint(run_root_of(chunk, args.runs)) is not None
@@ -433,9 +452,7 @@ def collect(args: argparse.Namespace) -> None:
         destination = args.results / result["stage"] / f"{result['name']}.json"
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, destination)
-        print(
-            f"{destination.relative_to(REPO) if destination.is_relative_to(REPO) else destination}: {describe(result)}"
-        )
+        print(f"{destination}: {describe(result)}")
 
 
 def status(args: argparse.Namespace) -> None:
@@ -447,7 +464,7 @@ def status(args: argparse.Namespace) -> None:
             left += chunk.estimate_s()
         state = describe(result) if result else ("stale: its command or configs changed" if stale else "to run")
         if result is None and not chunk.tuned:
-            state += f" (after tuning: {TUNED_CONFIG.format(method=TUNED_AS.get(chunk.method, chunk.method))})"
+            state += f" (after tuning: {tuned_config(chunk.method)})"
         print(f"{chunk.stage:9} {chunk.name:28} {state}")
     print(f"left: about {left / 60:.0f} device minutes ({left / 60 / 25:.1f} sessions of 25 usable minutes)")
 
@@ -507,10 +524,9 @@ def assemble(args: argparse.Namespace) -> None:
         ("SimCLR", "simclr"),
         (f"SimCLR + in-batch mixing {IN_BATCH_MIXING}", SIMCLR_MIXING),
     )
-    hardness = (Metric.HARD_NEGATIVE_SIM, Metric.SYNTHETIC_NEGATIVE_SIM, Metric.SYNTHETIC_HARDER_FRACTION)
     for label, name in ablation:
         runs = [results[f"{name}-s{seed}"] for seed in SEEDS]
-        cells = row_cells(runs)[:2] + [last_hardness(runs, metric) for metric in hardness]
+        cells = row_cells(runs)[:2] + [last_hardness(runs, metric) for metric in HARDNESS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     commands = sorted({result["fit_command"] for result in results.values() if result})
     lines += ["", "Each run: `python train.py fit <options below> --data.root <fashion-mnist>`, then"]

@@ -82,8 +82,9 @@ class InMemorySource(DataSource):
     def setup(self, shard: Shard) -> None:
         if shard == self._shard:
             return
-        train = self.host_splits()[0]
-        test = self.evaluated_split()[0] if self._rows is None else None  # held-out rows are part of `train`
+        train, test = self.host_splits()
+        if self._rows is not None:
+            test = None  # evaluation scores held-out rows of `train`: the test split is not placed
         dataset_bytes = split_bytes(train) + split_bytes(test)
         shard_bytes = -(-split_bytes(train) // shard.world_size)
         self.placement = choose_placement(
