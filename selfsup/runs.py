@@ -34,7 +34,7 @@ class Metric:
     TRAIN_LOSS = "train/loss"
     PROBE_LOSS = "train/online_linear_loss"
     TAU = "train/tau"
-    HARD_NEGATIVE_SIM = "train/hard_negative_sim"  # hard negative mixing: the hardest real negative's similarity
+    HARD_NEGATIVE_SIM = "train/hard_negative_sim"  # the hardest real negative's similarity (SimCLR, MoCo v2, MoCHi)
     SYNTHETIC_NEGATIVE_SIM = "train/synthetic_negative_sim"  # the synthetic negatives' mean similarity
     SYNTHETIC_HARDER_FRACTION = "train/synthetic_harder_fraction"  # synthetic negatives harder than the hardest real
     LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe

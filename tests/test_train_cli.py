@@ -21,7 +21,7 @@ from selfsup.loggers import RunProgressBar, TrainingClock
 from tests.conftest import needs_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = ("train/loss", "val/knn_top1", "val/online_linear_top1", "perf/img_per_s")
+METRICS = ("train/loss", "train/hard_negative_sim", "val/knn_top1", "val/online_linear_top1", "perf/img_per_s")
 
 
 def train(*args: str, root: Path, method: str = "simclr") -> subprocess.CompletedProcess:

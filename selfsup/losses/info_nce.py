@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from selfsup.distributed import gather_with_grad, rank
 from selfsup.errors import ConfigurationError
-from selfsup.models.hard_negative_mixing import HardNegativeMixing, MixedNegatives
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, hardest_negative_similarity
 
 
 def info_nce(logits: Tensor, positive_index: Tensor, decoupled: bool = False) -> Tensor:
@@ -52,30 +52,31 @@ class InfoNCELoss(nn.Module):
 
     def forward(
         self, z_a: Tensor, z_b: Tensor, mixing: HardNegativeMixing | None = None
-    ) -> tuple[Tensor, MixedNegatives | None]:
-        """The loss of z_a, z_b: (N, D) projections of two views of the same N images on this rank. With
-        `mixing`, each anchor also gets synthetic negatives mixed from its hardest in-batch negatives (MoCHi);
-        they are returned too, for their hardness metrics."""
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of z_a, z_b: (N, D) projections of two views of the same N images on this rank, and the
+        step's hardness metrics (`selfsup.runs.Metric`). With `mixing`, each anchor also gets synthetic
+        negatives mixed from its hardest in-batch negatives (MoCHi)."""
         z_a = F.normalize(z_a.float(), dim=1)
         z_b = F.normalize(z_b.float(), dim=1)
         all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (M, D) each, M = N * world size
         n, m = z_a.shape[0], all_a.shape[0]
         anchors = torch.cat([z_a, z_b])  # (2N, D)
         candidates = torch.cat([all_a, all_b])  # (2M, D): view a of all ranks, then view b
-        logits = anchors @ candidates.T / self.temperature  # (2N, 2M)
+        similarity = anchors @ candidates.T  # (2N, 2M)
 
         local = torch.arange(n, device=z_a.device) + rank() * n  # global index of each local sample
         self_column = torch.cat([local, local + m])
         positive_column = torch.cat([local + m, local])
-        logits = logits.scatter(1, self_column[:, None], float("-inf"))
-        mixed = None
+        logits = similarity.scatter(1, self_column[:, None], float("-inf")) / self.temperature
+        not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
+        negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
+        hardness = hardest_negative_similarity(similarity.masked_fill(~negative_mask, float("-inf")))
         if mixing is not None:
-            not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
-            negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
             mixed = mixing(anchors, candidates, negative_mask)
             synthetic = torch.einsum("bd,bsd->bs", anchors, mixed.negatives) / self.temperature  # (2N, s + s')
             logits = torch.cat([logits, synthetic], dim=1)
-        return info_nce(logits, positive_column, self.decoupled), mixed
+            hardness = mixed.metrics()
+        return info_nce(logits, positive_column, self.decoupled), hardness
 
 
 def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float) -> Tensor:

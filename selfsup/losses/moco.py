@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from selfsup.losses.info_nce import info_nce
-from selfsup.models.hard_negative_mixing import HardNegativeMixing, MixedNegatives
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, hardest_negative_similarity
 
 
 def queue_info_nce(
@@ -23,15 +23,19 @@ def queue_info_nce(
     temperature: float,
     decoupled: bool = False,
     mixing: HardNegativeMixing | None = None,
-) -> tuple[Tensor, MixedNegatives | None]:
-    """Mean InfoNCE of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives].
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Mean InfoNCE of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives], and the
+    step's hardness metrics (`selfsup.runs.Metric`): the hardest queued key's similarity, and with `mixing` the
+    synthetic negatives'.
 
-    All inputs are unit-norm; keys and queue carry no gradient. With `mixing`, the synthetic negatives are
-    returned too, for their hardness metrics. `decoupled` leaves the positive out of the denominator (DCL).
+    All inputs are unit-norm; keys and queue carry no gradient. `decoupled` leaves the positive out of the
+    denominator (DCL).
     """
     logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
-    mixed = mixing(queries, queue) if mixing is not None else None
-    if mixed is not None:
+    hardness = hardest_negative_similarity(logits[1])
+    if mixing is not None:
+        mixed = mixing(queries, queue)
         logits.append(torch.einsum("bd,bsd->bs", queries, mixed.negatives))  # (B, s + s')
+        hardness = mixed.metrics()
     positive = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)  # column 0: own key
-    return info_nce(torch.cat(logits, dim=1) / temperature, positive, decoupled), mixed
+    return info_nce(torch.cat(logits, dim=1) / temperature, positive, decoupled), hardness

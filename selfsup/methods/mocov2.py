@@ -100,8 +100,6 @@ class MoCoV2(MomentumMethod):
             queue_info_nce(q, k, negatives, hp.temperature, hp.decoupled, mixing)
             for q, k in zip(queries, keys, strict=True)
         ]
-        mixed = results[0][1]
-        if mixed is not None:
-            self.log_dict(mixed.metrics(), batch_size=labels.shape[0])
+        self.log_dict(results[0][1], batch_size=labels.shape[0])
         self.queue.enqueue(torch.cat(keys), labels.repeat(len(keys)))  # after the loss: never its own negative
         return torch.stack([loss for loss, _ in results]).mean()

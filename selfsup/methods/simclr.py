@@ -40,7 +40,6 @@ class SimCLR(Method):
 
     def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = self.projector(torch.cat(features)).chunk(2)  # (N, D) each; one BN over both views
-        loss, mixed = self.criterion(z_a, z_b, self.mixing.at_epoch(self.current_epoch))
-        if mixed is not None:
-            self.log_dict(mixed.metrics(), batch_size=labels.shape[0])
+        loss, hardness = self.criterion(z_a, z_b, self.mixing.at_epoch(self.current_epoch))
+        self.log_dict(hardness, batch_size=labels.shape[0])
         return loss

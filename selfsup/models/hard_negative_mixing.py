@@ -8,7 +8,8 @@ below one half and h' remains a negative. The synthetic negatives are computed w
 that query's logits only, never the queue.
 
 `HardNegativeMixing` holds the four settings once; SimCLR (in-batch negatives) and MoCo v2 (queue negatives)
-take it as their `mixing` option and log the same hardness metrics.
+take it as their `mixing` option and log the same hardness metrics; the hardest real negative's similarity is
+logged without mixing too, so that runs with and without it compare.
 """
 
 from dataclasses import dataclass
@@ -118,3 +119,12 @@ def mix_hard_negatives(
         synthetic_similarity.mean(),
         (synthetic_similarity > hardest).float().mean(),
     )
+
+
+def hardest_negative_similarity(similarity: Tensor) -> dict[str, Tensor]:
+    """The hardness metric of a step without mixing: the mean over queries of the most similar real negative.
+
+    `similarity` (B, K) holds cosine similarities of queries to candidates, -inf where a candidate is not a
+    negative of that query (itself, its positive). With mixing, `MixedNegatives.metrics` holds the same value.
+    """
+    return {Metric.HARD_NEGATIVE_SIM: similarity.detach().amax(dim=1).mean()}
