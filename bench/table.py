@@ -12,6 +12,7 @@ Three stages, each a list of runs of `train.py fit` on full Fashion-MNIST (ResNe
 
     python bench/table.py status                            # what is done, stale or left, and its device time
     python bench/table.py run --out $OUT --data-root .data/FashionMNIST/raw   # GPU: the next chunks that fit
+    python bench/table.py run --stages tune --parallel 3 ...  # GPU: three tuning runs side by side
     python bench/table.py collect <files_at>                # here: the results a device call brought back
     python bench/table.py assemble                          # the README table, knn.png and hardness.png
     python bench/table.py run --smoke                       # CPU: every chunk at toy size (commands only)
@@ -19,24 +20,30 @@ Three stages, each a list of runs of `train.py fit` on full Fashion-MNIST (ResNe
 A result (bench/results/table/<stage>/<name>.json) records the command and a digest of it and of the config
 files it read: a result whose command or configs changed since is stale and runs again. A run longer than one
 call stops at an epoch end (--stop_after_minutes) and the next call continues it from last.ckpt, which stays in
-bench/runs/ on the device machine while it is held (else the run starts over).
+bench/runs/ on the device machine while it is held (else the run starts over). Tuning runs may share the
+device (--parallel): their accuracy is what counts, and their results say how many ran side by side; table and
+ablation runs run alone, as their img/s and wall time go into the README.
 """
 
 import argparse
 import csv
 import dataclasses
+import fnmatch
 import hashlib
 import inspect
 import json
-import shutil
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 import yaml
 
@@ -53,6 +60,7 @@ RESULTS = REPO / "bench" / "results" / "table"
 RUNS = REPO / "bench" / "runs"  # run folders and checkpoints (git-ignored), kept on the device between calls
 README = REPO / "README.md"
 TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+OUT_FILE = "table_results.json"  # a device call's results, in the folder given as --out
 
 TUNE_EPOCHS, TABLE_EPOCHS, SEEDS = 20, 100, (0, 1)
 HOLDOUT = 10_000  # a sixth of the 60,000 training images
@@ -248,8 +256,10 @@ def ablation_chunks() -> list[Chunk]:
 STAGES = {"tune": tuning_chunks, "table": table_chunks, "ablation": ablation_chunks}
 
 
-def plan(stages: list[str]) -> list[Chunk]:
-    return [chunk for stage in stages for chunk in STAGES[stage]()]
+def plan(stages: list[str], only: list[str] | None = None) -> list[Chunk]:
+    """The stages' chunks in order; with `only`, those whose name matches one of its patterns ('simclr-*')."""
+    chunks = [chunk for stage in stages for chunk in STAGES[stage]()]
+    return [chunk for chunk in chunks if not only or any(fnmatch.fnmatchcase(chunk.name, rule) for rule in only)]
 
 
 # running -------------------------------------------------------------------------------------------------------
@@ -329,9 +339,26 @@ def run_root_of(chunk: Chunk, runs: Path) -> Path:
     return runs / chunk.stage / f"{chunk.name}-{digest(chunk)}"
 
 
-def advance(chunk: Chunk, args: argparse.Namespace, seconds_left: float) -> dict | None:
+class ChunkFailed(Exception):
+    """A command of a chunk exited with an error; its log holds the details."""
+
+
+def call(command: list[str], log: Path) -> None:
+    """Run `command` in the repo with its output appended to `log` (runs side by side would interleave theirs);
+    on failure, show the log's end and raise ChunkFailed."""
+    with open(log, "a") as output:
+        returncode = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        tail = log.read_text().splitlines()[-30:]
+        raise ChunkFailed("\n".join([*tail, f"{' '.join(command[1:3])} exited with {returncode}; its log: {log}"]))
+
+
+def advance(
+    chunk: Chunk, args: argparse.Namespace, seconds_left: float, side_by_side: Callable[[], int] = lambda: 1
+) -> dict | None:
     """Train the chunk for at most `seconds_left` (resuming its last checkpoint), evaluate it once trained, and
-    return its result; None while it still has epochs to train."""
+    return its result; None while it still has epochs to train. `side_by_side()`: the most runs that shared the
+    device with it (itself included)."""
     run_root = run_root_of(chunk, args.runs)
     run_root.mkdir(parents=True, exist_ok=True)
     if chunk.views is not None:
@@ -346,8 +373,12 @@ def advance(chunk: Chunk, args: argparse.Namespace, seconds_left: float) -> dict
         limit = ["--stop_after_minutes", f"{max(seconds_left - reserve, 60) / 60:.2f}"]
         resume = ["--ckpt_path", str(checkpoint)] if checkpoint is not None else []
         start = time.perf_counter()
-        subprocess.run(command + limit + resume, cwd=REPO, check=True)
-        progress = {"wall_s": progress["wall_s"] + time.perf_counter() - start, "calls": progress["calls"] + 1}
+        call(command + limit + resume, run_root / "train.log")
+        progress = {
+            "wall_s": progress["wall_s"] + time.perf_counter() - start,
+            "calls": progress["calls"] + 1,
+            "concurrent_runs": max(progress.get("concurrent_runs", 1), side_by_side()),
+        }
         progress_file.write_text(json.dumps(progress))
         checkpoint = last_checkpoint(run_root)
         if trained_epochs(checkpoint) < epochs:
@@ -357,10 +388,10 @@ def advance(chunk: Chunk, args: argparse.Namespace, seconds_left: float) -> dict
         if not results_path(checkpoint).is_file():
             start = time.perf_counter()
             probe = ["--linear.epochs", "2"] if args.smoke else []
-            subprocess.run(
+            call(
                 [sys.executable, "train.py", "eval", "--config", "configs/eval/linear.yaml", "--ckpt_path",
                  str(checkpoint), "--wandb", "false", "--map_points", "0", *probe],
-                cwd=REPO, check=True,
+                run_root / "train.log",
             )  # fmt: skip
             progress["wall_s"] += time.perf_counter() - start
             progress_file.write_text(json.dumps(progress))
@@ -396,41 +427,103 @@ def summarize(chunk: Chunk, run_root: Path, options: list[str], progress: dict, 
         "device_hours": run["device_hours"],
         "wall_s": round(progress["wall_s"], 1),
         "device_calls": progress["calls"],
+        "concurrent_runs": progress.get("concurrent_runs", 1),  # > 1: img/s and wall time shared the device
         "history": history,
         "hardness": hardness,
         **environment(device),
     }
 
 
-def run(args: argparse.Namespace) -> None:
-    deadline = time.monotonic() + 60 * args.budget_minutes
-    done = 0
-    for chunk in plan(args.stages):
-        if done == args.max_chunks and not args.smoke:
-            break
-        if result_of(chunk, args.results) is not None:
-            continue
-        if not (chunk.tuned or args.smoke):
-            print(f"{chunk.stage}/{chunk.name}: skipped until {tuned_config(chunk.method)} exists")
-            continue
-        seconds_left = deadline - time.monotonic()
-        partial = last_checkpoint(run_root_of(chunk, args.runs)) is not None
-        if not args.smoke and (
-            seconds_left < START_S + 120 or (done and not partial and chunk.estimate_s() > seconds_left)
-        ):
-            break  # too little time for a useful part of it: the next call starts it
-        result = advance(chunk, args, seconds_left)
-        if result is None:
-            print(f"{chunk.stage}/{chunk.name}: continues in the next call (its checkpoint is in {args.runs})")
-            break
-        path = args.results / chunk.result_file
+class Schedule:
+    """Which chunks a device call starts: in plan order, skipping those done, while its time lasts. Worker threads
+    take chunks from it, so that tuning runs share the device side by side."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.deadline = time.monotonic() + 60 * args.budget_minutes
+        self.started = 0
+        self.done: list[dict] = []
+        self.running: dict[Path, int] = {}  # result file of each running chunk -> the most runs seen at once
+        self.lock = threading.Lock()
+
+    def take(self, pending: list[Chunk], concurrent: int) -> tuple[Chunk, float] | None:
+        """The next chunk to advance and the seconds it may use, or None when this call starts no more."""
+        args = self.args
+        with self.lock:
+            while pending:
+                chunk = pending.pop(0)
+                if result_of(chunk, args.results) is not None:
+                    continue
+                if not (chunk.tuned or args.smoke):
+                    print(f"{chunk.stage}/{chunk.name}: skipped until {tuned_config(chunk.method)} exists")
+                    continue
+                seconds_left = self.deadline - time.monotonic()
+                partial = last_checkpoint(run_root_of(chunk, args.runs)) is not None
+                # side by side, each run may take up to `concurrent` times as long as alone
+                fits = chunk.estimate_s() * concurrent <= seconds_left
+                if not args.smoke and (seconds_left < START_S + 120 or (self.started and not (partial or fits))):
+                    return None  # too little time for a useful part of it: the next call starts it
+                self.started += 1
+                self.running[chunk.result_file] = 0
+                for running in self.running:
+                    self.running[running] = max(self.running[running], len(self.running))
+                return chunk, seconds_left
+            return None
+
+    def side_by_side(self, chunk: Chunk) -> int:
+        """The most runs that have shared the device at once since the chunk started, itself included."""
+        with self.lock:
+            return self.running[chunk.result_file]
+
+    def finish(self, chunk: Chunk) -> None:
+        with self.lock:
+            del self.running[chunk.result_file]
+
+    def record(self, chunk: Chunk, result: dict) -> None:
+        """Save the chunk's result, and rewrite OUT_FILE with every result of this call (a device call brings
+        back few files, and what is under $OUT when a call runs out of time)."""
+        path = self.args.results / chunk.result_file
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")
-        if args.out is not None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, args.out / f"{chunk.stage}--{chunk.name}.json")
-        done += 1
+        with self.lock:
+            self.done.append(result)
+            if self.args.out is not None:
+                self.args.out.mkdir(parents=True, exist_ok=True)
+                partial = self.args.out / (OUT_FILE + ".partial")
+                partial.write_text(json.dumps(self.done, indent=1) + "\n")
+                partial.replace(self.args.out / OUT_FILE)
+
+
+def work(schedule: Schedule, pending: list[Chunk], concurrent: int) -> None:
+    """One worker: advance chunks until the schedule has none left or a run continues in the next call."""
+    args = schedule.args
+    while (taken := schedule.take(pending, concurrent)) is not None:
+        chunk, seconds_left = taken
+        try:
+            result = advance(chunk, args, seconds_left, lambda chunk=chunk: schedule.side_by_side(chunk))
+        finally:
+            schedule.finish(chunk)
+        if result is None:
+            print(f"{chunk.stage}/{chunk.name}: continues in the next call (its checkpoint is in {args.runs})")
+            return
+        schedule.record(chunk, result)
         print(f"{chunk.stage}/{chunk.name}: done, {describe(result)}")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Advance the chunks of the chosen stages in plan order; tuning runs `--parallel` at a time (their speed is
+    not reported), the table and ablation runs one at a time (their img/s and wall time are)."""
+    schedule = Schedule(args)
+    for stage in args.stages:
+        pending = plan([stage], args.only)
+        concurrent = args.parallel if stage == "tune" else 1
+        with ThreadPoolExecutor(concurrent) as pool:
+            workers = [pool.submit(work, schedule, pending, concurrent) for _ in range(concurrent)]
+        try:
+            for worker in workers:
+                worker.result()
+        except ChunkFailed as error:
+            sys.exit(str(error))
 
 
 def describe(result: dict) -> str:
@@ -439,25 +532,28 @@ def describe(result: dict) -> str:
         for label, key in (("kNN", "knn_top1"), ("linear", "linear_top1"), ("online kNN", "online_knn_top1"))
         if result.get(key) is not None
     ]
-    return f"{', '.join(scores)} on {result['scored_on']}, {result['wall_s']:.0f} s"
+    shared = f", {result['concurrent_runs']} runs side by side" if result.get("concurrent_runs", 1) > 1 else ""
+    return f"{', '.join(scores)} on {result['scored_on']}, {result['wall_s']:.0f} s{shared}"
 
 
 # collecting, status, assembling --------------------------------------------------------------------------------
 
 
 def collect(args: argparse.Namespace) -> None:
-    """Copy the results a device call brought back (<stage>--<name>.json) into the results folder."""
-    for path in sorted(args.folder.glob("*--*.json")):
-        result = json.loads(path.read_text())
+    """Save the results a device call brought back (its OUT_FILE) in the results folder."""
+    brought = args.folder / OUT_FILE
+    if not brought.is_file():
+        sys.exit(f"{brought} does not exist: pass the folder a device call's files came back in (files_at)")
+    for result in json.loads(brought.read_text()):
         destination = args.results / result["stage"] / f"{result['name']}.json"
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, destination)
+        destination.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{destination}: {describe(result)}")
 
 
 def status(args: argparse.Namespace) -> None:
     left = 0.0
-    for chunk in plan(args.stages):
+    for chunk in plan(args.stages, args.only):
         result = result_of(chunk, args.results)
         stale = result is None and (args.results / chunk.result_file).is_file()
         if result is None:
@@ -500,8 +596,40 @@ def last_hardness(results: list[dict | None], metric: str) -> str:
     return f"{statistics.fmean(values):.3f}" if values else "-"
 
 
+HARDNESS_LABELS = {
+    Metric.HARD_NEGATIVE_SIM: "hardest real negative: similarity",
+    Metric.SYNTHETIC_NEGATIVE_SIM: "synthetic negatives: mean similarity",
+    Metric.SYNTHETIC_HARDER_FRACTION: "synthetic harder than the hardest real",
+}
+
+
+def plot_hardness(rows: list[tuple[str, list[dict | None]]], out: Path) -> None:
+    """hardness.png: each hardness metric against the epoch, one line per row (the mean of its seeds' epoch
+    means); rows without mixing have only the hardest real negative."""
+    figure, panels = plt.subplots(1, len(HARDNESS), figsize=(5 * len(HARDNESS), 4))
+    for metric, axes in zip(HARDNESS, panels, strict=True):
+        for label, results in rows:
+            by_epoch: dict[int, list[float]] = {}
+            for result in results:
+                for epoch, value in result["hardness"].get(metric, []) if result else []:
+                    by_epoch.setdefault(epoch, []).append(value)
+            if by_epoch:
+                epochs = sorted(by_epoch)
+                axes.plot([epoch + 1 for epoch in epochs], [statistics.fmean(by_epoch[e]) for e in epochs], label=label)
+        axes.set(xlabel="epoch", title=HARDNESS_LABELS[metric])
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "no run has logged it yet", ha="center", va="center", transform=axes.transAxes)
+    figure.tight_layout()
+    figure.savefig(out / "hardness.png", dpi=120)
+    plt.close(figure)
+
+
 def assemble(args: argparse.Namespace) -> None:
-    """The README section between its markers, and knn.png (the report's plot) beside the results."""
+    """The README section between its markers, and beside the results knn.png (the report's plot of the kNN
+    monitor) and hardness.png (the mixing ablation's hardness metrics over training)."""
     results = {chunk.name: result_of(chunk, args.results) for chunk in plan(["table", "ablation"])}
     lines = [
         "| method | kNN top-1, mean (seed 0 / 1) | linear top-1, mean (seed 0 / 1) | img/s | wall time per run "
@@ -524,14 +652,14 @@ def assemble(args: argparse.Namespace) -> None:
         ("SimCLR", "simclr"),
         (f"SimCLR + in-batch mixing {IN_BATCH_MIXING}", SIMCLR_MIXING),
     )
-    for label, name in ablation:
-        runs = [results[f"{name}-s{seed}"] for seed in SEEDS]
+    ablation_runs = [(label, [results[f"{name}-s{seed}"] for seed in SEEDS]) for label, name in ablation]
+    for label, runs in ablation_runs:
         cells = row_cells(runs)[:2] + [last_hardness(runs, metric) for metric in HARDNESS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    commands = sorted({result["fit_command"] for result in results.values() if result})
+    commands = [f"- {name}: `{result['fit_command']}`" for name, result in results.items() if result]
     lines += ["", "Each run: `python train.py fit <options below> --data.root <fashion-mnist>`, then"]
     lines += ["`python train.py eval --config configs/eval/linear.yaml --ckpt_path <run>/checkpoints/last.ckpt`.", ""]
-    lines += [f"- `{command}`" for command in commands] or ["- no run yet"]
+    lines += commands or ["- no run yet"]
     done = [
         Run(name, result["method"], [], {}, None, [tuple(point) for point in result["history"]])
         for name, result in results.items()
@@ -539,11 +667,20 @@ def assemble(args: argparse.Namespace) -> None:
     ]
     if done:
         plot_knn(done, args.results)
-        lines += ["", f"![kNN top-1 during training]({(args.results / 'knn.png').relative_to(REPO)})"]
+        plot_hardness(ablation_runs, args.results)
+        figures = os.path.relpath(args.results, README.parent)  # links from the README
+        lines += ["", f"![kNN top-1 during training]({figures}/knn.png)"]
+        lines += ["", f"![Hardness of the negatives during training]({figures}/hardness.png)"]
     text = README.read_text()
     start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
     README.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
     print("\n".join(lines))
+
+
+def at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def main() -> None:
@@ -553,18 +690,21 @@ def main() -> None:
     for name in ("status", "run"):
         sub = commands.add_parser(name)
         sub.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
+        sub.add_argument("--only", nargs="+", metavar="PATTERN", help="chunks whose name matches ('simclr-*')")
     run_parser = commands.choices["run"]
     run_parser.add_argument("--budget-minutes", type=float, default=9.0, help="device time this call may use")
     run_parser.add_argument(
-        "--max-chunks", type=int, default=8, help="at most this many results (files) per call; $OUT brings back 8"
+        "--parallel", type=at_least_one, default=1, help="tuning runs side by side (table runs: one at a time)"
     )
     run_parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the usual search)")
-    run_parser.add_argument("--out", type=Path, default=None, help="also copy each result here ($OUT)")
+    run_parser.add_argument("--out", type=Path, default=None, help=f"also write this call's results to OUT/{OUT_FILE}")
     run_parser.add_argument("--smoke", action="store_true", help="toy size on the CPU, results to a temporary folder")
     commands.add_parser("collect").add_argument("folder", type=Path, help="the files a device call brought back")
     commands.add_parser("assemble")
     args = parser.parse_args()
     args.runs = RUNS
+    if getattr(args, "only", None) and not plan(args.stages, args.only):
+        sys.exit(f"no chunk of the stages {args.stages} matches {args.only}: python bench/table.py status lists them")
     if args.command == "run" and args.smoke:
         with tempfile.TemporaryDirectory() as scratch:
             args.results, args.runs = Path(scratch) / "results", Path(scratch) / "runs"
