@@ -20,15 +20,8 @@ from selfsup.models.hard_negative_mixing import HardNegativeMixing
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_table():
-    spec = importlib.util.spec_from_file_location("bench_table", REPO / "bench" / "table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-table = load_table()
+sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import each other by module name
+table, tuned = importlib.import_module("table"), importlib.import_module("tuned")
 
 
 def options_of(cls: type) -> set[str]:
@@ -45,7 +38,8 @@ def test_plan_covers_every_method_and_names_only_real_options() -> None:
     }
     assert all(chunk.epochs == 100 and chunk.evaluate for chunk in table_runs)
     tuning = [chunk for chunk in chunks if chunk.stage == "tune"]
-    assert all("--data.holdout" in chunk.options and chunk.seed == 0 for chunk in tuning)  # never the test set
+    assert all("--data.holdout" in chunk.options for chunk in tuning)  # never the test set
+    assert {chunk.name for chunk in tuning if chunk.seed == 1} == {f"{m}-gray-s1" for m in table.OPTION_VARIANTS}
     for chunk in chunks:  # a misspelt option would only fail on the device
         for option in chunk.options[::2]:
             path = option.removeprefix("--model.init_args.").split(".")
@@ -208,3 +202,33 @@ def test_assemble_writes_the_table_and_its_plots(tmp_path: Path, monkeypatch: py
     assert "- simclr-s1: `python train.py fit --seed_everything 1`" in text
     assert "(results/knn.png)" in text and "(results/hardness.png)" in text
     assert (results / "knn.png").stat().st_size > 0 and (results / "hardness.png").stat().st_size > 0
+
+
+def test_tuning_keeps_a_family_s_best_only_beyond_the_seed_spread() -> None:
+    scores = {"gray": 0.850, "gray-s1": 0.858, "lr0.2": 0.870, "lr0.8": 0.875, "temp0.1": 0.861, "wd1e-4": 0.84}
+    kept, families, needed = tuned.choose(scores)
+    assert needed == pytest.approx(0.008)  # the recipe's seeds differ by more than MIN_GAIN
+    assert kept == {"lr": "lr0.8"}  # temp0.1 beats the mean 0.854 by 0.007 only; wd1e-4 is worse
+    assert families["lr"] == {"lr0.2": 0.870, "lr0.8": 0.875}
+    assert tuned.choose(scores | {"gray-s1": 0.851})[0] == {"lr": "lr0.8", "temp": "temp0.1"}  # needs MIN_GAIN
+
+
+def test_tuned_config_trains_what_was_chosen(tmp_path: Path, image_folder: Path) -> None:
+    """The written YAML is a config train.py accepts: SwAV with the kept prototypes and crop scale, on gray views,
+    whose small crops keep their recipe."""
+    from selfsup.cli import SelfSupCLI
+
+    labels = [chunk.name.removeprefix("swav-") for chunk in table.tuning_chunks() if chunk.method == "swav"]
+    scores = {label: 0.85 for label in labels} | {"prototypes100": 0.87, "crop0.35": 0.866, "lr1.2": 0.852}
+    config = tmp_path / "swav.yaml"
+    config.write_text(tuned.config_text("swav", scores))
+    text = config.read_text()
+    assert "num_prototypes: 100  # prototypes100: 87.00% (not prototypes1000 85.00%)" in text
+    assert "lr (lr0.3 85.00%, lr1.2 85.20%)" in " ".join(line.strip("# ") for line in text.splitlines())
+    method = ["--config", str(REPO / "configs" / "swav.yaml"), "--config", str(config)]
+    small = ["--model.init_args.backbone", "test_resnet", "--data.root", str(image_folder), "--wandb", "false"]
+    cli = SelfSupCLI(args=method + small, run=False)
+    assert cli.model.hparams.num_prototypes == 100
+    recipes = cli.model.multiview.recipes
+    expected = table.VIEW_VARIANTS["crop0.35"](tuple(table.grayscale(v) for v in table.method_views("swav")))
+    assert recipes == expected and recipes != table.method_views("swav")
