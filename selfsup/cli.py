@@ -52,6 +52,16 @@ from selfsup.runs import RUNS_ROOT, RunRecord, method_name, plain, read_checkpoi
 # The seed is recorded in config.yaml and in every checkpoint; a line about it before every run (or error) is noise.
 logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
 
+
+class _NoCloudTips(logging.Filter):
+    """Drops Lightning's tips to install its cloud services (litlogger, litmodels), printed before every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoCloudTips())
+
 # View recipes appear in configs as plain mappings, with every field shown by --print_config.
 register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe.from_dict)
 
