@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from selfsup.distributed import gather_with_grad, rank
 from selfsup.errors import ConfigurationError
-from selfsup.models.hard_negative_mixing import HardNegativeMixing, hardest_negative_similarity
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
 
 def info_nce(logits: Tensor, positive_index: Tensor, decoupled: bool = False) -> Tensor:
@@ -70,7 +70,7 @@ class InfoNCELoss(nn.Module):
         logits = similarity.scatter(1, self_column[:, None], float("-inf")) / self.temperature
         not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
         negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
-        hardness = hardest_negative_similarity(similarity.masked_fill(~negative_mask, float("-inf")))
+        hardness = unmixed_hardness_metrics(similarity.masked_fill(~negative_mask, float("-inf")))
         if mixing is not None:
             mixed = mixing(anchors, candidates, negative_mask)
             synthetic = torch.einsum("bd,bsd->bs", anchors, mixed.negatives) / self.temperature  # (2N, s + s')

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from selfsup.losses.info_nce import info_nce
-from selfsup.models.hard_negative_mixing import HardNegativeMixing, hardest_negative_similarity
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
 
 def queue_info_nce(
@@ -32,7 +32,7 @@ def queue_info_nce(
     denominator (DCL).
     """
     logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
-    hardness = hardest_negative_similarity(logits[1])
+    hardness = unmixed_hardness_metrics(logits[1])
     if mixing is not None:
         mixed = mixing(queries, queue)
         logits.append(torch.einsum("bd,bsd->bs", queries, mixed.negatives))  # (B, s + s')

@@ -121,7 +121,7 @@ def mix_hard_negatives(
     )
 
 
-def hardest_negative_similarity(similarity: Tensor) -> dict[str, Tensor]:
+def unmixed_hardness_metrics(similarity: Tensor) -> dict[str, Tensor]:
     """The hardness metric of a step without mixing: the mean over queries of the most similar real negative.
 
     `similarity` (B, K) holds cosine similarities of queries to candidates, -inf where a candidate is not a
