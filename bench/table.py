@@ -626,6 +626,7 @@ def plot_hardness(rows: list[tuple[str, list[dict | None]]], out: Path) -> None:
         axes.set(xlabel="epoch", title=HARDNESS_LABELS[metric])
         axes.grid(alpha=0.3)
         if axes.lines:
+            axes.axvline(MIXING_START_EPOCH + 1, color="gray", linestyle=":", label="mixing starts")
             axes.legend(fontsize=8)
         else:
             axes.text(0.5, 0.5, "no run has logged it yet", ha="center", va="center", transform=axes.transAxes)
