@@ -30,6 +30,7 @@ import argparse
 import csv
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import inspect
 import json
@@ -449,6 +450,7 @@ class Schedule:
         self.args = args
         self.deadline = time.monotonic() + 60 * args.budget_minutes
         self.started = 0
+        self.out_of_time = False
         self.done: list[dict] = []
         self.running: dict[Path, int] = {}  # result file of each running chunk -> the most runs seen at once
         self.lock = threading.Lock()
@@ -457,7 +459,7 @@ class Schedule:
         """The next chunk to advance and the seconds it may use, or None when this call starts no more."""
         args = self.args
         with self.lock:
-            while pending:
+            while pending and not self.out_of_time:
                 chunk = pending.pop(0)
                 if result_of(chunk, args.results) is not None:
                     continue
@@ -469,7 +471,8 @@ class Schedule:
                 # side by side, each run may take up to `concurrent` times as long as alone
                 fits = chunk.estimate_s() * concurrent <= seconds_left
                 if not args.smoke and (seconds_left < START_S + 120 or (self.started and not (partial or fits))):
-                    return None  # too little time for a useful part of it: the next call starts it
+                    self.out_of_time = True  # for a useful part of it: the next call starts it, and no worker
+                    return None  # starts a later chunk before it
                 self.started += 1
                 self.running[chunk.result_file] = 0
                 for running in self.running:
@@ -507,7 +510,7 @@ def work(schedule: Schedule, pending: list[Chunk], concurrent: int) -> None:
     while (taken := schedule.take(pending, concurrent)) is not None:
         chunk, seconds_left = taken
         try:
-            result = advance(chunk, args, seconds_left, lambda chunk=chunk: schedule.side_by_side(chunk))
+            result = advance(chunk, args, seconds_left, functools.partial(schedule.side_by_side, chunk))
         finally:
             schedule.finish(chunk)
         if result is None:
@@ -614,6 +617,7 @@ def plot_hardness(rows: list[tuple[str, list[dict | None]]], out: Path) -> None:
     """hardness.png: each hardness metric against the epoch, one line per row (the mean of its seeds' epoch
     means); rows without mixing have only the hardest real negative."""
     figure, panels = plt.subplots(1, len(HARDNESS), figsize=(5 * len(HARDNESS), 4))
+    mixing = any(result and Metric.SYNTHETIC_NEGATIVE_SIM in result["hardness"] for _, runs in rows for result in runs)
     for metric, axes in zip(HARDNESS, panels, strict=True):
         for label, results in rows:
             by_epoch: dict[int, list[float]] = {}
@@ -626,13 +630,31 @@ def plot_hardness(rows: list[tuple[str, list[dict | None]]], out: Path) -> None:
         axes.set(xlabel="epoch", title=HARDNESS_LABELS[metric])
         axes.grid(alpha=0.3)
         if axes.lines:
-            axes.axvline(MIXING_START_EPOCH + 1, color="gray", linestyle=":", label="mixing starts")
+            if mixing:
+                axes.axvline(MIXING_START_EPOCH + 1, color="gray", linestyle=":", label="mixing starts")
             axes.legend(fontsize=8)
         else:
             axes.text(0.5, 0.5, "no run has logged it yet", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
     figure.savefig(out / "hardness.png", dpi=120)
     plt.close(figure)
+
+
+PAPER_QUEUE, PAPER_NUM_HARD = 16_384, 1024  # MoCHi's (1024, 1024, 128) was chosen with a 16k queue (Table 2)
+
+
+def queue_note() -> list[str]:
+    """A line under the mixing table where tuning changed MoCo v2's queue, which MoCHi shares."""
+    path = REPO / tuned_config("mocov2")
+    queue = yaml.safe_load(path.read_text())["model"]["init_args"].get("queue_size") if path.is_file() else None
+    if queue is None or queue == PAPER_QUEUE:
+        return []
+    share = f"{PAPER_NUM_HARD / queue:.0%}"
+    return [
+        "",
+        f"MoCo v2 and MoCHi ran with their tuned queue of {queue:,} keys, not MoCHi's {PAPER_QUEUE:,}: "
+        f"N = {PAPER_NUM_HARD} is {share} of it (a {PAPER_NUM_HARD / PAPER_QUEUE:.0%} share in the paper).",
+    ]
 
 
 def assemble(args: argparse.Namespace) -> None:
@@ -664,6 +686,7 @@ def assemble(args: argparse.Namespace) -> None:
     for label, runs in ablation_runs:
         cells = row_cells(runs)[:2] + [last_hardness(runs, metric) for metric in HARDNESS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += queue_note()
     commands = [f"- {name}: `{result['fit_command']}`" for name, result in results.items() if result]
     lines += ["", "Each run: `python train.py fit <options below> --data.root <fashion-mnist>`, then"]
     lines += ["`python train.py eval --config configs/eval/linear.yaml --ckpt_path <run>/checkpoints/last.ckpt`.", ""]
@@ -686,6 +709,7 @@ def assemble(args: argparse.Namespace) -> None:
 
 
 def at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
     return int(text)

@@ -169,7 +169,7 @@ def test_table_runs_alone_and_a_call_starts_only_what_fits(tmp_path: Path, monke
     fake = FakeAdvance(unfinished=("mocov2-s0",))
     monkeypatch.setattr(table, "advance", fake)
     table.run(run_args(tmp_path / "short", stages=["table"], budget_minutes=8.0))
-    assert fake.ran == ["simclr-s0"]  # a 100-epoch run of MoCo v2 (about 10 minutes) waits for the next call
+    assert fake.ran == ["simclr-s0"]  # simclr-s1 (about 8.4 minutes with its evaluation) waits for the next call
     table.run(run_args(tmp_path / "short", stages=["table"], budget_minutes=3.0))
     assert fake.ran == ["simclr-s0", "simclr-s1"]  # the first run of a call starts however long it is
     table.run(run_args(tmp_path / "short", stages=["table"], budget_minutes=9.0))
@@ -232,3 +232,23 @@ def test_tuned_config_trains_what_was_chosen(tmp_path: Path, image_folder: Path)
     recipes = cli.model.multiview.recipes
     expected = table.VIEW_VARIANTS["crop0.35"](tuple(table.grayscale(v) for v in table.method_views("swav")))
     assert recipes == expected and recipes != table.method_views("swav")
+
+
+def test_a_failing_command_ends_the_call_with_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    with pytest.raises(table.ChunkFailed) as failure:
+        table.call([sys.executable, "-c", "print('bad option'); raise SystemExit(3)"], log)
+    assert str(failure.value).splitlines() == [
+        "bad option",
+        f"-c print('bad option'); raise SystemExit(3) exited with 3; its log: {log}",
+    ]
+
+
+def test_the_table_says_when_tuning_changed_mochi_s_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "mocov2.yaml"
+    monkeypatch.setattr(table, "tuned_config", lambda method: str(config))
+    assert table.queue_note() == []  # not tuned yet
+    config.write_text("model:\n  init_args:\n    queue_size: 4096\n")
+    assert "queue of 4,096 keys" in table.queue_note()[1] and "N = 1024 is 25% of it" in table.queue_note()[1]
+    config.write_text("model:\n  init_args:\n    base_lr: 0.6\n")
+    assert table.queue_note() == []  # the recipe's queue

@@ -70,12 +70,13 @@ class InfoNCELoss(nn.Module):
         logits = similarity.scatter(1, self_column[:, None], float("-inf")) / self.temperature
         not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
         negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
-        hardness = unmixed_hardness_metrics(similarity.masked_fill(~negative_mask, float("-inf")))
         if mixing is not None:
             mixed = mixing(anchors, candidates, negative_mask)
             synthetic = torch.einsum("bd,bsd->bs", anchors, mixed.negatives) / self.temperature  # (2N, s + s')
             logits = torch.cat([logits, synthetic], dim=1)
             hardness = mixed.metrics()
+        else:
+            hardness = unmixed_hardness_metrics(similarity.detach().masked_fill(~negative_mask, float("-inf")))
         return info_nce(logits, positive_column, self.decoupled), hardness
 
 

@@ -32,10 +32,11 @@ def queue_info_nce(
     denominator (DCL).
     """
     logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
-    hardness = unmixed_hardness_metrics(logits[1])
     if mixing is not None:
         mixed = mixing(queries, queue)
         logits.append(torch.einsum("bd,bsd->bs", queries, mixed.negatives))  # (B, s + s')
         hardness = mixed.metrics()
+    else:
+        hardness = unmixed_hardness_metrics(logits[1])
     positive = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)  # column 0: own key
     return info_nce(torch.cat(logits, dim=1) / temperature, positive, decoupled), hardness

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from selfsup.errors import ConfigurationError
 from selfsup.losses import InfoNCELoss
-from selfsup.models.hard_negative_mixing import HardNegativeMixing
+from selfsup.models.hard_negative_mixing import HardNegativeMixing, mix_hard_negatives
 from tests.conftest import free_port
 
 
@@ -100,7 +100,13 @@ def test_hard_negative_mixing_over_in_batch_negatives() -> None:
     hardest = [max(z[i] @ z[k] for k in range(16) if k not in (i, (i + 8) % 16)) for i in range(16)]
     torch.testing.assert_close(hardness, {"train/hard_negative_sim": torch.stack(hardest).mean()})
     torch.testing.assert_close(criterion(z_a, z_b, HardNegativeMixing(num_hard=4))[0], plain)
+    torch.manual_seed(1)
     mixed_loss, mixed = criterion(z_a, z_b, HardNegativeMixing(num_hard=4, num_mixed=8, num_query_mixed=4))
     assert mixed_loss > plain
-    assert set(mixed) == {"train/hard_negative_sim", "train/synthetic_negative_sim", "train/synthetic_harder_fraction"}
+    torch.manual_seed(1)  # the same draws, mixing the same hard negatives: never an anchor itself or its positive
+    mask = torch.ones(16, 16, dtype=torch.bool)
+    mask[torch.arange(16), torch.arange(16)] = mask[torch.arange(16), (torch.arange(16) + 8) % 16] = False
+    expected = mix_hard_negatives(z, z, 4, 8, 4, mask)
+    assert expected.negatives.shape == (16, 12, 16)
+    torch.testing.assert_close(mixed, expected.metrics())
     torch.testing.assert_close(mixed["train/hard_negative_sim"], hardness["train/hard_negative_sim"])
