@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,13 +117,18 @@ class Chunk:
 # the tuning stage ----------------------------------------------------------------------------------------------
 
 
-def method_views(method: str) -> tuple[ViewRecipe, ...]:
-    """The method's own view recipe: the `views` default of its class, or of the nearest base that has one."""
+def method_default(method: str, option: str) -> object:
+    """The default of a method option: that of its class, or of the nearest base that has the option."""
     for cls in METHODS[method].__mro__:
-        parameter = inspect.signature(cls.__init__).parameters.get("views")
+        parameter = inspect.signature(cls.__init__).parameters.get(option)
         if parameter is not None:
-            return tuple(parameter.default)
-    raise KeyError(f"{method} has no views option")
+            return parameter.default
+    raise KeyError(f"{method} has no {option} option")
+
+
+def method_views(method: str) -> tuple[ViewRecipe, ...]:
+    """The method's own view recipe."""
+    return tuple(method_default(method, "views"))
 
 
 def grayscale(recipe: ViewRecipe) -> ViewRecipe:
@@ -407,6 +412,14 @@ def advance(
     return summarize(chunk, run_root, train_options(chunk, run_root, args.smoke), progress, evaluation)
 
 
+def epoch_means(points: Iterable[tuple[int, float]]) -> list[list]:
+    """[[epoch, the mean of its values], ...] in epoch order, from (epoch, value) points."""
+    by_epoch: dict[int, list[float]] = {}
+    for epoch, value in points:
+        by_epoch.setdefault(epoch, []).append(value)
+    return [[epoch, statistics.fmean(values)] for epoch, values in sorted(by_epoch.items())]
+
+
 def summarize(chunk: Chunk, run_root: Path, options: list[str], progress: dict, evaluation: dict | None) -> dict:
     """The chunk's result: offline and online accuracies, speed and cost, and the curves the plots need."""
     rows = []
@@ -417,12 +430,9 @@ def summarize(chunk: Chunk, run_root: Path, options: list[str], progress: dict, 
     run, history = trained.summary(), trained.history
     hardness = {}
     for metric in HARDNESS:
-        by_epoch: dict[int, list[float]] = {}
-        for row in rows:
-            if row.get(metric):
-                by_epoch.setdefault(int(row["epoch"]), []).append(float(row[metric]))
-        if by_epoch:
-            hardness[metric] = [[epoch, statistics.fmean(values)] for epoch, values in sorted(by_epoch.items())]
+        means = epoch_means((int(row["epoch"]), float(row[metric])) for row in rows if row.get(metric))
+        if means:
+            hardness[metric] = means
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return {
         **dataclasses.asdict(chunk),
@@ -620,13 +630,9 @@ def plot_hardness(rows: list[tuple[str, list[dict | None]]], out: Path) -> None:
     mixing = any(result and Metric.SYNTHETIC_NEGATIVE_SIM in result["hardness"] for _, runs in rows for result in runs)
     for metric, axes in zip(HARDNESS, panels, strict=True):
         for label, results in rows:
-            by_epoch: dict[int, list[float]] = {}
-            for result in results:
-                for epoch, value in result["hardness"].get(metric, []) if result else []:
-                    by_epoch.setdefault(epoch, []).append(value)
-            if by_epoch:
-                epochs = sorted(by_epoch)
-                axes.plot([epoch + 1 for epoch in epochs], [statistics.fmean(by_epoch[e]) for e in epochs], label=label)
+            means = epoch_means(point for result in results if result for point in result["hardness"].get(metric, []))
+            if means:
+                axes.plot([epoch + 1 for epoch, _ in means], [mean for _, mean in means], label=label)
         axes.set(xlabel="epoch", title=HARDNESS_LABELS[metric])
         axes.grid(alpha=0.3)
         if axes.lines:
@@ -640,20 +646,18 @@ def plot_hardness(rows: list[tuple[str, list[dict | None]]], out: Path) -> None:
     plt.close(figure)
 
 
-PAPER_QUEUE, PAPER_NUM_HARD = 16_384, 1024  # MoCHi's (1024, 1024, 128) was chosen with a 16k queue (Table 2)
-
-
 def queue_note() -> list[str]:
-    """A line under the mixing table where tuning changed MoCo v2's queue, which MoCHi shares."""
+    """A line under the mixing table where tuning changed MoCo v2's queue, which MoCHi shares: MoCHi's default
+    (N, s, s') was the paper's choice for its default queue (Table 2)."""
     path = REPO / tuned_config("mocov2")
     queue = yaml.safe_load(path.read_text())["model"]["init_args"].get("queue_size") if path.is_file() else None
-    if queue is None or queue == PAPER_QUEUE:
+    recipe_queue, num_hard = method_default("mochi", "queue_size"), method_default("mochi", "mixing").num_hard
+    if queue is None or queue == recipe_queue:
         return []
-    share = f"{PAPER_NUM_HARD / queue:.0%}"
     return [
         "",
-        f"MoCo v2 and MoCHi ran with their tuned queue of {queue:,} keys, not MoCHi's {PAPER_QUEUE:,}: "
-        f"N = {PAPER_NUM_HARD} is {share} of it (a {PAPER_NUM_HARD / PAPER_QUEUE:.0%} share in the paper).",
+        f"MoCo v2 and MoCHi ran with their tuned queue of {queue:,} keys, not MoCHi's {recipe_queue:,}: "
+        f"N = {num_hard} is {num_hard / queue:.0%} of it (a {num_hard / recipe_queue:.0%} share in the paper).",
     ]
 
 
