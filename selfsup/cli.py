@@ -326,7 +326,7 @@ def user_error(error: BaseException) -> str | None:
     innermost = messages[-1].splitlines()[-1].strip()
     unknown_class = any(isinstance(c, ImportError | AttributeError) or "import path" in str(c).lower() for c in chain)
     if keys == ["model"] and unknown_class or re.search(r"required: \S*model\b", messages[0]):
-        given = re.search(r"(?:class_path '|import path string: |Import path )([\w.]+)", "\n".join(messages))
+        given = re.search(r"(?:class_path '|import path string: |Import path (?!does ))([\w.]+)", "\n".join(messages))
         what = f"Unknown method {given.group(1)!r}" if given else "No method given"
         registered = ", ".join(f"{name} ({cls.__name__})" for name, cls in METHODS.items())
         return f"{what}. Registered methods: {registered}; pass --config configs/<method>.yaml or --model <Class>."

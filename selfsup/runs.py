@@ -143,6 +143,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     naming the file (never PyTorch's hint to load it unsafely).
     """
     path = Path(path).expanduser()
+    if path.is_dir():  # a run folder, most likely: name the checkpoint inside it
+        found = list(path.glob(f"**/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}.ckpt"))
+        suggestion = max(found, key=lambda file: file.stat().st_mtime) if found else last_checkpoint(path)
+        raise ConfigurationError(f"{path} is a folder, not a checkpoint. Pass --ckpt_path {suggestion}")
     if not path.is_file():
         raise ConfigurationError(
             f"Checkpoint {path} does not exist. Pass --ckpt_path runs/<method>/version_N/checkpoints/last.ckpt"

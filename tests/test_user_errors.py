@@ -59,6 +59,7 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ("simclr", ["--model.init_args.views", '[{"flip_prob": 2}]'], "flip_prob is a probability in [0, 1], got 2"),
         ("simclr", ["--model.init_args.views", '[{"num_views": 3}]'], "SimCLR needs exactly 2 views per image"),
         ("simclr", ["--model", "Foo"], "Unknown method 'Foo'. Registered methods: simclr (SimCLR), mocov2 (MoCoV2)"),
+        ("simclr", ["--model", "torch.nn.Linear"], "Unknown method 'torch.nn.Linear'. Registered methods: simclr"),
         ("byol", ["--model.init_args.predictor_hidden_dim", "0"], "--model.init_args.predictor_hidden_dim must be"),
         ("simclr", ["--seed_everything", "-1"], "--seed_everything must lie in [0, 4294967295], got -1"),
         ("simclr", ["--trainer.accelerator", "mps"], "fix the --trainer options for this machine"),
@@ -98,6 +99,7 @@ def _saved(path: Path, content: object) -> Path:
     ("make_checkpoint", "message"),
     [
         (lambda d: d / "missing.ckpt", "does not exist"),
+        (lambda d: d, "is a folder, not a checkpoint. Pass --ckpt_path"),
         (
             lambda d: _write(d / "cut.ckpt", _saved(d / "whole.ckpt", {"w": torch.ones(100)}).read_bytes()[:200]),
             "weights-only",
@@ -121,6 +123,7 @@ def test_bad_checkpoint_to_resume_is_one_line_without_the_unsafe_loading_hint(
     [
         (lambda f: _write(f / "train-images-idx3-ubyte.gz", b"\x00\x00\x08\x03plain bytes"), "cannot be decompressed"),
         (lambda f: _write(f / "t10k-labels-idx1-ubyte", (f / "t10k-labels-idx1-ubyte").read_bytes()[:-3]), "truncated"),
+        (lambda f: _write(f / "t10k-labels-idx1-ubyte", (f / "t10k-labels-idx1-ubyte").read_bytes()[:6]), "header"),
     ],
 )
 def test_damaged_fashion_mnist_file_is_one_line_and_leaves_no_run_folder(

@@ -73,6 +73,8 @@ def read_idx(path: Path) -> np.ndarray:
         raise ConfigurationError(f"{path} is not an IDX file of unsigned bytes{replace}")
     ndim = data[3]
     offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise ConfigurationError(f"{path} is truncated: it ends inside its header{replace}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(data) != offset + int(np.prod(shape)):
         raise ConfigurationError(
