@@ -15,6 +15,7 @@ page of usage (`user_error`).
 import logging
 import re
 import sys
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ class _NoCloudTips(logging.Filter):
 
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoCloudTips())
+# Lightning 2.6 flattens trees with a LeafSpec check that torch 2.14 deprecates: a warning for Lightning, not users.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 # View recipes appear in configs as plain mappings, with every field shown by --print_config.
 register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe.from_dict)

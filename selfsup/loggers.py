@@ -60,6 +60,8 @@ def run_loggers(
         id=wandb_id,
         resume="allow" if wandb_id else None,
     )
+    # Lightning always passes anonymous=None, which wandb (>= 0.19) reports as a deprecated setting on every run.
+    wandb._wandb_init.pop("anonymous", None)
     return [csv, wandb]
 
 

@@ -61,7 +61,16 @@ def tiny_folder_args(folder: Path) -> list[str]:
 
 
 # What a newcomer must not read before the first step: warnings the project itself causes.
-PROJECT_NOISE = ("args parameter", "will be deleted", "covers the whole run", "git root", "No seed found", "Tip:")
+PROJECT_NOISE = (
+    "args parameter",
+    "will be deleted",
+    "covers the whole run",
+    "git root",
+    "No seed found",
+    "Tip:",
+    "anonymous setting",
+    "LeafSpec",
+)
 
 
 def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_path: Path, image_folder: Path) -> None:
