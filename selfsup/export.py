@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from jsonargparse import CLI
 from pytorch_lightning.utilities import rank_zero_info
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from selfsup.errors import ConfigurationError
@@ -77,18 +77,22 @@ class BackboneCard:
 
     @property
     def load(self) -> str:
-        """One line of Python that builds the backbone and loads the weights (for a classifier of NUM_CLASSES
-        outputs where the library's constructor makes one)."""
+        """One line of Python, imports included, that builds the backbone and loads the weights (for a classifier
+        of NUM_CLASSES outputs where the library's constructor makes one)."""
         kwargs = "".join(f", {key}={value!r}" for key, value in self.backbone_kwargs.items())
         if self.small_image_stem:
-            return f"model = selfsup.export.load_backbone({self.weights!r})  # the small-image stem: not a stock model"
+            return (
+                f"from selfsup.export import load_backbone; model = load_backbone({self.weights!r})  "
+                "# the small-image stem: not a stock model"
+            )
         if self.library == "torchvision":
             return (
+                f"import safetensors.torch, torchvision; "
                 f"model = torchvision.models.{self.backbone}(num_classes=NUM_CLASSES{kwargs}); "
                 f"model.load_state_dict(safetensors.torch.load_file({self.weights!r}), strict=False)  # fc.* missing"
             )
         return (
-            f"model = timm.create_model({self.backbone!r}, pretrained=True, "
+            f"import timm; model = timm.create_model({self.backbone!r}, pretrained=True, "
             f"pretrained_cfg_overlay=dict(file={self.weights!r}), num_classes=NUM_CLASSES{kwargs})"
         )
 
@@ -119,7 +123,9 @@ def write_backbone(backbone: nn.Module, card: BackboneCard, out: Path, pth: bool
     """`out` (.safetensors), its card (`out` with .json) and, with `pth`, the same weights as a .pth state dict."""
     weights = backbone_weights(backbone)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(weights, out, metadata={"format": "pt"})  # timm reads "pt" safetensors files as torch state dicts
+    # timm reads "pt" safetensors files as torch state dicts; written as bytes, the file gets the user's umask
+    # (safetensors' save_file makes it readable by its owner only, which a shared cluster's colleagues cannot read)
+    out.write_bytes(save(weights, metadata={"format": "pt"}))
     card.write(out.with_suffix(".json"))
     written = [out, out.with_suffix(".json")]
     if pth:
@@ -176,7 +182,7 @@ def describe(card: BackboneCard, written: list[Path]) -> str:
         lines.append(
             f"note: it has the small-image stem (3x3 stride-1 conv1, no max-pool), so it does not load into a stock "
             f"{card.library} {card.backbone}; build it with selfsup.models.build_backbone({card.backbone!r}, "
-            "small_image_stem=True), or:"
+            "small_image_stem=True) and load the weights, or in one line:"
         )
     lines.append(f"load it: {card.load}")
     lines.append(f"preprocess: {card.image_size} px, normalised with mean {card.mean} and std {card.std}")

@@ -2,6 +2,7 @@
 format that stock models load (strict, except the classifier) and that compute the trained backbone's features."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,18 @@ def fit(method: str, root: Path, folder: Path, *args: str):
     ])  # fmt: skip
 
 
+def pasted_load_line(folder: Path, monkeypatch: pytest.MonkeyPatch) -> torch.nn.Module:
+    """The model that the card's `load` line builds when a user pastes it beside the weights into a fresh
+    interpreter (nothing imported, NUM_CLASSES set): the line must carry its own imports."""
+    card = json.loads((folder / "backbone.json").read_text())
+    monkeypatch.chdir(folder)
+    namespace = {"NUM_CLASSES": 10}
+    exec(card["load"], namespace)  # the line this suite wrote, as the README tells users to run it
+    return namespace["model"].eval()
+
+
 def test_torchvision_resnet_loads_into_a_stock_torchvision_model_with_the_trained_features(
-    tmp_path: Path, image_folder: Path
+    tmp_path: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cli = fit("simclr", tmp_path, image_folder, "--model.init_args.small_image_stem", "false")
     folder = tmp_path / "simclr" / "version_0" / "checkpoints"
@@ -44,6 +55,12 @@ def test_torchvision_resnet_loads_into_a_stock_torchvision_model_with_the_traine
     images = torch.rand(4, 3, 32, 32)
     trained = cli.model.backbone.eval()
     torch.testing.assert_close(model.eval()(images), trained(images))  # the trained one runs channels_last
+    pasted = pasted_load_line(folder, monkeypatch)
+    pasted.fc = torch.nn.Identity()
+    torch.testing.assert_close(pasted(images), trained(images))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (folder / "backbone.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # colleagues can read it
 
     main(["export", "--ckpt_path", str(folder / "last.ckpt"), "--out", str(tmp_path / "again.safetensors"),
           "--pth", "true"])  # fmt: skip
@@ -55,7 +72,9 @@ def test_torchvision_resnet_loads_into_a_stock_torchvision_model_with_the_traine
         torch.testing.assert_close(state[key], value, rtol=0, atol=0)
 
 
-def test_timm_vit_at_32_px_loads_into_timm_and_byols_target_exports_too(tmp_path: Path, image_folder: Path) -> None:
+def test_timm_vit_at_32_px_loads_into_timm_and_byols_target_exports_too(
+    tmp_path: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["--model.init_args.backbone", "vit_tiny_patch16_224", "--model.init_args.backbone_kwargs", VIT_32]
     cli = fit("byol", tmp_path, image_folder, *args)
     folder = tmp_path / "byol" / "version_0" / "checkpoints"
@@ -72,6 +91,8 @@ def test_timm_vit_at_32_px_loads_into_timm_and_byols_target_exports_too(tmp_path
                                    num_classes=10, img_size=32, patch_size=4).eval()  # fmt: skip
     torch.testing.assert_close(classifier.forward_head(classifier.forward_features(images), pre_logits=True), trained)
     assert classifier(images).shape == (4, 10)
+    pasted = pasted_load_line(folder, monkeypatch)
+    torch.testing.assert_close(pasted.forward_head(pasted.forward_features(images), pre_logits=True), trained)
 
     _, written = main(["export", "--ckpt_path", str(folder / "last.ckpt"), "--encoder", "momentum"])
     assert written[0] == folder / "momentum_backbone.safetensors"
@@ -81,7 +102,7 @@ def test_timm_vit_at_32_px_loads_into_timm_and_byols_target_exports_too(tmp_path
 
 
 def test_small_image_stem_resnet_says_it_is_not_stock_and_loads_through_selfsup(
-    tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, image_folder: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fit("mocov2", tmp_path, image_folder, "--model.init_args.queue_size", "64")
     checkpoint = tmp_path / "mocov2" / "version_0" / "checkpoints" / "last.ckpt"
@@ -97,6 +118,7 @@ def test_small_image_stem_resnet_says_it_is_not_stock_and_loads_through_selfsup(
     images = torch.rand(4, 3, 32, 32)
     reference = load_pretrained(checkpoint).backbone
     torch.testing.assert_close(load_backbone(tmp_path / "out" / "moco.safetensors")(images), reference(images))
+    torch.testing.assert_close(pasted_load_line(checkpoint.parent, monkeypatch)(images), reference(images))
 
     export = ["export", "--ckpt_path", str(checkpoint)]
     assert "must end in .safetensors" in one_line_error([*export, "--out", str(tmp_path / "moco.pt")], capsys)
