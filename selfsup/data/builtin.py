@@ -11,7 +11,7 @@ class BuiltinSource(InMemorySource):
     def __init__(self, options: DataOptions) -> None:
         super().__init__(options)
         self.spec = DATASETS[options.dataset]
-        self.classes = None
+        self.classes = list(self.spec.classes) if self.spec.classes else None
         self.num_classes, self.mean, self.std = self.spec.num_classes, self.spec.mean, self.spec.std
 
     @classmethod

@@ -41,6 +41,7 @@ class DatasetSpec:
     std: tuple[float, float, float]
     locate: Callable[[Path | None, bool], Path]  # (root, download) -> directory holding the data
     read: Callable[[Path], tuple[Split, Split]]  # directory -> (pretraining split, test split)
+    classes: tuple[str, ...] | None = None  # names by label, for the legend of eval's map
 
 
 def cache_dir() -> Path:
@@ -158,7 +159,9 @@ def _torchvision_locator(folder_name: str, make: Callable[[str, bool], object]) 
     return locate
 
 
-def _cifar_spec(cls: type, folder_name: str, num_classes: int, mean: tuple, std: tuple) -> DatasetSpec:
+def _cifar_spec(
+    cls: type, folder_name: str, num_classes: int, mean: tuple, std: tuple, classes: tuple[str, ...] | None = None
+) -> DatasetSpec:
     """CIFAR-10 and CIFAR-100 differ only in torchvision class, folder name, classes and statistics."""
 
     def read(directory: Path) -> tuple[Split, Split]:
@@ -170,7 +173,7 @@ def _cifar_spec(cls: type, folder_name: str, num_classes: int, mean: tuple, std:
         return split(True), split(False)
 
     locate = _torchvision_locator(folder_name, lambda root, download: cls(root, download=download))
-    return DatasetSpec(num_classes, 32, mean, std, locate, read)
+    return DatasetSpec(num_classes, 32, mean, std, locate, read, classes)
 
 
 def read_stl10(directory: Path) -> tuple[Split, Split]:
@@ -181,10 +184,23 @@ def read_stl10(directory: Path) -> tuple[Split, Split]:
     return split("train+unlabeled"), split("test")
 
 
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+)  # fmt: skip
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+
 DATASETS: dict[str, DatasetSpec] = {
-    "fashion_mnist": DatasetSpec(10, 32, (0.2860,) * 3, (0.3530,) * 3, locate_fashion_mnist, read_fashion_mnist),
+    "fashion_mnist": DatasetSpec(
+        10, 32, (0.2860,) * 3, (0.3530,) * 3, locate_fashion_mnist, read_fashion_mnist, FASHION_MNIST_CLASSES
+    ),
     "cifar10": _cifar_spec(
-        torchvision.datasets.CIFAR10, "cifar-10-batches-py", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+        torchvision.datasets.CIFAR10,
+        "cifar-10-batches-py",
+        10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        CIFAR10_CLASSES,
     ),
     "cifar100": _cifar_spec(
         torchvision.datasets.CIFAR100, "cifar-100-python", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -198,5 +214,6 @@ DATASETS: dict[str, DatasetSpec] = {
             "stl10_binary", lambda r, d: torchvision.datasets.STL10(r, split="train+unlabeled", download=d)
         ),
         read_stl10,
+        STL10_CLASSES,
     ),
 }

@@ -229,7 +229,8 @@ def map_results(
     test, test_labels = gather_interleaved(features.test), gather_interleaved(features.test_labels)
     if rank() != 0:
         return None
-    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, {results['epochs_trained']} epochs)"
+    epochs = results["epochs_trained"]
+    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, {epochs} epoch{'s' * (epochs != 1)})"
     class_names = getattr(setup.datamodule, "classes", None)
     return embedding_map(test, test_labels, points, f"{title}: test features, t-SNE", path, class_names)
 

@@ -96,6 +96,12 @@ def test_data_module_serves_train_batches_and_two_eval_loaders(tmp_path: Path) -
     assert images.shape == (4, 1, 28, 28) and labels.shape == (4,)
     bank, test = data.val_dataloader()
     assert sum(len(b[1]) for b in bank) == 12 and sum(len(b[1]) for b in test) == 6
+    assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot"  # named in eval's map
+
+
+def test_built_in_class_names_are_one_per_class() -> None:
+    for spec in DATASETS.values():
+        assert spec.classes is None or len(set(spec.classes)) == spec.num_classes
 
 
 def test_image_folder_errors_name_the_problem(tmp_path: Path, image_folder: Path) -> None:
