@@ -81,6 +81,7 @@ class Run:
         return {
             "run": self.name,
             "method": self.method,
+            "backbone": self.hparams.get("backbone"),
             "epochs": epochs,
             "global_batch": self.hparams.get("global_batch", self.hparams.get("batch_size")),
             "img_per_s": statistics.median(throughput) if throughput else None,
@@ -112,6 +113,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
 COLUMNS = (  # (header, summary key, format)
     ("method", "method", "{}"),
     ("run", "run", "{}"),
+    ("backbone", "backbone", "{}"),
     ("epochs", "epochs", "{}"),
     ("global batch", "global_batch", "{}"),
     ("images/s", "img_per_s", "{:,.0f}"),
@@ -127,7 +129,7 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
     """One row per run; "-" where a figure was not measured (no `train.py eval`, no labels, ...)."""
     lines = [
         "| " + " | ".join(header for header, _, _ in COLUMNS) + " |",
-        "| " + " | ".join("---" if key in ("method", "run") else "---:" for _, key, _ in COLUMNS) + " |",
+        "| " + " | ".join("---" if key in ("method", "run", "backbone") else "---:" for _, key, _ in COLUMNS) + " |",
     ]
     for summary in summaries:
         cells = ["-" if summary[key] is None else style.format(summary[key]) for _, key, style in COLUMNS]

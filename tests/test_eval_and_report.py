@@ -99,8 +99,8 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
         [sys.executable, "-m", "selfsup.report", str(two_runs), "--out", str(tmp_path)], cwd=REPO, check=True
     )
     report = (tmp_path / "report.md").read_text()
-    header = "| method | run | epochs | global batch | images/s | kNN top-1 | linear top-1 | online kNN top-1 | "
-    assert header + "online probe top-1 | device hours |" in report
+    header = "| method | run | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "
+    assert header + "online kNN top-1 | online probe top-1 | device hours |" in report
     rows = {
         line.split(" | ")[1]: line
         for line in report.splitlines()
@@ -108,12 +108,12 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     }
     assert set(rows) == {"nnclr-v0", "simclr-v0"}
     nnclr = rows["nnclr-v0"].split(" | ")
-    assert nnclr[2:4] == ["2", "16"] and float(nnclr[4].replace(",", "")) > 0
+    assert nnclr[2:5] == ["test_resnet", "2", "16"] and float(nnclr[5].replace(",", "")) > 0
     results = json.loads((checkpoint.parent / "results.json").read_text())
-    assert nnclr[5] == f"{100 * results['knn']['top1']:.2f}%" and nnclr[6] == "-"  # eval ran kNN only
+    assert nnclr[6] == f"{100 * results['knn']['top1']:.2f}%" and nnclr[7] == "-"  # eval ran kNN only
     online = [row for row in read_metrics(two_runs / "nnclr" / "version_0") if row["val/knn_top1"]][-1]
-    assert nnclr[7] == f"{100 * float(online['val/knn_top1']):.2f}%"
-    assert nnclr[8] == f"{100 * float(online['val/online_linear_top1']):.2f}%"
+    assert nnclr[8] == f"{100 * float(online['val/knn_top1']):.2f}%"
+    assert nnclr[9] == f"{100 * float(online['val/online_linear_top1']):.2f}%"
     assert "Not in the diagnostics: nnclr-v0 (no `train.py eval` with diagnostics" in report  # knn.yaml has none
     for image in ("knn.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
