@@ -90,6 +90,30 @@ def default_precision() -> str:
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
 
 
+class CountOrFractionTrainer(Trainer):
+    """Lightning's Trainer, its batch-count options read as a count before a fraction.
+
+    Lightning annotates them `Optional[Union[int, float]]`, but typing hands out a cached `Union[float, int]`
+    made earlier, so the CLI parsed `--trainer.limit_train_batches 1` as 1.0, the whole epoch, where the user
+    asked for one batch. `int | float` is its own type: "1" is a count, "0.5" a fraction.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            overfit_batches=overfit_batches,
+            **kwargs,
+        )
+
+
 class SelfSupCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         self._argv = sys.argv[1:] if args is None else list(args)
@@ -99,6 +123,7 @@ class SelfSupCLI(LightningCLI):
         super().__init__(
             Method,
             SelfSupDataModule,
+            trainer_class=CountOrFractionTrainer,
             subclass_mode_model=True,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},

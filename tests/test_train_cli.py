@@ -123,10 +123,13 @@ def test_fit_on_real_fashion_mnist_subset(tmp_path: Path) -> None:
 
 def test_print_config_shows_every_option(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(REPO / "configs" / "simclr.yaml"), "--print_config"])
+        main(["fit", "--config", str(REPO / "configs" / "simclr.yaml"), "--print_config",
+              "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0.5"])  # fmt: skip
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     for option in (
+        "limit_train_batches: 1\n",  # one batch, as asked: Lightning reads 1.0 as the whole epoch
+        "limit_val_batches: 0.5\n",
         "class_path: selfsup.methods.SimCLR",
         "temperature: 0.2",
         "crop_scale:",
