@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,17 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not found:
             raise ConfigurationError(f"No run under {path}: a run folder holds the metrics.csv of `train.py fit`")
         runs += found
+    return list(dict.fromkeys(run.resolve() for run in runs))  # a run named twice (runs and runs/simclr) is one
+
+
+def load_runs(folders: list[Path]) -> list[Run]:
+    """The runs of `folders`, those of one name from different roots (runs/ here, a copy from another machine)
+    named with their root too, so that their rows, bars and lines can be told apart."""
+    runs = [Run.load(folder) for folder in folders]
+    names = Counter(run.name for run in runs)
+    for run, folder in zip(runs, folders, strict=True):
+        if names[run.name] > 1:
+            run.name = f"{run.name} ({folder.parent.parent})"
     return runs
 
 
@@ -206,7 +218,7 @@ def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
 
 
 def write_report(run_dirs: list[Path], out: Path) -> Path:
-    runs = [Run.load(directory) for directory in find_runs(run_dirs)]
+    runs = load_runs(find_runs(run_dirs))
     out.mkdir(parents=True, exist_ok=True)
     summaries = [run.summary() for run in runs]
     images = plot_knn(runs, out) + plot_diagnostics(runs, out)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
+from selfsup.report import write_report
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO, read_metrics, train
@@ -118,6 +119,17 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     for image in ("knn.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{image}]({image})" in report
+
+
+def test_runs_of_one_name_from_two_roots_are_told_apart_and_a_run_named_twice_is_one(tmp_path: Path) -> None:
+    for root in ("here", "there"):
+        folder = tmp_path / root / "simclr" / "version_0"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text("epoch,val/knn_top1\n0,0.5\n")
+    here = tmp_path / "here"
+    write_report([here, here / "simclr" / "version_0", tmp_path / "there"], tmp_path / "report")
+    names = [row["run"] for row in json.loads((tmp_path / "report" / "report.json").read_text())]
+    assert names == [f"simclr-v0 ({here.resolve()})", f"simclr-v0 ({(tmp_path / 'there').resolve()})"]
 
 
 @needs_fashion_mnist
