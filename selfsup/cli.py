@@ -91,11 +91,16 @@ def default_precision() -> str:
 
 
 class CountOrFractionTrainer(Trainer):
-    """Lightning's Trainer, its batch-count options read as a count before a fraction.
+    """Lightning's Trainer, with its batch-count options read as a count before a fraction.
 
     Lightning annotates them `Optional[Union[int, float]]`, but typing hands out a cached `Union[float, int]`
     made earlier, so the CLI parsed `--trainer.limit_train_batches 1` as 1.0, the whole epoch, where the user
     asked for one batch. `int | float` is its own type: "1" is a count, "0.5" a fraction.
+
+    Args:
+        limit_train_batches: Training batches per epoch: a count (1, 100) or a fraction of the epoch (0.25).
+        limit_val_batches: Validation batches: a count (1, 10) or a fraction (0.25); 0 turns validation off.
+        overfit_batches: Train and validate on this many training batches (a count) or fraction, to debug.
     """
 
     def __init__(
