@@ -43,6 +43,7 @@ from selfsup.loggers import (
     StopBeforeTimeLimit,
     TrainingClock,
     discard_run,
+    existing_ancestor,
     finish_wandb,
     run_loggers,
 )
@@ -123,6 +124,7 @@ class SelfSupCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         self._argv = sys.argv[1:] if args is None else list(args)
         self._run_folder: Path | None = None
+        self._existed: Path | None = None  # what of the run folder's path existed before the run
         self._start_step = 0  # the global step a resumed run starts from
         self._wandb_id: str | None = None  # the wandb run a resumed run continues
         super().__init__(
@@ -282,6 +284,7 @@ class SelfSupCLI(LightningCLI):
         resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
         # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
         resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
+        self._existed = existing_ancestor(config.trainer.default_root_dir)
         loggers = run_loggers(
             config.trainer.default_root_dir,
             method,
@@ -302,7 +305,7 @@ class SelfSupCLI(LightningCLI):
             self.trainer.fit(model, **kwargs)
         except BaseException:
             if self.trainer.global_step in (0, self._start_step) and self._run_folder is not None:
-                rank_zero_only(discard_run)(self.trainer.loggers, self._run_folder)
+                rank_zero_only(discard_run)(self.trainer.loggers, self._run_folder, self._existed)
             raise
         rank_zero_only(finish_wandb)(self.trainer.loggers)
 

@@ -73,17 +73,27 @@ def finish_wandb(loggers: list[Logger]) -> None:
         wandb.finish()
 
 
-def discard_run(loggers: list[Logger], run_folder: Path) -> None:
-    """Finish the loggers' runs without a word and remove the run folder (and its method's folder, if left
-    empty): a run that failed before its first step leaves nothing behind, and the error stays the last line."""
+def existing_ancestor(path: str | Path) -> Path:
+    """`path` if it exists, else its nearest existing parent: where a run that has yet to make its folders
+    starts adding to the user's disk."""
+    path = Path(path).absolute()
+    return next(folder for folder in (path, *path.parents) if folder.exists())
+
+
+def discard_run(loggers: list[Logger], run_folder: Path, existed: Path) -> None:
+    """Finish the loggers' runs without a word and remove the run folder, and the folders above it that the
+    run made (up to `existed`) if left empty: a run that failed before its first step leaves nothing behind,
+    and the error stays the last line."""
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb  # present: a WandbLogger is in use
 
         with open(os.devnull, "w") as quiet, redirect_stdout(quiet), redirect_stderr(quiet):
             wandb.finish(exit_code=1)  # else its exit handler writes into the folder and prints a sync hint
     shutil.rmtree(run_folder, ignore_errors=True)
-    if run_folder.parent.is_dir() and not any(run_folder.parent.iterdir()):
-        run_folder.parent.rmdir()
+    folder = run_folder.absolute().parent
+    while folder != existed and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 class RunProgressBar(TQDMProgressBar):
