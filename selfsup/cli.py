@@ -64,7 +64,7 @@ class _NoCloudTips(logging.Filter):
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoCloudTips())
 # Lightning 2.6 flattens trees with a LeafSpec check that torch 2.14 deprecates: a warning for Lightning, not users.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
 
 # View recipes appear in configs as plain mappings, with every field shown by --print_config.
 register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe.from_dict)
@@ -92,39 +92,27 @@ def default_precision() -> str:
 
 
 class CountOrFractionTrainer(Trainer):
-    """Lightning's Trainer, with its batch-count options read as a count before a fraction.
-
-    Lightning annotates them `Optional[Union[int, float]]`, but typing hands out a cached `Union[float, int]`
-    made earlier, so the CLI parsed `--trainer.limit_train_batches 1` as 1.0, the whole epoch, where the user
-    asked for one batch. `int | float` is its own type: "1" is a count, "0.5" a fraction.
+    """Customize every aspect of training via flags.
 
     Args:
-        limit_train_batches: Training batches per epoch: a count (1, 100) or a fraction of the epoch (0.25).
-        limit_val_batches: Validation batches: a count (1, 10) or a fraction (0.25); 0 turns validation off.
-        overfit_batches: Train and validate on this many training batches (a count) or fraction, to debug.
+        limit_train_batches: Training batches per epoch and device: a count (1, 100) or a fraction (0.25).
+        limit_val_batches: Validation batches per device: a count (1, 10) or a fraction (0.25); 0: no validation.
     """
 
+    # Lightning annotates these two `Optional[Union[int, float]]`, but typing hands out a cached
+    # `Optional[Union[float, int]]` made earlier, so the CLI parsed `--trainer.limit_train_batches 1` as 1.0, the
+    # whole epoch, where the user asked for one batch. `int | float | None` is its own type: "1" is a count.
     def __init__(
-        self,
-        *,
-        limit_train_batches: int | float | None = None,
-        limit_val_batches: int | float | None = None,
-        overfit_batches: int | float = 0.0,
-        **kwargs,
+        self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None, **kwargs
     ) -> None:
-        super().__init__(
-            limit_train_batches=limit_train_batches,
-            limit_val_batches=limit_val_batches,
-            overfit_batches=overfit_batches,
-            **kwargs,
-        )
+        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches, **kwargs)
 
 
 class SelfSupCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         self._argv = sys.argv[1:] if args is None else list(args)
         self._run_folder: Path | None = None
-        self._existed: Path | None = None  # what of the run folder's path existed before the run
+        self._kept_folder: Path | None = None  # the deepest folder on the run folder's path before the run
         self._start_step = 0  # the global step a resumed run starts from
         self._wandb_id: str | None = None  # the wandb run a resumed run continues
         super().__init__(
@@ -284,7 +272,7 @@ class SelfSupCLI(LightningCLI):
         resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
         # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
         resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
-        self._existed = existing_ancestor(config.trainer.default_root_dir)
+        self._kept_folder = existing_ancestor(Path(config.trainer.default_root_dir) / method)
         loggers = run_loggers(
             config.trainer.default_root_dir,
             method,
@@ -305,7 +293,7 @@ class SelfSupCLI(LightningCLI):
             self.trainer.fit(model, **kwargs)
         except BaseException:
             if self.trainer.global_step in (0, self._start_step) and self._run_folder is not None:
-                rank_zero_only(discard_run)(self.trainer.loggers, self._run_folder, self._existed)
+                rank_zero_only(discard_run)(self.trainer.loggers, self._run_folder, self._kept_folder)
             raise
         rank_zero_only(finish_wandb)(self.trainer.loggers)
 

@@ -125,6 +125,7 @@ def write_backbone(backbone: nn.Module, card: BackboneCard, out: Path, pth: bool
     out.parent.mkdir(parents=True, exist_ok=True)
     # timm reads "pt" safetensors files as torch state dicts; written as bytes, the file gets the user's umask
     # (safetensors' save_file makes it readable by its owner only, which a shared cluster's colleagues cannot read)
+    out.unlink(missing_ok=True)  # a new file: an earlier export's mode does not carry over
     out.write_bytes(save(weights, metadata={"format": "pt"}))
     card.write(out.with_suffix(".json"))
     written = [out, out.with_suffix(".json")]

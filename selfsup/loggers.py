@@ -61,7 +61,9 @@ def run_loggers(
         resume="allow" if wandb_id else None,
     )
     # Lightning always passes anonymous=None, which wandb (>= 0.19) reports as a deprecated setting on every run.
-    wandb._wandb_init.pop("anonymous", None)
+    init_options = getattr(wandb, "_wandb_init", None)  # Lightning's own; if it moves, the warning just stays
+    if isinstance(init_options, dict):
+        init_options.pop("anonymous", None)
     return [csv, wandb]
 
 
@@ -80,10 +82,10 @@ def existing_ancestor(path: str | Path) -> Path:
     return next(folder for folder in (path, *path.parents) if folder.exists())
 
 
-def discard_run(loggers: list[Logger], run_folder: Path, existed: Path) -> None:
+def discard_run(loggers: list[Logger], run_folder: Path, kept_folder: Path) -> None:
     """Finish the loggers' runs without a word and remove the run folder, and the folders above it that the
-    run made (up to `existed`) if left empty: a run that failed before its first step leaves nothing behind,
-    and the error stays the last line."""
+    run made (those below `kept_folder`) if left empty: a run that failed before its first step leaves
+    nothing behind, and the error stays the last line."""
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb  # present: a WandbLogger is in use
 
@@ -91,7 +93,7 @@ def discard_run(loggers: list[Logger], run_folder: Path, existed: Path) -> None:
             wandb.finish(exit_code=1)  # else its exit handler writes into the folder and prints a sync hint
     shutil.rmtree(run_folder, ignore_errors=True)
     folder = run_folder.absolute().parent
-    while folder != existed and folder.is_dir() and not any(folder.iterdir()):
+    while kept_folder in folder.parents and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent
 

@@ -4,9 +4,9 @@
     python -m selfsup.report runs --out report        # every run found under runs/
 
 Reads each run's CSV metrics and hyperparameters (written by `train.py fit`) and, where `train.py eval` has
-run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run: method, epochs, global
-batch, images/s, the offline kNN and linear top-1, apart from them the online monitors' last values, device
-hours) and PNG plots: kNN accuracy against epoch and against wall-clock time, and the representation
+run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run: method, run, backbone,
+epochs, global batch, images/s, the offline kNN and linear top-1, apart from them the online monitors' last
+values, device hours) and PNG plots: kNN accuracy against epoch and against wall-clock time, and the representation
 diagnostics, with the runs that have none named in a note.
 """
 
@@ -108,7 +108,10 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not found:
             raise ConfigurationError(f"No run under {path}: a run folder holds the metrics.csv of `train.py fit`")
         runs += found
-    return list(dict.fromkeys(run.resolve() for run in runs))  # a run named twice (runs and runs/simclr) is one
+    unique: dict[Path, Path] = {}
+    for run in runs:  # a run reached twice (runs and runs/simclr) is one, named as it was first given
+        unique.setdefault(run.resolve(), run)
+    return list(unique.values())
 
 
 def load_runs(folders: list[Path]) -> list[Run]:

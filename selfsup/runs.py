@@ -136,6 +136,17 @@ class RunRecord:
         return cls(record["method"], record.get("run_name"), int(record.get("seed", 0)), record.get("wandb_id"))
 
 
+def _checkpoint_in(folder: Path) -> str:
+    """What to pass instead of a folder: the newest last.ckpt where a run keeps it, seen from the folder as the
+    checkpoints folder, a run folder, a method's folder or the runs root (no deeper: the folder may be ~)."""
+    name = f"{LAST_CHECKPOINT}.ckpt"
+    found = [file for pattern in ("", "*/", "*/*/") for file in folder.glob(f"{pattern}{CHECKPOINT_DIR}/{name}")]
+    found += [folder / name] if (folder / name).is_file() else []
+    if not found:
+        return f"It holds no {CHECKPOINT_DIR}/{name}; pass --ckpt_path runs/<method>/version_N/{CHECKPOINT_DIR}/{name}"
+    return f"Pass --ckpt_path {max(found, key=lambda file: file.stat().st_mtime)}"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by `train.py fit`, loaded with `weights_only=True`: nothing in the file is executed.
 
@@ -143,10 +154,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     naming the file (never PyTorch's hint to load it unsafely).
     """
     path = Path(path).expanduser()
-    if path.is_dir():  # a run folder, most likely: name the checkpoint inside it
-        found = list(path.glob(f"**/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}.ckpt"))
-        suggestion = max(found, key=lambda file: file.stat().st_mtime) if found else last_checkpoint(path)
-        raise ConfigurationError(f"{path} is a folder, not a checkpoint. Pass --ckpt_path {suggestion}")
+    if path.is_dir():
+        raise ConfigurationError(f"{path} is a folder, not a checkpoint. {_checkpoint_in(path)}")
     if not path.is_file():
         raise ConfigurationError(
             f"Checkpoint {path} does not exist. Pass --ckpt_path runs/<method>/version_N/checkpoints/last.ckpt"

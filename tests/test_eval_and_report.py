@@ -129,7 +129,7 @@ def test_runs_of_one_name_from_two_roots_are_told_apart_and_a_run_named_twice_is
     here = tmp_path / "here"
     write_report([here, here / "simclr" / "version_0", tmp_path / "there"], tmp_path / "report")
     names = [row["run"] for row in json.loads((tmp_path / "report" / "report.json").read_text())]
-    assert names == [f"simclr-v0 ({here.resolve()})", f"simclr-v0 ({(tmp_path / 'there').resolve()})"]
+    assert names == [f"simclr-v0 ({here})", f"simclr-v0 ({tmp_path / 'there'})"]  # as given
 
 
 @needs_fashion_mnist

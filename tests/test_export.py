@@ -29,8 +29,8 @@ def fit(method: str, root: Path, folder: Path, *args: str):
 
 
 def pasted_load_line(folder: Path, monkeypatch: pytest.MonkeyPatch) -> torch.nn.Module:
-    """The model that the card's `load` line builds when a user pastes it beside the weights into a fresh
-    interpreter (nothing imported, NUM_CLASSES set): the line must carry its own imports."""
+    """The model that the card's `load` line builds when run beside the weights in a fresh namespace (nothing
+    imported, NUM_CLASSES set), as a user pastes it: the line must carry its own imports."""
     card = json.loads((folder / "backbone.json").read_text())
     monkeypatch.chdir(folder)
     namespace = {"NUM_CLASSES": 10}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
+from selfsup.loggers import discard_run, existing_ancestor
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO, tiny_folder_args
 
@@ -99,7 +100,7 @@ def _saved(path: Path, content: object) -> Path:
     ("make_checkpoint", "message"),
     [
         (lambda d: d / "missing.ckpt", "does not exist"),
-        (lambda d: d, "is a folder, not a checkpoint. Pass --ckpt_path"),
+        (lambda d: d, "is a folder, not a checkpoint. It holds no checkpoints/last.ckpt; pass --ckpt_path runs/"),
         (
             lambda d: _write(d / "cut.ckpt", _saved(d / "whole.ckpt", {"w": torch.ones(100)}).read_bytes()[:200]),
             "weights-only",
@@ -118,12 +119,39 @@ def test_bad_checkpoint_to_resume_is_one_line_without_the_unsafe_loading_hint(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("existed", ["nothing", "runs", "runs/simclr"])
+def test_a_discarded_run_removes_only_the_folders_it_made(existed: str, tmp_path: Path) -> None:
+    if existed != "nothing":
+        (tmp_path / existed).mkdir(parents=True)
+    kept = existing_ancestor(tmp_path / "runs" / "simclr")
+    run = tmp_path / "runs" / "simclr" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    discard_run([], run, kept)
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+    assert left == {"nothing": [], "runs": ["runs"], "runs/simclr": ["runs", "runs/simclr"]}[existed]
+
+
+@pytest.mark.parametrize("given", ["checkpoints", "run", "runs root"])
+def test_a_folder_given_as_checkpoint_names_the_last_checkpoint_inside(
+    given: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoints = tmp_path / "runs" / "simclr" / "version_0" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").touch()
+    folder = {"checkpoints": checkpoints, "run": checkpoints.parent, "runs root": tmp_path / "runs"}[given]
+    text = one_line_error(["eval", "--ckpt_path", str(folder)], capsys)
+    assert text.endswith(f"is a folder, not a checkpoint. Pass --ckpt_path {checkpoints / 'last.ckpt'}")
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
         (lambda f: _write(f / "train-images-idx3-ubyte.gz", b"\x00\x00\x08\x03plain bytes"), "cannot be decompressed"),
         (lambda f: _write(f / "t10k-labels-idx1-ubyte", (f / "t10k-labels-idx1-ubyte").read_bytes()[:-3]), "truncated"),
-        (lambda f: _write(f / "t10k-labels-idx1-ubyte", (f / "t10k-labels-idx1-ubyte").read_bytes()[:6]), "header"),
+        (
+            lambda f: _write(f / "t10k-labels-idx1-ubyte", (f / "t10k-labels-idx1-ubyte").read_bytes()[:6]),
+            "ends inside its header",
+        ),
     ],
 )
 def test_damaged_fashion_mnist_file_is_one_line_and_leaves_no_run_folder(

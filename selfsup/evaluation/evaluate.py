@@ -229,8 +229,8 @@ def map_results(
     test, test_labels = gather_interleaved(features.test), gather_interleaved(features.test_labels)
     if rank() != 0:
         return None
-    epochs = results["epochs_trained"]
-    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, {epochs} epoch{'s' * (epochs != 1)})"
+    epochs = f"{results['epochs_trained']} epoch" + ("" if results["epochs_trained"] == 1 else "s")
+    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, {epochs})"
     class_names = getattr(setup.datamodule, "classes", None)
     return embedding_map(test, test_labels, points, f"{title}: test features, t-SNE", path, class_names)
 
