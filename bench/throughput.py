@@ -66,7 +66,7 @@ def model_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.
 
     def step(compute_losses=losses or method.compute_losses) -> None:
         with autocast:
-            loss, probe_loss = compute_losses(views, labels)
+            loss, probe_loss, _ = compute_losses(views, labels)
         optimizer.zero_grad(set_to_none=True)
         (loss + probe_loss).backward()
         optimizer.step()

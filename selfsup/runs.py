@@ -37,6 +37,9 @@ class Metric:
     HARD_NEGATIVE_SIM = "train/hard_negative_sim"  # the hardest real negative's similarity (SimCLR, MoCo v2, MoCHi)
     SYNTHETIC_NEGATIVE_SIM = "train/synthetic_negative_sim"  # the synthetic negatives' mean similarity
     SYNTHETIC_HARDER_FRACTION = "train/synthetic_harder_fraction"  # synthetic negatives harder than the hardest real
+    NN_ACCURACY = "train/nn_accuracy"  # NNCLR: the support-set neighbour's label agrees with the sample's
+    PROTOTYPE_USAGE = "train/prototype_usage"  # SwAV: fraction of prototypes that some sample's argmax is
+    ASSIGNMENT_ENTROPY = "train/assignment_entropy"  # SwAV: entropy of the hard assignments (nats)
     LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe
     KNN_TOP1 = "val/knn_top1"
     PROBE_TOP1 = "val/online_linear_top1"

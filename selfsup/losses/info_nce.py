@@ -71,7 +71,7 @@ class InfoNCELoss(nn.Module):
         not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
         negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
         if mixing is not None:
-            mixed = mixing(anchors, candidates, negative_mask)
+            mixed = mixing(anchors, candidates, negative_mask, negatives_per_query=candidates.shape[0] - 2)
             synthetic = torch.einsum("bd,bsd->bs", anchors, mixed.negatives) / self.temperature  # (2N, s + s')
             logits = torch.cat([logits, synthetic], dim=1)
             hardness = mixed.metrics()

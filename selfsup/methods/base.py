@@ -1,13 +1,14 @@
-"""The shared `Method`: everything self-supervised methods have in common, so a method file holds only its
-heads and its loss.
+"""The shared `Method`: everything self-supervised methods have in common, so a method file holds only its heads and
+its loss.
 
 Per training step: uint8 images arrive on the device -> `on_after_batch_transfer` turns them into views
 (`augment.MultiView`, seeded per rank and epoch) -> the backbone embeds every view (views of one size in one
 forward pass, channels_last) -> the subclass's `ssl_loss` -> plus the online linear probe's loss on detached
-features. Validation embeds clean images: the labelled training set as a kNN bank, then the test set, which
-both the kNN monitor (`val/knn_top1`) and the online probe (`val/online_linear_top1`) score; both live in
-`selfsup.evaluation.online` and keep each rank's features on that rank. Throughput and wall-clock time are
-logged by `selfsup.loggers.TrainingClock`.
+features; `training_step` logs the losses and the metrics `ssl_loss` returns, outside that computation, so that
+`torch.compile` of `compute_losses` meets no logging call (each one was a graph break). Validation embeds clean
+images: the labelled training set as a kNN bank, then the test set, which both the kNN monitor (`val/knn_top1`)
+and the online probe (`val/online_linear_top1`) score; both live in `selfsup.evaluation.online` and keep each
+rank's features on that rank. Throughput and wall-clock time are logged by `selfsup.loggers.TrainingClock`.
 """
 
 import itertools
@@ -138,8 +139,9 @@ class Method(pl.LightningModule):
 
     # -- what a method implements -------------------------------------------------------------------------
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
-        """The self-supervised loss from the backbone features (B, feature_dim) of each view, in view order.
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The self-supervised loss from the backbone features (B, feature_dim) of each view, in view order,
+        and the step's metrics to log (names from `selfsup.runs.Metric`; the caller logs them).
 
         The views are there for methods that also run a momentum encoder on them. The labels (-1 where
         unknown) are for diagnostics only, such as NNCLR's neighbour accuracy; no loss may use them.
@@ -183,15 +185,18 @@ class Method(pl.LightningModule):
 
     # -- training -----------------------------------------------------------------------------------------
 
-    def compute_losses(self, views: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
-        """(self-supervised loss, online probe loss) of one batch of views; the whole step without logging."""
+    def compute_losses(self, views: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(self-supervised loss, online probe loss, the method's step metrics) of one batch of views: the whole
+        step's computation, without logging."""
         features = self.embed(views)
-        return self.ssl_loss(features, views, labels), self._probe_loss(features, labels)
+        loss, metrics = self.ssl_loss(features, views, labels)
+        return loss, self._probe_loss(features, labels), metrics
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, labels = batch
-        loss, probe_loss = self.compute_losses(views, labels)
+        loss, probe_loss, metrics = self.compute_losses(views, labels)
         batch_size = labels.shape[0]
+        self.log_dict(metrics, batch_size=batch_size)
         self.log(Metric.TRAIN_LOSS, loss, prog_bar=True, batch_size=batch_size)
         if self.labelled:
             self.log(Metric.PROBE_LOSS, probe_loss, batch_size=batch_size)

@@ -45,9 +45,9 @@ class BYOL(MomentumMethod):
         self.target_backbone = self.momentum_copy(self.backbone)
         self.target_projector = self.momentum_copy(self.projector)
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         predictions = self.predictor(self.projector(torch.cat(features[:2]))).chunk(2)
         with torch.no_grad():
             targets = self.target_projector(self.target_backbone(torch.cat(views[:2]))).chunk(2)
         # symmetric: each view's prediction regresses the other view's target (eq. 2 and its mirror)
-        return normalized_mse(predictions[0], targets[1]) + normalized_mse(predictions[1], targets[0])
+        return normalized_mse(predictions[0], targets[1]) + normalized_mse(predictions[1], targets[0]), {}

@@ -89,7 +89,7 @@ class MoCoV2(MomentumMethod):
         with torch.no_grad():
             return F.normalize(self.key_projector(self.key_backbone(view)).float(), dim=1)
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         hp = self.hparams
         pairs = range(2 if hp.symmetric else 1)
         queries = [F.normalize(self.projector(features[i]).float(), dim=1) for i in pairs]
@@ -100,6 +100,5 @@ class MoCoV2(MomentumMethod):
             queue_info_nce(q, k, negatives, hp.temperature, hp.decoupled, mixing)
             for q, k in zip(queries, keys, strict=True)
         ]
-        self.log_dict(results[0][1], batch_size=labels.shape[0])
         self.queue.enqueue(torch.cat(keys), labels.repeat(len(keys)))  # after the loss: never its own negative
-        return torch.stack([loss for loss, _ in results]).mean()
+        return torch.stack([loss for loss, _ in results]).mean(), results[0][1]  # the first view's hardness

@@ -19,6 +19,7 @@ from selfsup.losses import cross_view_info_nce
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
 from selfsup.models.queue import EmbeddingQueue
+from selfsup.runs import Metric
 
 
 class NNCLR(Method):
@@ -58,7 +59,7 @@ class NNCLR(Method):
         self.predictor = projection_mlp(projector_output_dim, predictor_hidden_dim, projector_output_dim)
         self.support_set = EmbeddingQueue(queue_size, projector_output_dim)
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         embeddings = self.projector(torch.cat(features))
         predictions = self.predictor(embeddings).chunk(2)
         z_a, z_b = F.normalize(embeddings.float(), dim=1).chunk(2)
@@ -67,12 +68,12 @@ class NNCLR(Method):
             cross_view_info_nce(neighbour_a, predictions[1], self.hparams.temperature)
             + cross_view_info_nce(neighbour_b, predictions[0], self.hparams.temperature)
         ) / 2
-        self._log_neighbour_accuracy(label_a, labels)
         self.support_set.enqueue(z_a, labels)  # after the lookup: a sample is never its own neighbour
-        return loss
+        return loss, {Metric.NN_ACCURACY: neighbour_accuracy(label_a, labels)} if self.labelled else {}
 
-    def _log_neighbour_accuracy(self, neighbour_labels: Tensor, labels: Tensor) -> None:
-        known = (neighbour_labels >= 0) & (labels >= 0)
-        if known.any():
-            accuracy = (neighbour_labels[known] == labels[known]).float().mean()
-            self.log("train/nn_accuracy", accuracy, batch_size=int(known.sum()))
+
+def neighbour_accuracy(neighbour_labels: Tensor, labels: Tensor) -> Tensor:
+    """How often the support-set neighbour has the sample's class, over the pairs whose labels are both known;
+    NaN while there are none (the first step's empty support set). Masked, not indexed: no host sync."""
+    known = (neighbour_labels >= 0) & (labels >= 0)
+    return ((neighbour_labels == labels) & known).sum() / known.sum()

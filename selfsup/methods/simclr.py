@@ -38,8 +38,6 @@ class SimCLR(Method):
         self.criterion = InfoNCELoss(temperature, decoupled)
         self.mixing = HardNegativeMixing.from_dict(mixing)
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z_a, z_b = self.projector(torch.cat(features)).chunk(2)  # (N, D) each; one BN over both views
-        loss, hardness = self.criterion(z_a, z_b, self.mixing.at_epoch(self.current_epoch))
-        self.log_dict(hardness, batch_size=labels.shape[0])
-        return loss
+        return self.criterion(z_a, z_b, self.mixing.at_epoch(self.current_epoch))  # the loss and its hardness

@@ -20,6 +20,7 @@ from selfsup.losses import sinkhorn_knopp, swapped_prediction_loss
 from selfsup.methods.base import Method
 from selfsup.models import Prototypes, projection_mlp
 from selfsup.models.queue import EmbeddingQueue
+from selfsup.runs import Metric
 
 
 class SwAV(Method):
@@ -86,14 +87,13 @@ class SwAV(Method):
         if (self.current_epoch == 0) if steps is None else (self.global_step < steps):
             self.prototypes.weight.grad = None  # the optimizer skips it: no update, no weight decay
 
-    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> Tensor:
+    def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         batch = features[0].shape[0]
         embeddings = F.normalize(self.projector(torch.cat(features)), dim=1)  # one BN over all crops
         scores = self.prototypes(embeddings).split(batch)
         crop_embeddings = embeddings.detach().split(batch)
         codes = [self._codes(scores[i], crop_embeddings[i], queue_index=i) for i in range(self.num_global_crops)]
-        self._log_assignments(torch.cat(codes))
-        return swapped_prediction_loss(list(scores), codes, self.hparams.temperature)
+        return swapped_prediction_loss(list(scores), codes, self.hparams.temperature), assignment_metrics(codes)
 
     @torch.no_grad()
     def _codes(self, scores: Tensor, embeddings: Tensor, queue_index: int) -> Tensor:
@@ -109,12 +109,15 @@ class SwAV(Method):
         dtype = torch.float64 if hp.sinkhorn_float64 else torch.float32
         return sinkhorn_knopp(scores, hp.sinkhorn_epsilon, hp.sinkhorn_iterations, dtype)[-batch:]
 
-    @torch.no_grad()
-    def _log_assignments(self, codes: Tensor) -> None:
-        """Prototype usage (fraction of prototypes that are some sample's argmax in the global batch) and the
-        entropy of those hard assignments in nats (log K when spread evenly, 0 when collapsed)."""
-        counts = torch.bincount(gather(codes.argmax(dim=1)), minlength=codes.shape[1]).float()
-        frequencies = counts[counts > 0] / counts.sum()
-        batch = codes.shape[0]
-        self.log("train/prototype_usage", (counts > 0).float().mean(), batch_size=batch)
-        self.log("train/assignment_entropy", -(frequencies * frequencies.log()).sum(), batch_size=batch)
+
+@torch.no_grad()
+def assignment_metrics(codes: list[Tensor]) -> dict[str, Tensor]:
+    """Prototype usage (fraction of prototypes that are some sample's argmax in the global batch) and the
+    entropy of those hard assignments in nats (log K when spread evenly, 0 when collapsed). Shapes stay fixed
+    (one-hot counts, entr(0) = 0), so a compiled step keeps one graph."""
+    assignments = torch.cat(codes)
+    counts = F.one_hot(gather(assignments.argmax(dim=1)), assignments.shape[1]).sum(dim=0).float()
+    return {
+        Metric.PROTOTYPE_USAGE: (counts > 0).float().mean(),
+        Metric.ASSIGNMENT_ENTROPY: torch.special.entr(counts / counts.sum()).sum(),
+    }

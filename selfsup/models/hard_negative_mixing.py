@@ -68,9 +68,21 @@ class HardNegativeMixing:
         """These settings if mixing is on in `epoch`, else None."""
         return self if self.num_hard > 0 and epoch >= self.start_epoch else None
 
-    def __call__(self, queries: Tensor, negatives: Tensor, negative_mask: Tensor | None = None) -> MixedNegatives:
+    def __call__(
+        self,
+        queries: Tensor,
+        negatives: Tensor,
+        negative_mask: Tensor | None = None,
+        negatives_per_query: int | None = None,
+    ) -> MixedNegatives:
         return mix_hard_negatives(
-            queries, negatives, self.num_hard, self.num_mixed, self.num_query_mixed, negative_mask
+            queries,
+            negatives,
+            self.num_hard,
+            self.num_mixed,
+            self.num_query_mixed,
+            negative_mask,
+            negatives_per_query=negatives_per_query,
         )
 
 
@@ -83,12 +95,15 @@ def mix_hard_negatives(
     num_query_mixed: int,
     negative_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
+    negatives_per_query: int | None = None,
 ) -> MixedNegatives:
     """queries (B, D) and negatives (K, D), both unit-norm; returns the synthetic negatives of each query.
 
     In the paper's notation (N, s, s') = (num_hard, num_mixed, num_query_mixed). `negative_mask` (B, K) marks
     which candidates are negatives of each query: with in-batch negatives (SimCLR) a query's own embedding and
-    its positive are candidates but not negatives, and are never mixed.
+    its positive are candidates but not negatives, and are never mixed. `negatives_per_query`, where every row
+    of the mask keeps the same number, is that number: a caller that knows it spares a host sync (counting the
+    mask's rows), which would split a compiled step.
     """
     queries, negatives = queries.detach(), negatives.detach()
     b, device = queries.shape[0], queries.device
@@ -96,7 +111,7 @@ def mix_hard_negatives(
     num_negatives = negatives.shape[0]
     if negative_mask is not None:
         similarity = similarity.masked_fill(~negative_mask, float("-inf"))
-        num_negatives = int(negative_mask.sum(dim=1).min())
+        num_negatives = negatives_per_query or int(negative_mask.sum(dim=1).min())
     num_hard = min(num_hard, num_negatives)
     hard_similarity, hard_index = similarity.topk(num_hard, dim=1)  # (B, N), hardest first
     hard = negatives[hard_index]  # (B, N, D)

@@ -47,13 +47,16 @@ class EmbeddingQueue(nn.Module):
         """The written entry nearest to each query (B, D) by cosine similarity: (keys (B, D), labels (B,)).
 
         NNCLR's support-set lookup; no gradient flows through it. With nothing written yet, each query is its
-        own neighbour.
+        own neighbour. Unwritten slots are masked rather than sliced off, so shapes do not depend on the fill
+        and a compiled step needs no host sync.
         """
-        if int(self.filled) == 0:
-            return queries.detach().clone(), torch.full_like(queries[:, 0], -1, dtype=torch.long)
-        support = self.keys[: int(self.filled)]  # slots are written in order until the queue is full
-        index = (F.normalize(queries.detach().to(support.dtype), dim=1) @ support.T).argmax(dim=1)
-        return support[index], self.labels[index]
+        queries = queries.detach()
+        written = torch.arange(self.size, device=self.keys.device) < self.filled  # slots fill in order
+        similarity = F.normalize(queries.to(self.keys.dtype), dim=1) @ self.keys.T
+        index = similarity.masked_fill(~written, float("-inf")).argmax(dim=1)
+        any_written = written[0]
+        keys = torch.where(any_written, self.keys[index], queries.to(self.keys.dtype))
+        return keys, torch.where(any_written, self.labels[index], -1)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, labels: Tensor | None = None) -> None:

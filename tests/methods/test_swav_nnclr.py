@@ -2,6 +2,8 @@
 batch (loss, parameter gradients after DDP's averaging, queues). The networks run in eval mode so that batch
 norm uses the same statistics on every rank; in training, SyncBatchNorm gives the same guarantee on GPUs."""
 
+import math
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -9,6 +11,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.methods import NNCLR, SwAV
+from selfsup.methods.nnclr import neighbour_accuracy
+from selfsup.methods.swav import assignment_metrics
+from selfsup.runs import Metric
 from tests.conftest import free_port
 
 SMALL = dict(backbone="test_resnet", small_image_stem=False, image_size=16, projector_hidden_dim=32, num_classes=3)
@@ -40,7 +45,7 @@ def batch(method: SwAV | NNCLR) -> tuple[list[torch.Tensor], torch.Tensor]:
 
 
 def step(method: SwAV | NNCLR, views: list[torch.Tensor], labels: torch.Tensor) -> tuple:
-    loss = method.ssl_loss(method.embed(views), views, labels)
+    loss, _ = method.ssl_loss(method.embed(views), views, labels)
     loss.backward()
     gradient = torch.cat([p.grad.flatten() for p in method.parameters() if p.grad is not None])
     queues = method.queues if isinstance(method, SwAV) else [method.support_set]
@@ -89,7 +94,7 @@ def test_swav_prototypes_get_no_gradient_while_frozen(freeze_steps: int | None, 
     views, labels = batch(method)
     before = method.prototypes.weight.detach().clone()
     optimizer = torch.optim.SGD(method.parameters(), lr=0.5, weight_decay=0.1)
-    method.ssl_loss(method.embed(views), views, labels).backward()
+    method.ssl_loss(method.embed(views), views, labels)[0].backward()
     method.on_after_backward()  # at step 0 of epoch 0, as Lightning calls it
     optimizer.step()
     assert (method.prototypes.weight.grad is None) == frozen
@@ -101,9 +106,23 @@ def test_swav_prototypes_get_no_gradient_while_frozen(freeze_steps: int | None, 
 def test_nnclr_logs_neighbour_accuracy_from_support_set_labels() -> None:
     method = build("nnclr")
     views, labels = batch(method)
-    logged = {}
-    method.log = lambda name, value, **kwargs: logged.update({name: float(value)})
     z = F.normalize(method.projector(torch.cat(method.embed(views)))[:8].float(), dim=1)
     _, neighbour_labels = method.support_set.nearest_neighbours(z)
-    method.ssl_loss(method.embed(views), views, labels)
-    assert logged["train/nn_accuracy"] == pytest.approx((neighbour_labels == labels).float().mean().item())
+    _, metrics = method.ssl_loss(method.embed(views), views, labels)
+    assert metrics[Metric.NN_ACCURACY].item() == pytest.approx((neighbour_labels == labels).float().mean().item())
+
+
+def test_swav_assignment_metrics_count_used_prototypes_and_their_entropy() -> None:
+    """Two global crops' codes over 4 prototypes: argmaxes 0, 0, 1 and 1, 1, 1 use 2 of 4 prototypes with
+    frequencies 1/3 and 2/3, so the entropy is -(1/3 ln 1/3 + 2/3 ln 2/3)."""
+    codes = [torch.eye(4)[[0, 0, 1]], torch.eye(4)[[1, 1, 1]]]
+    metrics = assignment_metrics(codes)
+    assert metrics[Metric.PROTOTYPE_USAGE].item() == 0.5
+    expected = -(1 / 3 * math.log(1 / 3) + 2 / 3 * math.log(2 / 3))
+    assert metrics[Metric.ASSIGNMENT_ENTROPY].item() == pytest.approx(expected)
+
+
+def test_nnclr_neighbour_accuracy_counts_only_known_labels_and_is_nan_without_any() -> None:
+    neighbours, labels = torch.tensor([0, 1, -1, 2]), torch.tensor([0, 2, 1, -1])
+    assert neighbour_accuracy(neighbours, labels).item() == 0.5  # pairs 0 and 1 are known; pair 0 agrees
+    assert neighbour_accuracy(torch.full((4,), -1), labels).isnan()  # an empty support set: nothing to score

@@ -43,7 +43,7 @@ def test_target_network_gets_no_gradient() -> None:
         num_classes=3,
     )
     views = [torch.randn(4, 3, 16, 16) for _ in range(2)]
-    method.ssl_loss(method.embed(views), views, torch.zeros(4, dtype=torch.long)).backward()
+    method.ssl_loss(method.embed(views), views, torch.zeros(4, dtype=torch.long))[0].backward()
     assert all(p.grad is None and not p.requires_grad for p in method.target_backbone.parameters())
     assert all(p.grad is not None for p in method.predictor.parameters())
 
