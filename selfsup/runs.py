@@ -139,14 +139,19 @@ class RunRecord:
         return cls(record["method"], record.get("run_name"), int(record.get("seed", 0)), record.get("wandb_id"))
 
 
+def _where_runs_keep_checkpoints() -> Path:
+    """runs/<method>/version_N/checkpoints/last.ckpt: the path to name when a user passed no checkpoint."""
+    return last_checkpoint(Path(RUNS_ROOT, "<method>", "version_N"))
+
+
 def _checkpoint_in(folder: Path) -> str:
     """What to pass instead of a folder: the newest last.ckpt where a run keeps it, seen from the folder as the
     checkpoints folder, a run folder, a method's folder or the runs root (no deeper: the folder may be ~)."""
-    name = f"{LAST_CHECKPOINT}.ckpt"
-    found = [file for pattern in ("", "*/", "*/*/") for file in folder.glob(f"{pattern}{CHECKPOINT_DIR}/{name}")]
-    found += [folder / name] if (folder / name).is_file() else []
+    in_a_run = last_checkpoint(Path())  # checkpoints/last.ckpt
+    found = [file for runs in ("", "*", "*/*") for file in folder.glob(str(Path(runs) / in_a_run))]
+    found += [folder / in_a_run.name] if (folder / in_a_run.name).is_file() else []
     if not found:
-        return f"It holds no {CHECKPOINT_DIR}/{name}; pass --ckpt_path runs/<method>/version_N/{CHECKPOINT_DIR}/{name}"
+        return f"It holds no {in_a_run}; pass --ckpt_path {_where_runs_keep_checkpoints()}"
     return f"Pass --ckpt_path {max(found, key=lambda file: file.stat().st_mtime)}"
 
 
@@ -160,9 +165,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigurationError(f"{path} is a folder, not a checkpoint. {_checkpoint_in(path)}")
     if not path.is_file():
-        raise ConfigurationError(
-            f"Checkpoint {path} does not exist. Pass --ckpt_path runs/<method>/version_N/checkpoints/last.ckpt"
-        )
+        raise ConfigurationError(f"Checkpoint {path} does not exist. Pass --ckpt_path {_where_runs_keep_checkpoints()}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, or objects that weights-only loading refuses
