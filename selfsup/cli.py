@@ -7,9 +7,10 @@ with `--trainer.callbacks+=ModelCheckpoint`) and, at its end, the backbone besid
 defaults to 0, so runs repeat.
 
 What the CLI adds to LightningCLI's behaviour: a resumed run trains what its checkpoint trained
-(`selfsup.resume`); a run's length is checked before anything is built; a run that fails before its first
-step leaves no run folder behind; and every mistake a user can make ends in one line, not a traceback or a
-page of usage (`user_error`).
+(`selfsup.resume`); a run's length, its config files and its output folder are checked before anything is
+built; every checkpoint replaces the old file whole or not at all (`AtomicCheckpointIO`); a run that fails
+before its first step leaves no run folder behind; and every mistake a user can make ends in one line, not a
+traceback or a page of usage (`user_error`).
 """
 
 import logging
@@ -27,9 +28,11 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from selfsup.atomic import check_writable
 from selfsup.augment import ViewRecipe
 from selfsup.data import SelfSupDataModule
 from selfsup.data.datamodule import resolved_sizes
@@ -38,6 +41,7 @@ from selfsup.evaluation.evaluate import main as evaluate
 from selfsup.export import BackboneExport
 from selfsup.export import main as export
 from selfsup.loggers import (
+    AtomicCheckpointIO,
     LastCheckpoint,
     RunProgressBar,
     StopBeforeTimeLimit,
@@ -236,6 +240,7 @@ class SelfSupCLI(LightningCLI):
         limit = config.stop_after_minutes
         if limit is not None and not limit > 0:
             raise ConfigurationError(f"--stop_after_minutes must be positive, got {limit}; omit it for no limit.")
+        check_writable(trainer.default_root_dir, "--trainer.default_root_dir", folder=True)
         if self.subcommand == "fit" and not finite:
             raise ConfigurationError(
                 f"--trainer.max_epochs must be at least 1, got {trainer.max_epochs}: the learning-rate schedule "
@@ -263,6 +268,10 @@ class SelfSupCLI(LightningCLI):
             callbacks.append(BackboneExport())
         if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RunProgressBar())
+        plugins = self._subcommand_config(self.config_init).trainer.plugins or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]  # every checkpoint replaces the old one atomically
         if self.datamodule.num_classes < 2:  # no labels to score: no validation at all (rather than an empty one)
             kwargs["limit_val_batches"] = 0
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)

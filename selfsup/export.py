@@ -4,7 +4,9 @@ comes from, so a stock timm or torchvision model loads them, and a card saying h
     python train.py export --ckpt_path runs/simclr/version_0/checkpoints/last.ckpt [--encoder momentum] [--pth]
 
 writes `backbone.safetensors` (tensors only: loading it executes nothing) and `backbone.json` next to the
-checkpoint; every `train.py fit` writes the same two files at the end of training (`BackboneExport`). Keys are
+checkpoint; every `train.py fit` writes the same two files at the end of training (`BackboneExport`). Each file
+replaces an older one whole or not at all, and an existing file that holds something else is replaced only with
+`--overwrite true`. Keys are
 the backbone's own (`conv1.weight`, `layer1.0.bn1.bias`, ... for torchvision; timm's for timm models), without
 the classifier, which downstream code trains: `torchvision.models.resnet50().load_state_dict(weights,
 strict=False)` misses only `fc.*`, and timm loads the file with `pretrained_cfg_overlay=dict(file=...)`.
@@ -13,6 +15,7 @@ A ResNet with the small-image stem (3x3 stride-1 `conv1`, no max-pool; see `self
 `conv1.weight` of another shape than the stock model's: the card says so, and `load_backbone` builds it.
 """
 
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -26,6 +29,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+from selfsup.atomic import check_writable, write_bytes
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.checkpoint import load_pretrained
 from selfsup.loggers import LastCheckpoint
@@ -96,9 +100,9 @@ class BackboneCard:
             f"pretrained_cfg_overlay=dict(file={self.weights!r}), num_classes=NUM_CLASSES{kwargs})"
         )
 
-    def write(self, path: Path) -> None:
+    def to_json(self) -> str:
         card = {**asdict(self), "loads_into_stock_model": not self.small_image_stem, "load": self.load}
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        return json.dumps(card, indent=2) + "\n"
 
     @classmethod
     def read(cls, path: str | Path) -> "BackboneCard":
@@ -119,20 +123,29 @@ def backbone_weights(backbone: nn.Module) -> dict[str, Tensor]:
     return {key: value.detach().cpu().contiguous() for key, value in backbone.state_dict().items()}
 
 
-def write_backbone(backbone: nn.Module, card: BackboneCard, out: Path, pth: bool = False) -> list[Path]:
-    """`out` (.safetensors), its card (`out` with .json) and, with `pth`, the same weights as a .pth state dict."""
+def write_backbone(
+    backbone: nn.Module, card: BackboneCard, out: Path, pth: bool = False, overwrite: bool = False
+) -> list[Path]:
+    """`out` (.safetensors), its card (`out` with .json) and, with `pth`, the same weights as a .pth state dict,
+    each replacing an older file whole or not at all (`selfsup.atomic`). An existing file with other content is
+    replaced only with `overwrite`; one with the same content (the fit's own export, exported again) is kept."""
     weights = backbone_weights(backbone)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # timm reads "pt" safetensors files as torch state dicts; written as bytes, the file gets the user's umask
-    # (safetensors' save_file makes it readable by its owner only, which a shared cluster's colleagues cannot read)
-    out.unlink(missing_ok=True)  # a new file: an earlier export's mode does not carry over
-    out.write_bytes(save(weights, metadata={"format": "pt"}))
-    card.write(out.with_suffix(".json"))
-    written = [out, out.with_suffix(".json")]
+    # timm reads "pt" safetensors files as torch state dicts; written by selfsup.atomic, the file gets the user's
+    # umask (safetensors' save_file makes it readable by its owner only, which a cluster's colleagues cannot read)
+    contents = {out: save(weights, metadata={"format": "pt"}), out.with_suffix(".json"): card.to_json().encode()}
     if pth:
-        torch.save(weights, out.with_suffix(".pth"))
-        written.append(out.with_suffix(".pth"))
-    return written
+        buffer = io.BytesIO()
+        torch.save(weights, buffer)
+        contents[out.with_suffix(".pth")] = buffer.getvalue()
+    different = [path for path, content in contents.items() if path.exists() and path.read_bytes() != content]
+    if different and not overwrite:
+        raise ConfigurationError(
+            f"{', '.join(map(str, different))} already exist{'s' if len(different) == 1 else ''} with other content; "
+            "pass --overwrite true to replace, or --out another file name."
+        )
+    for path, content in contents.items():
+        write_bytes(path, content)
+    return list(contents)
 
 
 def load_backbone(path: str | Path) -> nn.Module:
@@ -150,6 +163,7 @@ def export(
     out: str | None = None,
     encoder: Literal["online", "momentum"] = "online",
     pth: bool = False,
+    overwrite: bool = False,
 ) -> tuple[BackboneCard, list[Path]]:
     """Write the backbone of a pretraining checkpoint in its library's key format, with a JSON card.
 
@@ -159,6 +173,8 @@ def export(
             momentum_backbone.safetensors for --encoder momentum); the card goes beside it as .json.
         encoder: online (the trained network), or momentum (MoCo's key encoder, BYOL's target network).
         pth: also write the weights as a torch state dict (.pth), for code that reads only those.
+        overwrite: replace existing files of those names that hold something else (without it, the export stops
+            and names them; files that already hold this export are left as they are).
     """
     checkpoint = Path(ckpt_path).expanduser()
     destination = Path(out).expanduser() if out else backbone_path(checkpoint, encoder)
@@ -166,13 +182,15 @@ def export(
         raise ConfigurationError(f"--out {out} must end in .safetensors (the .json card and .pth go beside it)")
     if destination.resolve() == checkpoint.resolve():
         raise ConfigurationError("--out must not be the checkpoint itself: pass another file name")
+    for path in (destination, destination.with_suffix(".json"), *([destination.with_suffix(".pth")] if pth else [])):
+        check_writable(path, "--out")
     pretrained = load_pretrained(checkpoint, encoder=encoder)
     card = BackboneCard.of(
         pretrained.backbone, pretrained.hparams, destination.name,
         method=pretrained.method, encoder=encoder, run_name=pretrained.run_name,
         dataset=pretrained.data.get("dataset"), epochs=pretrained.epochs_trained, global_step=pretrained.global_step,
     )  # fmt: skip
-    return card, write_backbone(pretrained.backbone, card, destination, pth)
+    return card, write_backbone(pretrained.backbone, card, destination, pth, overwrite)
 
 
 def describe(card: BackboneCard, written: list[Path]) -> str:
@@ -192,7 +210,8 @@ def describe(card: BackboneCard, written: list[Path]) -> str:
 
 class BackboneExport(pl.Callback):
     """At the end of a fit, the trained backbone (online encoder) beside last.ckpt, as `train.py export` would
-    write it from that checkpoint (`--export_backbone false` turns it off)."""
+    write it from that checkpoint (`--export_backbone false` turns it off). The run folder is the fit's own, so
+    this replaces the run's own earlier export (a resumed run's folder is new)."""
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -207,7 +226,7 @@ class BackboneExport(pl.Callback):
             dataset=trainer.datamodule.hparams.get("dataset") if trainer.datamodule else None,
             epochs=trainer.fit_loop.epoch_progress.current.processed, global_step=trainer.global_step,
         )  # fmt: skip
-        rank_zero_info(describe(card, write_backbone(pl_module.backbone, card, destination)))
+        rank_zero_info(describe(card, write_backbone(pl_module.backbone, card, destination, overwrite=True)))
 
 
 def main(args: list[str] | None = None) -> tuple[BackboneCard, list[Path]]:

@@ -2,7 +2,8 @@
 
 The CSV logger's folder is the run folder (`runs/<method>/version_N`, named as `selfsup.runs` says); wandb runs
 offline inside it unless the user has set wandb up online, under the same run name. The progress bar shows
-that version and the run keeps one checkpoint, last.ckpt, rewritten every epoch. `TrainingClock` logs the
+that version and the run keeps one checkpoint, last.ckpt, rewritten every epoch, every checkpoint replacing the
+old file whole or not at all (`AtomicCheckpointIO`). `TrainingClock` logs the
 throughput and the wall-clock cost the comparison report shows; `StopBeforeTimeLimit` ends a process in time
 for its job slot.
 """
@@ -17,9 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from selfsup.atomic import lacking_space, replacing
+from selfsup.errors import ConfigurationError
 from selfsup.optim import ended_optimizer_step
 from selfsup.runs import LAST_CHECKPOINT, Metric, run_name
 
@@ -109,6 +115,21 @@ class RunProgressBar(TQDMProgressBar):
         return metrics
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but each checkpoint replaces the old file whole or not at all
+    (`selfsup.atomic.replacing`): a full disk or a kill while last.ckpt is rewritten leaves the previous epoch's
+    last.ckpt intact, and the run stops with one line naming the folder and its free space. Lightning's own
+    writer copies a temporary file from elsewhere over the old one, which is not atomic across file systems.
+    Remote paths (s3://, gs://) keep Lightning's writer: object stores replace objects whole by themselves."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with replacing(path) as file:
+            torch.save(checkpoint, file)
+
+
 class LastCheckpoint(ModelCheckpoint):
     """checkpoints/last.ckpt of the run folder (Lightning's default folder: the first logger's, i.e. the CSV
     run folder), rewritten at the end of every epoch, or with `every_minutes` also within epochs once that much
@@ -126,6 +147,18 @@ class LastCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=True,  # Lightning's default waits for validation, every n epochs with n > 1
         )
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Also stop a fit, before its first step, whose checkpoint folder cannot hold a checkpoint (decided on
+        rank 0, which writes it, and raised on every rank)."""
+        super().setup(trainer, pl_module, stage)
+        problem = None
+        if stage == "fit" and trainer.is_global_zero and _is_local_file_protocol(self.dirpath):
+            checkpoint = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
+            problem = lacking_space(self.dirpath, checkpoint_size_estimate(pl_module), str(checkpoint))
+        problem = trainer.strategy.broadcast(problem)
+        if problem:
+            raise ConfigurationError(problem)
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -139,6 +172,14 @@ class LastCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass
+
+
+def checkpoint_size_estimate(module: pl.LightningModule) -> int:
+    """Bytes a checkpoint of `module` takes at most: its state (weights, buffers, queues) and up to two optimizer
+    moments per weight (AdamW's; SGD and LARS keep one)."""
+    state = sum(tensor.numel() * tensor.element_size() for tensor in module.state_dict().values())
+    weights = sum(param.numel() * param.element_size() for param in module.parameters() if param.requires_grad)
+    return state + 2 * weights
 
 
 class TrainingClock(pl.Callback):

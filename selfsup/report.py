@@ -25,6 +25,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
+from selfsup.atomic import check_writable, replacing, write_text  # noqa: E402
 from selfsup.errors import ConfigurationError  # noqa: E402
 from selfsup.runs import HPARAMS_FILE, METRICS_FILE, Metric, last_checkpoint, results_path, run_name_of_folder  # noqa: E402
 
@@ -152,6 +153,15 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def save_figure(figure: plt.Figure, path: Path) -> None:
+    """`figure` as a PNG replacing `path` whole or not at all, then closed."""
+    try:
+        with replacing(path) as file:
+            figure.savefig(file, format="png", dpi=120)
+    finally:
+        plt.close(figure)
+
+
 def plot_knn(runs: list[Run], out: Path) -> list[str]:
     figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
@@ -167,8 +177,7 @@ def plot_knn(runs: list[Run], out: Path) -> list[str]:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(out / "knn.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "knn.png")
     return ["knn.png"]
 
 
@@ -215,14 +224,13 @@ def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
     histogram.set(title="cosine similarity of view pairs", xlabel="cosine similarity", ylabel="fraction")
     histogram.legend(fontsize=6)
     figure.tight_layout()
-    figure.savefig(out / "diagnostics.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "diagnostics.png")
     return ["diagnostics.png"]
 
 
 def write_report(run_dirs: list[Path], out: Path) -> Path:
+    check_writable(out, "--out", folder=True)
     runs = load_runs(find_runs(run_dirs))
-    out.mkdir(parents=True, exist_ok=True)
     summaries = [run.summary() for run in runs]
     images = plot_knn(runs, out) + plot_diagnostics(runs, out)
     missing = [run.name for run in runs if not has_diagnostics(run)]
@@ -246,8 +254,8 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
         ]
     text.append("")
     report = out / "report.md"
-    report.write_text("\n".join(text))
-    (out / "report.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    write_text(report, "\n".join(text))
+    write_text(out / "report.json", json.dumps(summaries, indent=2) + "\n")
     return report
 
 

@@ -26,19 +26,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
+def make_image_folder(root: Path) -> Path:
     """A tiny labelled image folder in ImageNet layout: train/ and val/, 2 classes of distinct colours."""
     rng = np.random.default_rng(0)
     for split, count in (("train", 24), ("val", 8)):
         for label, name in enumerate(("red", "blue")):
-            folder = tmp_path / split / name
+            folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(count):
                 pixels = rng.integers(0, 80, (20, 24, 3), dtype=np.uint8)
                 pixels[..., 0 if label == 0 else 2] += 150
                 Image.fromarray(pixels).save(folder / f"{i}.png")
-    return tmp_path
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """`make_image_folder` in the test's own folder."""
+    return make_image_folder(tmp_path)
 
 
 PACKED_SIZE = 48

@@ -16,6 +16,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from selfsup.atomic import replacing
+
 MAX_POINTS = 10_000  # beyond this t-SNE takes minutes on a CPU and the picture gains nothing
 PCA_DIMENSIONS = 50
 
@@ -57,7 +59,8 @@ def draw_map(
     if len(classes) <= 20:
         axes.legend(markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with replacing(path) as file:
+        figure.savefig(file, format="png", dpi=120)
 
 
 def _class_colours(count: int) -> list:

@@ -5,9 +5,10 @@ method.
 
 Loads the checkpoint's backbone (weights only), extracts clean features of the labelled training set and the
 test set of the data it was trained on, then runs the kNN sweep, the linear probe and the diagnostics. It
-prints a table, writes `results.json` next to the checkpoint (replacing an earlier evaluation of that folder)
-and a t-SNE map of the test features beside it (`embedding_map.png`), and logs both to wandb under the
-pretraining run's name with job type `eval` (offline unless wandb is configured).
+prints a table, writes `results.json` next to the checkpoint (replacing an earlier evaluation of that folder,
+whole or not at all; any other existing file is never replaced) and a t-SNE map of the test features beside
+it (`embedding_map.png`), and logs both to wandb under the pretraining run's name with job type `eval` (offline
+unless wandb is configured). Where they go is checked before any work starts.
 
 On several devices (`torchrun --nproc_per_node N train.py eval ...`) it runs the same steps sharded: each rank
 extracts the features of its share of the data, the kNN search merges the ranks' candidates without gathering
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 from jsonargparse import CLI
 
+from selfsup.atomic import WriteError, check_writable, write_text
 from selfsup.augment import CleanView, MultiView, ViewRecipe
 from selfsup.data import SelfSupDataModule
 from selfsup.distributed import all_reduce, barrier, gather_interleaved, init_from_environment, rank, world_size
@@ -101,7 +103,8 @@ def evaluate(
     """
     if map_points < 0:
         raise ConfigurationError(f"--map_points must be at least 0 (0: no map), got {map_points}")
-    destination = Path(output) if output else results_path(Path(ckpt_path).expanduser())
+    destination = Path(output).expanduser() if output else results_path(Path(ckpt_path).expanduser())
+    check_destination(destination, map_points > 0)
     device = init_from_environment()
     setup = load(ckpt_path, backbone, data, device)
     features = extract(setup)
@@ -235,10 +238,37 @@ def map_results(
     return embedding_map(test, test_labels, points, f"{title}: test features, t-SNE", path, class_names)
 
 
+def check_destination(destination: Path, draws_map: bool) -> None:
+    """Before any work: the results (and the map beside them) can be written, and an existing file there is an
+    earlier evaluation's results, never a file of the user's that would be replaced."""
+    check_writable(destination, "--output")
+    if draws_map:
+        check_writable(embedding_map_path(destination), "--output (the map beside it)")
+    if destination.is_file() and not _is_results(destination):
+        raise ConfigurationError(
+            f"--output {destination} exists and is not the results of `train.py eval`, so it is not replaced; "
+            "choose a new file name."
+        )
+
+
+def _is_results(path: Path) -> bool:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and "knn" in results and "checkpoint" in results
+
+
 def write(results: dict[str, Any], destination: Path, wandb_project: str | None) -> None:
-    """results.json, the printed summary, and the wandb run (None: no wandb)."""
-    destination.write_text(json.dumps(results, indent=2) + "\n")
+    """results.json (replacing the old file whole or not at all), the printed summary, and the wandb run (None:
+    no wandb). If the file cannot be written, the whole results are printed before the error: nothing measured
+    is lost."""
     print(format_results(results))
+    try:
+        write_text(destination, json.dumps(results, indent=2) + "\n")
+    except WriteError:
+        print(f"results (not written):\n{json.dumps(results, indent=2)}")
+        raise
     print(f"results written to {destination}")
     if wandb_project is not None:
         _log_to_wandb(results, wandb_project, destination.parent)
