@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import register_type
 from lightning_fabric.plugins.environments import SLURMEnvironment
@@ -317,11 +318,47 @@ def requeued_checkpoint(root: str) -> str | None:
     return str(numbered[max(numbered)]) if numbered else None
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Each `--config` file must be a YAML mapping of options. jsonargparse names neither the file nor the problem
+    for a binary, empty or non-mapping file (a traceback, "Unexpected config:" or a bare line number), so the
+    files are read here first, safely (no YAML tag constructs anything). A value that names no file is left to
+    jsonargparse, which reports a missing file or reads the value as inline YAML."""
+    values = [value for flag, value in zip(argv, argv[1:], strict=False) if flag == "--config"]
+    values += [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
+    for path in (Path(value).expanduser() for value in values):
+        if not path.is_file():
+            continue
+        fix = "pass a YAML file of options, such as configs/simclr.yaml"
+        content = path.read_bytes()
+        try:
+            text = content.decode()
+        except UnicodeDecodeError as error:
+            raise ConfigurationError(
+                f"--config {path} is not a text file (byte {error.start} is not UTF-8); {fix}."
+            ) from None
+        if "\0" in text:
+            raise ConfigurationError(f"--config {path} is not a text file (it holds NUL bytes); {fix}.")
+        try:
+            options = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigurationError(f"--config {path} is not valid YAML{where}: {problem}; {fix}.") from None
+        if options is None:
+            raise ConfigurationError(f"--config {path} is empty; {fix}.")
+        if not isinstance(options, dict):
+            raise ConfigurationError(
+                f"--config {path} holds a {type(options).__name__}, not options (key: value lines); {fix}."
+            )
+
+
 def main(args: list[str] | None = None) -> SelfSupCLI | dict | tuple:
     """Run the CLI (`eval` goes to the offline evaluators, `export` to `selfsup.export`). A user's mistake ends it
     with one line naming the fix and exit status 1; anything else keeps its traceback."""
     argv = sys.argv[1:] if args is None else args
     try:
+        check_config_files(argv)
         if argv[:1] == ["eval"]:
             return evaluate(argv[1:])
         if argv[:1] == ["export"]:
@@ -363,7 +400,25 @@ def user_error(error: BaseException) -> str | None:
         what = f"Unknown method {given.group(1)!r}" if given else "No method given"
         registered = ", ".join(f"{name} ({cls.__name__})" for name, cls in METHODS.items())
         return f"{what}. Registered methods: {registered}; pass --config configs/<method>.yaml or --model <Class>."
+    innermost = _number_message(innermost)
     if not keys:
         return innermost
     option = ".".join([keys[0], "init_args", *keys[1:]] if keys[0] == "model" else keys)
     return f"--{option}: {innermost}"
+
+
+_NUMBER_TYPES = {"float": "a number, such as 0.5", "int": "a whole number, such as 8"}
+
+
+def _number_message(message: str) -> str:
+    """jsonargparse's "Expected a <class 'float'>. Got value: nan" in words: NaN and infinity are no valid values,
+    anything else is not a number."""
+    match = re.fullmatch(r"Expected a <class '(float|int)'>\. Got value: (.*)", message)
+    if match is None:
+        return message
+    wanted, given = _NUMBER_TYPES[match.group(1)], match.group(2)
+    if given.strip().lstrip(".+-").lower() == "nan":
+        return f"NaN is not a valid value; give {wanted}."
+    if given.strip().lstrip(".+-").lower() in ("inf", "infinity"):
+        return f"infinity is not a valid value; give {wanted}."
+    return f"expected {wanted}, got {given!r}."

@@ -72,6 +72,19 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
             "image folders are read by DataLoader workers. Pack the folder first",
         ),
         ("simclr", ["--data.placement", "vram"], "placement"),
+        ("simclr", ["--model.init_args.base_lr", "nan"], "--model.init_args.base_lr: NaN is not a valid value; give a"),
+        ("simclr", ["--model.init_args.knn_k", "inf"], "knn_k: infinity is not a valid value; give a whole number"),
+        (
+            "simclr",
+            ["--model.init_args.temperature", "warm"],
+            "temperature: expected a number, such as 0.5, got 'warm'",
+        ),
+        (
+            "simclr",
+            ["--data.image_size", "100000"],
+            "At image size 100000, one batch of views (16 images x 2 views of up to 100000 px, float32) needs 3.5 TiB",
+        ),
+        ("simclr", ["--trainer.default_root_dir", "/proc/selfsup"], "default_root_dir /proc/selfsup cannot be written"),
     ],
 )
 def test_bad_option_is_one_line_before_anything_is_built(
@@ -79,6 +92,29 @@ def test_bad_option_is_one_line_before_anything_is_built(
 ) -> None:
     assert message in one_line_error(fit(config, tmp_path, *QUICK, *args), capsys)
     assert not any(tmp_path.iterdir()), "nothing may be written before the error"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a text file (byte 0 is not UTF-8)"),
+        (b"trainer:\x00\n", "is not a text file (it holds NUL bytes)"),
+        (b"", "is empty"),
+        (b"# only a comment\n", "is empty"),
+        (b"trainer:\n  max_epochs: 1\n- 3\n", "is not valid YAML at line 3, column 1"),
+        (b"just some words\n", "holds a str, not options (key: value lines)"),
+        (b"- trainer\n", "holds a list, not options"),
+        (b"model: !!python/object/apply:os.system [echo unsafe]\n", "is not valid YAML at line 1, column 8"),
+    ],
+)
+def test_a_config_file_that_is_not_options_is_named_with_its_problem(
+    content: bytes, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = _write(tmp_path / "mine.yaml", content)
+    text = one_line_error([*fit("simclr", tmp_path / "runs"), "--config", str(config)], capsys)
+    assert text.startswith(f"error: --config {config} {message}")
+    assert text.endswith("; pass a YAML file of options, such as configs/simclr.yaml.")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_no_method_lists_the_registered_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

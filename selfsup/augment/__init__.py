@@ -1,6 +1,6 @@
 """GPU augmentation: view recipes as data, batched ops, and the multi-view pipeline every method shares."""
 
-from selfsup.augment.multiview import CleanView, MultiView, view_seed
+from selfsup.augment.multiview import CleanView, MultiView, batch_view_bytes, view_seed
 from selfsup.augment.recipe import (
     RECIPES,
     ViewRecipe,
@@ -15,6 +15,7 @@ __all__ = [
     "CleanView",
     "MultiView",
     "ViewRecipe",
+    "batch_view_bytes",
     "byol_views",
     "mocov2_views",
     "multicrop_views",

@@ -105,6 +105,12 @@ def render_view(
     return normalize(views, mean, std)
 
 
+def batch_view_bytes(recipes: Sequence[ViewRecipe], image_size: int, batch_size: int) -> int:
+    """Bytes of one batch of float32 views (3 channels each): the least that rendering them allocates, before
+    any activation of the backbone."""
+    return batch_size * sum(recipe.num_views * 3 * recipe.size(image_size) ** 2 * 4 for recipe in recipes)
+
+
 class MultiView(nn.Module):
     """Augmented views of a batch, one group of views per recipe, in recipe order.
 

@@ -12,9 +12,12 @@
 GPUs); on a CPU device there is no GPU memory to fill, and `auto` means host.
 """
 
+import os
+
 import torch
 
 from selfsup import distributed
+from selfsup.atomic import format_bytes
 from selfsup.data.source import Placement
 from selfsup.errors import ConfigurationError
 
@@ -25,6 +28,24 @@ def free_device_memory(device: torch.device) -> int:
     """Bytes free on `device`, the smallest over all ranks, so that every rank makes the same choice."""
     free = torch.tensor([-torch.cuda.mem_get_info(device)[0]], device=device)
     return -int(distributed.all_reduce(free, "max").item())
+
+
+def largest_memory() -> tuple[int, str]:
+    """(bytes, what) of the largest memory a run on this machine can train in: a GPU's, or without one the RAM."""
+    if torch.cuda.is_available():
+        gpus = [torch.cuda.get_device_properties(index) for index in range(torch.cuda.device_count())]
+        largest = max(gpus, key=lambda gpu: gpu.total_memory)
+        return largest.total_memory, f"{largest.name} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "RAM"
+
+
+def check_fits_in_memory(needed: int, what: str, fix: str) -> None:
+    """Stop before allocating `needed` bytes for `what` when no memory of this machine could hold them."""
+    memory, kind = largest_memory()
+    if needed > memory:
+        raise ConfigurationError(
+            f"{what} needs {format_bytes(needed)}, more than this machine's {format_bytes(memory)} of {kind}; {fix}."
+        )
 
 
 def choose_placement(

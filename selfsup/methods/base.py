@@ -21,8 +21,9 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from selfsup.augment import CleanView, MultiView, ViewRecipe, simclr_views, view_seed
+from selfsup.augment import CleanView, MultiView, ViewRecipe, batch_view_bytes, simclr_views, view_seed
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from selfsup.data.placement import check_fits_in_memory
 from selfsup.distributed import gather
 from selfsup.errors import ConfigurationError, at_least, below, check_options, positive, within
 from selfsup.evaluation.online import KnnMonitor, OnlineProbe
@@ -107,6 +108,13 @@ class Method(pl.LightningModule):
             "--model.init_args",
         )
         views = tuple(ViewRecipe.from_dict(v) for v in views)
+        largest = max(recipe.size(image_size) for recipe in views)
+        check_fits_in_memory(
+            batch_view_bytes(views, image_size, batch_size),
+            f"At image size {image_size}, one batch of views ({batch_size} images x "
+            f"{sum(recipe.num_views for recipe in views)} views of up to {largest} px, float32)",
+            "choose a smaller --data.image_size or --data.batch_size",
+        )
         self.save_hyperparameters()
         for key, value in self.hparams.items():  # plain data only: checkpoints load with weights_only=True
             self.hparams[key] = plain(value)
