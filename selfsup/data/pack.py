@@ -5,26 +5,51 @@ resized to S, the centre cropped), so a packed run trains on the pixels a folder
 `--data.folder_image_size S`, without decoding them again every epoch. Files are read in directory order, in
 chunks, by a pool of processes that write straight into the memory-mapped output, each image at its row of a
 fixed shuffle. Finished chunks are recorded in DIR/pack_progress.json, so an interrupted pack resumes where it
-stopped. Nothing is ever written into FOLDER, and a finished pack is never overwritten.
+stopped (Ctrl-C stops it that way too: the workers ignore it, the packer saves its progress and stops them).
+Nothing is ever written into FOLDER, a finished pack is never overwritten, and the metadata files are replaced
+whole or not at all (`selfsup.atomic`).
 """
 
 import argparse
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import os
-import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from selfsup.atomic import (
+    WriteError,
+    check_writable,
+    existing_folder,
+    format_bytes,
+    free_space,
+    lacking_space,
+    replacing,
+    write_text,
+)
 from selfsup.data.decode import UnreadableImageError, decode_square
 from selfsup.data.image_folder import scan_image_folder, train_and_val_folders
-from selfsup.data.packed import IMAGES, LABELS, MANIFEST, PROGRESS, TRAIN, VAL, VERSION, Manifest, write_json
+from selfsup.data.packed import (
+    IMAGES,
+    LABELS,
+    MANIFEST,
+    PROGRESS,
+    TRAIN,
+    VAL,
+    VERSION,
+    Manifest,
+    load_array,
+    write_json,
+)
 from selfsup.errors import ConfigurationError
 
 CHUNK = 128  # images per task, and per progress record
@@ -32,6 +57,11 @@ ORDER_SEED = 0  # the fixed shuffle of the rows
 PARTIAL = "images.partial.npy"  # a split's array while it is being filled
 BAD_IMAGES = "bad_images.txt"
 SAVE_EVERY_S = 2.0
+# What the workers run, imported once by the server they are forked from. Not this module by its name: run as
+# `python -m selfsup.data.pack`, it is also each worker's __main__, which multiprocessing runs again in the worker,
+# and runpy warns when it finds that module imported already.
+WORKER_IMPORTS = ["selfsup.data.decode", "selfsup.data.image_folder", "selfsup.data.packed"]
+REDECODE = "delete it and pack again"  # the fix for a damaged array of an unfinished pack
 
 
 class PackError(ConfigurationError):
@@ -121,7 +151,7 @@ def decode_chunk(task: tuple[str, int, str, int, list[tuple[int, str, int]]]) ->
     """Decode one chunk's files into their rows of the output (in a worker process): (split, chunk, files, bad)."""
     split, chunk, output, size, items = task
     if output not in _OPEN_ARRAYS:
-        _OPEN_ARRAYS[output] = np.load(output, mmap_mode="r+")
+        _OPEN_ARRAYS[output] = load_array(Path(output), REDECODE, mmap_mode="r+")
     images, bad = _OPEN_ARRAYS[output], []
     for index, path, row in items:
         try:
@@ -151,13 +181,43 @@ def check_destination(source: Path, out: Path) -> None:
 
 def check_free_space(out: Path, needed: int) -> None:
     """Fail now rather than with a worker killed half-way when the sparse output file meets a full disk."""
-    existing = next(folder for folder in (out, *out.parents) if folder.exists())
-    free = shutil.disk_usage(existing).free
-    if free < needed:
-        raise PackError(
-            f"The pack needs {needed / 2**30:.1f} GiB and {existing} has {free / 2**30:.1f} GiB free; choose an "
-            "--out on a larger disk, or a smaller --size."
-        )
+    problem = lacking_space(out, needed, f"Packing into --out {out}")
+    if problem is not None:
+        raise PackError(f"{problem} A smaller --size needs less.")
+
+
+def pack_write_error(out: Path, error: OSError) -> WriteError:
+    """The one line of a failed write into the pack: the file, the reason, the folder's free space, the fix."""
+    folder = existing_folder(out)
+    return WriteError(
+        f"Could not write {error.filename or out}: {error.strerror or error}. {folder} has {free_space(folder)}; "
+        "free some space or make it writable, and rerun the same command to resume (or choose another --out)."
+    )
+
+
+def start_workers(workers: int) -> Pool:
+    """`workers` decoding processes that ignore Ctrl-C: it reaches every process of the terminal's foreground group,
+    and only the packer acts on it (it saves the progress and stops the workers), so no worker prints a traceback.
+
+    A server started here has its forks ignore it from their start (the initializer covers a server started
+    before). Ctrl-C while the workers start is acted on once they have: a packer gone in the middle of starting
+    them leaves each reading the state of a process that no longer exists."""
+    context = multiprocessing.get_context("forkserver")
+    # forkserver, not fork: a fork copies whatever the caller's other threads hold at that moment (a lock, half an
+    # import) into every worker, which broke a worker's numpy header parsing once
+    context.set_forkserver_preload(WORKER_IMPORTS)
+    interrupts: list[int] = []
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()  # a program exec'd with a signal ignored keeps it ignored
+        signal.signal(signal.SIGINT, lambda number, frame: interrupts.append(number))
+        pool = context.Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    if interrupts:
+        pool.terminate()
+        raise KeyboardInterrupt
+    return pool
 
 
 def decode_all(plans: list[SplitPlan], out: Path, size: int, progress: Progress, workers: int) -> int:
@@ -173,11 +233,7 @@ def decode_all(plans: list[SplitPlan], out: Path, size: int, progress: Progress,
             np.lib.format.open_memmap(output, mode="w+", dtype=np.uint8, shape=(len(plan.paths), size, size, 3))
         tasks += [(plan.name, c, str(output), size, plan.chunk(c)) for c in progress.pending(plan)]
     total = sum(len(task[-1]) for task in tasks)
-    # forkserver, not fork: a fork copies whatever the caller's other threads hold at that moment (a lock, half an
-    # import) into every worker, which broke a worker's numpy header parsing once; the server imports the decoder
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["selfsup.data.pack"])
-    with context.Pool(workers) as pool, tqdm(total=total, unit="img", desc="decoding", file=sys.stderr) as bar:
+    with start_workers(workers) as pool, tqdm(total=total, unit="img", desc="decoding", file=sys.stderr) as bar:
         try:
             for split, chunk, count, bad in pool.imap_unordered(decode_chunk, tasks):
                 progress.record(split, chunk, bad)
@@ -200,13 +256,14 @@ def write_split(directory: Path, plan: SplitPlan, bad: dict[int, str]) -> int:
         if len(keep) == len(plan.paths):
             partial.replace(final)
         else:
-            source = np.load(partial, mmap_mode="r")
+            source = load_array(partial, REDECODE, mmap_mode="r")
             images = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8, shape=(len(keep), *source.shape[1:]))
             for start in range(0, len(keep), CHUNK):
                 images[start : start + CHUNK] = source[keep[start : start + CHUNK]]
             images.flush()
             partial.unlink()
-    np.save(directory / LABELS, labels[keep])
+    with replacing(directory / LABELS) as file:
+        np.save(file, labels[keep])
     return len(keep)
 
 
@@ -214,16 +271,28 @@ def pack(source: Path, size: int, out: Path, workers: int, skip_bad: bool = Fals
     """Pack `source` into `out` (resuming an interrupted pack there); see the module docstring. Returns the
     manifest and how many images this call decoded."""
     check_destination(source, out)
+    check_writable(out, "--out", folder=True)
     classes, plans = plan_splits(source)
     if not (out / PROGRESS).exists():
         check_free_space(out, sum(len(plan.paths) for plan in plans) * size * size * 3)
+    try:
+        return write_pack(source, size, out, workers, skip_bad, classes, plans)
+    except OSError as error:  # a full disk, a folder made read-only meanwhile, the arrays' own writes
+        raise pack_write_error(out, error) from None
+
+
+def write_pack(
+    source: Path, size: int, out: Path, workers: int, skip_bad: bool, classes: list[str], plans: list[SplitPlan]
+) -> tuple[Manifest, int]:
+    """The writing part of `pack`, once the destination is checked."""
     out.mkdir(parents=True, exist_ok=True)
     progress = Progress(out / PROGRESS, fingerprint(source, size, plans))
+    progress.save()  # before anything else is written: from now on `out` is an unfinished pack that a rerun resumes
     decoded = decode_all(plans, out, size, progress, workers)
     bad = {plan.name: progress.bad_images(plan) for plan in plans}
     listed = [f"{plan.paths[i]}\t{message}" for plan in plans for i, message in sorted(bad[plan.name].items())]
     if listed:
-        (out / BAD_IMAGES).write_text("\n".join(listed) + "\n")
+        write_text(out / BAD_IMAGES, "\n".join(listed) + "\n")
         if not skip_bad:
             raise PackError(
                 f"{len(listed)} image(s) cannot be decoded, listed in {out / BAD_IMAGES} (first: {listed[0]}). "
@@ -262,14 +331,17 @@ def main(argv: list[str] | None = None) -> None:
         manifest, decoded = pack(args.folder, args.size, args.out, args.workers, args.skip_bad)
     except ConfigurationError as error:
         raise SystemExit(f"error: {error}") from None
-    except OSError as error:  # an unwritable --out, a full disk
-        raise SystemExit(f"error: cannot write the pack into {args.out} ({error}); choose another --out.") from None
+    except KeyboardInterrupt:
+        print(f"Packing into {args.out} interrupted; rerun the same command to resume.", file=sys.stderr)
+        raise SystemExit(130) from None  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+    except OSError as error:  # reading the image folder
+        raise SystemExit(f"error: cannot read {error.filename or args.folder}: {error.strerror or error}.") from None
     seconds = time.perf_counter() - started
     images = sum(manifest.counts.values())
-    gib = images * args.size**2 * 3 / 2**30
+    size = format_bytes(images * args.size**2 * 3)
     print(
         f"packed {images} images ({', '.join(f'{n} {s}' for s, n in manifest.counts.items())}) at {args.size} px "
-        f"into {args.out}: {gib:.2f} GiB; decoded {decoded} images in {seconds:.1f} s ({decoded / seconds:.0f} "
+        f"into {args.out}: {size}; decoded {decoded} images in {seconds:.1f} s ({decoded / seconds:.0f} "
         f"images/s with {args.workers} processes)"
     )
 

@@ -15,10 +15,12 @@ whether the arrays live on the GPU, sharded over the GPUs or in host memory.
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
+from selfsup.atomic import write_text
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Split
 from selfsup.data.in_memory import InMemorySource
 from selfsup.data.source import DataOptions
@@ -37,11 +39,32 @@ class PackedDataError(ConfigurationError):
 
 
 def write_json(path: Path, content: object) -> None:
-    """Write `path` whole or not at all (a temporary file renamed over it), so an interruption never leaves half a
-    file for the next run to misread."""
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    temporary.replace(path)
+    """Write `path` whole or not at all (`selfsup.atomic`), so an interruption or a full disk never leaves half a
+    file for the next run to misread, nor loses the previous one."""
+    write_text(path, json.dumps(content, indent=2) + "\n")
+
+
+def load_array(path: Path, fix: str, mmap_mode: Literal["r", "r+", "c"] | None = None) -> np.ndarray:
+    """The array of numbers in the .npy file `path` (memory-mapped with `mmap_mode`). Anything else there, a text
+    file, pickled objects or a truncated array, is one line naming the file and `fix`: nothing is ever unpickled,
+    and numpy's advice to allow it is not passed on."""
+    try:
+        with path.open("rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            dtype = read_header(file)[2]
+    except OSError as error:
+        raise PackedDataError(f"Cannot read {path} ({error.strerror or error}); {fix}.") from None
+    except (ValueError, EOFError):
+        raise PackedDataError(f"{path} is not a packed array (not a .npy file); {fix}.") from None
+    if dtype.hasobject:
+        raise PackedDataError(f"{path} is not a packed array (it holds Python objects); {fix}.")
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (OSError, ValueError, EOFError) as error:  # shorter than its header says
+        raise PackedDataError(f"{path} is incomplete or truncated ({error}); {fix}.") from None
 
 
 @dataclass(frozen=True)
@@ -92,11 +115,8 @@ def open_split(directory: Path, manifest: Manifest, split: str) -> Split:
     replaced file is an error here, not a crash in the middle of training."""
     count, size = manifest.counts[split], manifest.size
     repack = f"repack {manifest.source} into a new directory"
-    try:
-        images = np.load(directory / split / IMAGES, mmap_mode="c")  # copy-on-write: torch may wrap it, never writes
-        labels = np.load(directory / split / LABELS)
-    except (OSError, ValueError) as error:  # a missing file, or one shorter than its header says
-        raise PackedDataError(f"{directory / split} is incomplete or truncated ({error}); {repack}.") from None
+    images = load_array(directory / split / IMAGES, repack, mmap_mode="c")  # copy-on-write: torch never writes
+    labels = load_array(directory / split / LABELS, repack)
     if images.shape != (count, size, size, 3) or images.dtype != np.uint8 or labels.shape != (count,):
         raise PackedDataError(
             f"{directory / split} holds images {images.shape} {images.dtype} and labels {labels.shape}, but "

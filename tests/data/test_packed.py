@@ -1,7 +1,16 @@
-"""Packed datasets: the packer (decoded pixels, labels, resume, bad images, where it writes), the packed directory's
-checks, and the three placements (same batches on the device and from host memory, shards that stay apart)."""
+"""Packed datasets: the packer (decoded pixels, labels, resume, Ctrl-C, bad images, where and how it writes, its
+messages), the packed directory's checks, and the three placements (same batches on the device and from host
+memory, shards that stay apart)."""
 
+import errno
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +18,16 @@ import pytest
 import torch
 from PIL import Image
 
+from selfsup.atomic import PARTIAL_SUFFIX, WriteError
 from selfsup.cli import main
 from selfsup.data import SelfSupDataModule
 from selfsup.data import pack as packer
 from selfsup.data.decode import decode_square
 from selfsup.data.pack import PackError, pack, plan_splits
-from selfsup.data.packed import IMAGES, LABELS, MANIFEST, PROGRESS, PackedDataError
+from selfsup.data.packed import IMAGES, LABELS, MANIFEST, PROGRESS, Manifest, PackedDataError
 from selfsup.data.placement import GIB, choose_placement
 from selfsup.data.source import Shard
+from selfsup.errors import ConfigurationError
 from tests.test_resume import STOP_AFTER_FIRST_EPOCH
 from tests.test_train_cli import REPO
 
@@ -122,7 +133,7 @@ def test_unreadable_images_are_listed_and_left_out_only_with_skip_bad(
     listed = (tmp_path / "packed" / "bad_images.txt").read_text()
     assert "broken.jpg" in listed and "cat/1.jpg" in listed
     packer.main([str(mixed_folder), "--size", str(SIZE), "--out", out, "--skip_bad"])
-    assert "packed 53 images (41 train, 12 val) at 16 px" in capsys.readouterr().out
+    assert f"packed 53 images (41 train, 12 val) at 16 px into {out}: 39.8 KiB;" in capsys.readouterr().out
     labels = np.load(tmp_path / "packed" / "train" / LABELS)
     assert np.bincount(labels).tolist() == [13, 14, 14]  # a cat truncated, the broken dog never counted
     bad = {mixed_folder / "train" / "dog" / "broken.jpg", mixed_folder / "train" / "cat" / "1.jpg"}
@@ -155,6 +166,107 @@ def test_the_packer_writes_only_to_a_new_or_empty_directory_outside_the_source(
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
+def test_the_free_space_message_gives_sizes_in_readable_units(
+    mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=20 * 2**10))
+    with pytest.raises(PackError) as error:
+        pack(mixed_folder, SIZE, tmp_path / "packed", workers=1)
+    assert str(error.value) == (  # 54 images of 16 x 16 x 3 bytes
+        f"Packing into --out {tmp_path / 'packed'} needs about 40.5 KiB and {tmp_path} has 20.0 KiB free; free some "
+        "space or choose a location on a larger disk. A smaller --size needs less."
+    )
+
+
+def test_an_out_on_a_pseudo_file_system_is_refused_before_anything_is_decoded(
+    mixed_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packer, "decode_all", interrupted)  # /proc takes no files, even from root
+    with pytest.raises(ConfigurationError, match="^--out /proc/selfsup/packed cannot be written"):
+        pack(mixed_folder, SIZE, Path("/proc/selfsup/packed"), workers=1)
+
+
+REPLACE = os.replace
+
+
+def failing_for(names: set[str]) -> Callable:
+    """os.replace that fails with a full disk when the file it would replace is one of `names`."""
+
+    def replace_unless_full(source: str | Path, target: str | Path) -> None:
+        if Path(target).name in names:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        REPLACE(source, target)
+
+    return replace_unless_full
+
+
+def test_a_failed_write_is_one_line_and_leaves_the_previous_files_as_they_were(
+    mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "packed"
+
+    def failed_pack() -> str:
+        with pytest.raises(WriteError) as error:
+            pack(mixed_folder, SIZE, out, workers=1)
+        assert not [path for path in out.rglob("*") if path.name.endswith(PARTIAL_SUFFIX)]  # no temporary files left
+        message = str(error.value)
+        assert "\n" not in message and f"{out} has " in message and " free; " in message
+        return message
+
+    def full_disk(*args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "train" / packer.PARTIAL))
+
+    open_memmap = np.lib.format.open_memmap
+    monkeypatch.setattr(np.lib.format, "open_memmap", full_disk)  # a write that is not a metadata file's
+    assert "rerun the same command to resume" in failed_pack()
+    monkeypatch.setattr(np.lib.format, "open_memmap", open_memmap)
+    monkeypatch.setattr(os, "replace", failing_for({MANIFEST}))
+    failed_pack()  # everything decoded and written but the manifest
+    progress = (out / PROGRESS).read_bytes()
+    assert not (out / MANIFEST).exists()
+    monkeypatch.setattr(os, "replace", failing_for({PROGRESS}))
+    failed_pack()  # the rerun cannot save its progress
+    assert (out / PROGRESS).read_bytes() == progress
+    monkeypatch.setattr(os, "replace", REPLACE)
+    assert pack(mixed_folder, SIZE, out, workers=1)[1] == 0
+    manifest = (out / MANIFEST).read_bytes()
+    monkeypatch.setattr(os, "replace", failing_for({MANIFEST}))
+    with pytest.raises(WriteError, match="the previous file is unchanged"):
+        Manifest(size=SIZE, classes=[], counts={}, source="elsewhere").write(out)
+    assert (out / MANIFEST).read_bytes() == manifest
+
+
+def test_ctrl_c_stops_the_packer_with_one_line_and_rerunning_resumes(tmp_path: Path) -> None:
+    """The real command in a terminal's foreground group (its own session here), all of which Ctrl-C interrupts:
+    the packer, its fork server and its workers. 640 copies of one image: 5 chunks still to decode after the first."""
+    folder = tmp_path / "images" / "noise"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(folder / "0.png")
+    for i in range(1, 640):
+        os.link(folder / "0.png", folder / f"{i}.png")
+    out = tmp_path / "packed"
+    command = [sys.executable, "-m", "selfsup.data.pack", str(tmp_path / "images"), "--size", str(SIZE)]
+    packing = subprocess.Popen(
+        [*command, "--out", str(out), "--workers", "1"], cwd=REPO, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    while not (out / PROGRESS).exists() or json.loads((out / PROGRESS).read_text())["done"] == {}:
+        assert packing.poll() is None, packing.communicate()[1]
+        time.sleep(0.01)  # until the first chunk is decoded
+    os.killpg(packing.pid, signal.SIGINT)
+    stderr = packing.communicate(timeout=60)[1]
+    assert packing.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Warning" not in stderr, stderr
+    line = f"Packing into {out} interrupted; rerun the same command to resume."
+    assert stderr.splitlines()[-1] == line and stderr.count(line) == 1, stderr
+    manifest, decoded = pack(tmp_path / "images", SIZE, out, workers=1)
+    assert manifest.counts == {"train": 640} and 0 < decoded < 640
+    expected = decode_square(folder / "0.png", SIZE)
+    assert (np.load(out / "train" / IMAGES) == expected).all()
+
+
 @pytest.fixture
 def packed(mixed_folder: Path, tmp_path: Path) -> Path:
     pack(mixed_folder, SIZE, tmp_path / "packed", workers=2)
@@ -174,6 +286,19 @@ def test_a_damaged_or_foreign_packed_directory_is_one_clear_error(packed: Path, 
     (packed / MANIFEST).write_text(json.dumps({**manifest, "version": 99}))
     assert "version 99; this selfsup reads selfsup-packed version 1. Repack" in error(packed)
     (packed / MANIFEST).write_text(json.dumps(manifest))
+    train_images = packed / "train" / IMAGES
+    stored = train_images.read_bytes()
+    for content in (b"a text file, not an array\n", b""):  # numpy would try to unpickle it, or stop at its end
+        train_images.write_bytes(content)
+        message = error(packed)
+        assert message.startswith(f"{train_images} is not a packed array") and "pickle" not in message
+    train_images.write_bytes(stored)
+    labels = packed / "train" / LABELS
+    stored = labels.read_bytes()
+    np.save(labels, np.array([1, None], dtype=object), allow_pickle=True)
+    message = error(packed)
+    assert message.startswith(f"{labels} is not a packed array (it holds Python objects)") and "pickle" not in message
+    labels.write_bytes(stored)
     images = packed / "val" / IMAGES
     images.write_bytes(images.read_bytes()[:-100])
     assert "incomplete or truncated" in error(packed)
