@@ -1,8 +1,12 @@
 """LARS and the warmup-cosine learning-rate schedule shared by every method, defined on training progress.
 
-The schedule counts samples, not optimizer steps: a run resumed on another number of devices (or with another
-batch size) takes steps of another size, but the learning rate at a given fraction of the run stays the same
-function of that fraction. The peak rate follows the linear scaling rule of the global batch in use.
+The schedule is a function of progress, the fraction of the run trained, from 0 to 1, not of a step count. A run
+plans its optimizer steps and gives each the same share of progress. Resumed on another number of devices (or
+with another accumulation) a run takes another number of steps, with drop_last not even in proportion, so it
+re-plans: the progress left is shared evenly among the steps it will really take, as counted from Lightning's
+restored loops. The curve then continues from where the checkpoint stopped and its last step ends exactly at
+progress 1; a run resumed with the same plan continues it bit for bit, and one continued for more epochs resumes
+at the epochs it trained. The peak rate follows the linear scaling rule of the global batch in use.
 """
 
 import math
@@ -92,9 +96,39 @@ def ended_optimizer_step(trainer: Any, batch_idx: int) -> bool:
     return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or last
 
 
+def optimizer_steps_per_epoch(trainer: Any) -> int:
+    """Optimizer steps of a whole epoch: one after every `accumulate_grad_batches` batches, and one on the epoch's
+    last batch, where Lightning steps on a partial group (at least 1)."""
+    return max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
+
+
+def optimizer_steps_left(trainer: Any) -> int:
+    """The optimizer steps Lightning still takes in this fit, read off its loops' progress: the rest of the epoch in
+    progress (a step after every `accumulate_grad_batches` batches and on the epoch's last batch), then whole epochs
+    up to `max_epochs`, and no more than `max_steps` allows.
+
+    Right after Lightning restored its loops from a checkpoint, an epoch in progress is one that started but whose
+    batches did not all train, and the batches the checkpoint trained of it are done. As an epoch starts (in
+    `on_train_epoch_start`) it is not counted as started yet, so all its batches are left.
+    """
+    epochs = trainer.fit_loop.epoch_progress.current
+    batches, accumulate = trainer.num_training_batches, trainer.accumulate_grad_batches
+    steps = math.inf
+    if trainer.max_epochs != -1:
+        steps_per_epoch = optimizer_steps_per_epoch(trainer)
+        in_progress = epochs.started > epochs.processed
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready if in_progress else 0
+        rest_of_epoch = steps_per_epoch - done // accumulate if in_progress and done < batches else 0
+        first_whole_epoch = epochs.processed + 1 if in_progress else epochs.processed
+        steps = rest_of_epoch + max(0, trainer.max_epochs - first_whole_epoch) * steps_per_epoch
+    if trainer.max_steps != -1:
+        steps = min(steps, trainer.max_steps - trainer.global_step)
+    return max(0, int(steps))
+
+
 def warmup_cosine(seen: float, warmup: float, total: float, step_size: float = 1) -> float:
-    """Learning-rate factor of the step that starts after `seen` units of training (steps or samples) and trains
-    `step_size` more: linear warmup to 1 over the first `warmup` units, then cosine decay to 0 at `total`.
+    """Learning-rate factor of the step that starts after `seen` units of training (steps, samples or progress) and
+    trains `step_size` more: linear warmup to 1 over the first `warmup` units, then cosine decay to 0 at `total`.
 
     Linear warmup for large-batch training ("Accurate, Large Minibatch SGD", Goyal et al. 2017, Sec. 2.2),
     cosine decay without restarts ("SGDR", Loshchilov and Hutter, ICLR 2017), as in SimCLR.
@@ -106,44 +140,90 @@ def warmup_cosine(seen: float, warmup: float, total: float, step_size: float = 1
 
 
 class WarmupCosineSchedule(LRScheduler):
-    """`warmup_cosine` over the samples trained on, stepped once per optimizer step.
+    """`warmup_cosine` over training progress, stepped once per optimizer step.
 
-    Only the number of samples seen is checkpointed. The sizes (`samples_per_step`, `planned_samples`,
-    `warmup_samples`) and the peak rates come from the run that loads the checkpoint, so resuming on twice the
-    devices continues at the same point of the curve, with the peak scaled to the new global batch, and the
-    first resumed step already uses the rate of its own position (not the one saved with the optimizer).
+    A plan shares `progress_left` evenly among `plan_steps` optimizer steps; `last_epoch` counts the steps taken on
+    it. A fresh run plans all the steps Lightning estimates from progress 0, warmup ending at the progress of its
+    last warmup step. The checkpoint holds the plan, the position on it, where warmup ends (as progress) and the
+    run's length (`max_epochs`, `max_steps`, and the epochs that makes). The run that loads it counts the steps it
+    will really take (`optimizer_steps_left` of its trainer) and, where that is not what the plan had left (another
+    number of devices or accumulation, with drop_last), re-plans (`replan`). A run given another length continues
+    at the same number of epochs trained instead: progress and warmup are rescaled to its epochs first, so a
+    finished run continued for more epochs resumes within the cosine rather than at its end. The peak rates come
+    from the loading run, so the rate scales with its global batch, and its first step already uses the rate of
+    its own position.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, samples_per_step: int, planned_samples: int,
-                 warmup_samples: int) -> None:  # fmt: skip
-        self.samples_per_step = samples_per_step
-        self.planned_samples = planned_samples
-        self.warmup_samples = warmup_samples
+    def __init__(self, optimizer: torch.optim.Optimizer, trainer: Any, warmup_steps: int, global_batch: int) -> None:
+        self.trainer = trainer
+        self.plan_steps = int(trainer.estimated_stepping_batches)
+        self.progress_left = 1.0  # progress left at the plan's start
+        self.warmup_end = warmup_steps / self.plan_steps
+        self.run_length = [trainer.max_epochs, trainer.max_steps]
+        self.planned_epochs = self.plan_steps / optimizer_steps_per_epoch(trainer)
+        self.planned_samples = self.plan_steps * global_batch  # reads checkpoints of the samples-seen schedule
         self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
-        self._samples_before = 0  # samples seen before this run (a resumed checkpoint's)
         super().__init__(optimizer)
 
-    @property
-    def samples_seen(self) -> int:
-        return self._samples_before + self.last_epoch * self.samples_per_step
+    def _progress_left_after(self, steps: int) -> float:
+        """Progress left after `steps` of the plan's steps: exactly 0 after its last."""
+        return self.progress_left * max(0, self.plan_steps - steps) / self.plan_steps
 
     @property
     def progress(self) -> float:
-        """Fraction of the planned samples trained on, in [0, 1]."""
-        return min(1.0, self.samples_seen / self.planned_samples)
+        """Fraction of the run trained before the next step, in [0, 1]."""
+        return 1.0 - self._progress_left_after(self.last_epoch)
 
     def get_lr(self) -> list[float]:
-        factor = warmup_cosine(self.samples_seen, self.warmup_samples, self.planned_samples, self.samples_per_step)
+        step_size = self.progress_left / self.plan_steps
+        factor = warmup_cosine(self.progress, self.warmup_end, 1.0, step_size)
         return [peak * factor for peak in self.peak_lrs]
 
+    def replan(self) -> None:
+        """Share the progress left among the optimizer steps the trainer still takes, unless the plan has that many
+        left (a resume on the same hardware continues the plan bit for bit) or no step is left to train."""
+        steps = optimizer_steps_left(self.trainer)
+        if steps < 1 or steps == self.plan_steps - self.last_epoch:
+            return
+        self.progress_left, self.plan_steps, self.last_epoch = self._progress_left_after(self.last_epoch), steps, 0
+        self._set_rates()
+
+    def _set_rates(self) -> None:
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+            group["lr"] = lr
+
     def state_dict(self) -> dict[str, Any]:
-        return {"samples_seen": self.samples_seen}
+        return {
+            "progress": self.progress,
+            "warmup_end": self.warmup_end,
+            "run_length": self.run_length,
+            "planned_epochs": self.planned_epochs,
+            "plan_progress_left": self.progress_left,
+            "plan_steps": self.plan_steps,
+            "plan_steps_taken": self.last_epoch,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """`samples_seen`; a checkpoint of the earlier step-count schedule (LambdaLR) gives its steps taken, counted
-        at this run's global batch (exact when resumed on the same hardware)."""
-        seen = state_dict.get("samples_seen", state_dict.get("last_epoch", 0) * self.samples_per_step)
-        self._samples_before, self.last_epoch = int(seen), 0
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
-            group["lr"] = lr
-        self._last_lr = self.get_lr()
+        """The checkpoint's plan and position, then re-planned for the steps this run takes."""
+        if state_dict.get("run_length") == self.run_length:
+            self.warmup_end = state_dict["warmup_end"]
+            self.progress_left, self.plan_steps = state_dict["plan_progress_left"], state_dict["plan_steps"]
+            self.last_epoch = state_dict["plan_steps_taken"]
+        else:
+            progress, self.warmup_end = self._position_in_this_run(state_dict)
+            self.progress_left, self.plan_steps, self.last_epoch = 1.0 - min(1.0, progress), 1, 0
+        self._set_rates()
+        self.replan()
+
+    def _position_in_this_run(self, state_dict: dict[str, Any]) -> tuple[float, float]:
+        """(progress, warmup end) of a checkpoint of another run length, in this run's terms: the epochs it trained
+        and warmed up over this run's epochs. Checkpoints of the earlier schedules give their position only: samples
+        seen (`samples_seen`) or LambdaLR's steps taken (`last_epoch`), over this run's plan (exact when resumed on
+        the same hardware); warmup is then this run's."""
+        if "run_length" in state_dict:
+            scale = state_dict["planned_epochs"] / self.planned_epochs
+            return state_dict["progress"] * scale, state_dict["warmup_end"] * scale
+        if "samples_seen" in state_dict:
+            return state_dict["samples_seen"] / self.planned_samples, self.warmup_end
+        return state_dict.get("last_epoch", 0) / self.plan_steps, self.warmup_end

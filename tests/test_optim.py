@@ -1,12 +1,13 @@
 import math
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 from timm.optim import param_groups_weight_decay
 
 from selfsup.methods import SimCLR
-from selfsup.optim import LARS, warmup_cosine
+from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_left, warmup_cosine
 
 
 def test_warmup_cosine_endpoints() -> None:
@@ -40,7 +41,12 @@ def test_method_learning_rate_scales_with_the_global_batch_and_warms_up() -> Non
     method = SimCLR(backbone="test_resnet", small_image_stem=False, base_lr=0.4, warmup_epochs=2, batch_size=64)
     # 4 devices x 2 accumulated batches of 64: a global batch of 512; 20 batches = 10 optimizer steps per epoch
     method.trainer = SimpleNamespace(
-        estimated_stepping_batches=100, world_size=4, accumulate_grad_batches=2, num_training_batches=20
+        estimated_stepping_batches=100,
+        world_size=4,
+        accumulate_grad_batches=2,
+        num_training_batches=20,
+        max_epochs=10,
+        max_steps=-1,
     )
     schedule = method.configure_optimizers()
     optimizer, scheduler = schedule["optimizer"], schedule["lr_scheduler"]["scheduler"]
@@ -65,7 +71,12 @@ def test_backbone_weight_decay_exempts_what_timm_exempts(backbone: str, kwargs: 
     its own group, without decay."""
     method = SimCLR(backbone=backbone, backbone_kwargs=kwargs, image_size=32, weight_decay=0.0, warmup_epochs=0)
     method.trainer = SimpleNamespace(
-        estimated_stepping_batches=10, world_size=1, accumulate_grad_batches=1, num_training_batches=5
+        estimated_stepping_batches=10,
+        world_size=1,
+        accumulate_grad_batches=1,
+        num_training_batches=5,
+        max_epochs=2,
+        max_steps=-1,
     )
     groups = {group["name"]: group for group in method.configure_optimizers()["optimizer"].param_groups}
     names = {id(param): name for name, param in method.named_parameters()}
@@ -85,8 +96,22 @@ def test_backbone_weight_decay_exempts_what_timm_exempts(backbone: str, kwargs: 
         assert {"backbone.pos_embed", "backbone.cls_token"} <= exempt
 
 
-def _schedule(world_size: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, float]:
-    """SimCLR's optimizer and schedule for 2 epochs of 64 images at batch 8 per device on `world_size` devices."""
+def restored_loops(epochs_trained: int, batches_done: int = 0, global_step: int = 0) -> dict[str, Any]:
+    """The loop counters of a Trainer that restored a checkpoint of `epochs_trained` whole epochs and `batches_done`
+    batches of the next, as Lightning holds them when it loads the schedule (after the loops): an epoch-end
+    checkpoint's epoch counts as processed, a mid-epoch one's as started only."""
+    epochs = SimpleNamespace(processed=epochs_trained, started=epochs_trained + (batches_done > 0))
+    batches = SimpleNamespace(ready=batches_done)
+    fit_loop = SimpleNamespace(epoch_progress=SimpleNamespace(current=epochs),
+                               epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(current=batches)))  # fmt: skip
+    return {"fit_loop": fit_loop, "global_step": global_step, "max_steps": -1}
+
+
+def _schedule(
+    world_size: int, restored: tuple[int, int] = (0, 0)
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, float]:
+    """SimCLR's optimizer and schedule for 2 epochs of 64 images at batch 8 per device on `world_size` devices, in a
+    trainer that restored (epochs, batches) of a checkpoint."""
     method = SimCLR(backbone="test_resnet", small_image_stem=False, base_lr=0.4, warmup_epochs=0.5, batch_size=8)
     steps_per_epoch = 64 // (8 * world_size)
     method.trainer = SimpleNamespace(
@@ -94,6 +119,8 @@ def _schedule(world_size: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_sc
         world_size=world_size,
         accumulate_grad_batches=1,
         num_training_batches=steps_per_epoch,
+        max_epochs=2,
+        **restored_loops(*restored),
     )
     schedule = method.configure_optimizers()
     return schedule["optimizer"], schedule["lr_scheduler"]["scheduler"], 0.4 * 8 * world_size / 256
@@ -108,7 +135,7 @@ def _curve(world_sizes: tuple[int, int]) -> dict[int, float]:
     for epoch, world_size in enumerate(world_sizes):
         if epoch == 1:
             saved = optimizer.state_dict(), scheduler.state_dict()
-            optimizer, scheduler, peak = _schedule(world_size)
+            optimizer, scheduler, peak = _schedule(world_size, restored=(1, 0))
             optimizer.load_state_dict(saved[0])
             scheduler.load_state_dict(saved[1])
         for _ in range(64 // (8 * world_size)):
@@ -134,7 +161,147 @@ def test_learning_rate_against_progress_survives_a_resume_on_another_number_of_d
 
 def test_a_checkpoint_of_the_step_count_schedule_resumes_at_its_step() -> None:
     """Checkpoints written before the schedule counted samples hold LambdaLR's state: its steps taken."""
-    optimizer, scheduler, peak = _schedule(1)
+    optimizer, scheduler, peak = _schedule(1, restored=(1, 4))  # 8 steps an epoch
     scheduler.load_state_dict({"last_epoch": 12, "base_lrs": [1.0], "_step_count": 13})
-    assert scheduler.samples_seen == 12 * 8
+    assert scheduler.progress == 12 / 16
     assert optimizer.param_groups[0]["lr"] / peak == pytest.approx(0.5 * (1 + math.cos(math.pi * 8 / 12)))
+
+
+def test_a_checkpoint_of_the_samples_seen_schedule_resumes_at_its_progress() -> None:
+    """Checkpoints written before the schedule kept its plan hold the samples seen: over this run's plan, 3/4."""
+    optimizer, scheduler, peak = _schedule(1, restored=(1, 4))
+    scheduler.load_state_dict({"samples_seen": 12 * 8})
+    assert scheduler.progress == 12 / 16
+    assert optimizer.param_groups[0]["lr"] / peak == pytest.approx(0.5 * (1 + math.cos(math.pi * 8 / 12)))
+
+
+def _drop_last_run(
+    images: int,
+    batch: int,
+    epochs: int,
+    warmup_epochs: float,
+    world_sizes: tuple[int, int],
+    resume_epoch: int | None,
+    resumed_epochs: int | None = None,
+) -> tuple[list[tuple[float, float]], float]:
+    """([(progress, learning-rate factor) of every optimizer step], progress at the end) of a run of `epochs` whose
+    first `resume_epoch` epochs ran on world_sizes[0] devices and the rest resumed from the epoch-end checkpoint
+    on world_sizes[1], with max_epochs `resumed_epochs` (default: the same), or uninterrupted for None. With
+    drop_last, each of w ranks trains images // w // batch batches an epoch, so the planned steps change with the
+    number of devices. Restored in Lightning's order: loops, optimizer, schedule."""
+
+    def planned(world_size: int, epochs: int) -> tuple[torch.optim.Optimizer, WarmupCosineSchedule, int]:
+        steps_per_epoch = images // world_size // batch
+        trainer = SimpleNamespace(num_training_batches=steps_per_epoch, accumulate_grad_batches=1, max_epochs=epochs,
+                                  estimated_stepping_batches=epochs * steps_per_epoch,
+                                  **restored_loops(resume_epoch or 0))  # fmt: skip
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        schedule = WarmupCosineSchedule(optimizer, trainer, round(warmup_epochs * steps_per_epoch), batch * world_size)
+        return optimizer, schedule, steps_per_epoch
+
+    resumed_epochs = resumed_epochs or epochs
+    steps, (optimizer, schedule, steps_per_epoch) = [], planned(world_sizes[0], epochs)
+    for epoch in range(resumed_epochs):
+        if epoch == resume_epoch:
+            saved = optimizer.state_dict(), schedule.state_dict()
+            optimizer, schedule, steps_per_epoch = planned(world_sizes[1], resumed_epochs)
+            optimizer.load_state_dict(saved[0])
+            schedule.load_state_dict(saved[1])
+        for _ in range(steps_per_epoch):
+            steps.append((schedule.progress, optimizer.param_groups[0]["lr"]))
+            optimizer.step()
+            schedule.step()
+    return steps, schedule.progress
+
+
+@pytest.mark.parametrize(
+    "images, batch, epochs, warmup_epochs, world_sizes, resume_epoch",
+    [
+        (480, 64, 2, 0.5, (1, 2), 1),  # 7 steps an epoch, then 3 of twice the batch: progress jumped 0.500 -> 0.583
+        (480, 64, 2, 0.5, (2, 1), 1),  # 3 steps, then 7: the curve ended a step short of its end
+        (480, 64, 3, 1.5, (2, 1), 1),  # within warmup, which ends at the same progress
+        (60_000, 512, 100, 10, (1, 8), 50),  # full Fashion-MNIST: the last 31 steps trained at a learning rate of 0
+    ],
+)
+def test_a_resume_on_another_number_of_devices_continues_the_curve_and_ends_it_at_the_last_step(
+    images: int, batch: int, epochs: int, warmup_epochs: float, world_sizes: tuple[int, int], resume_epoch: int
+) -> None:
+    """The resumed run re-plans: it starts where the checkpoint stopped, shares the progress left evenly among the
+    steps it really takes (each at warmup_cosine of its progress), and its last step ends at progress 1: no step
+    trains at rate 0."""
+    steps, end = _drop_last_run(images, batch, epochs, warmup_epochs, world_sizes, resume_epoch)
+    saved_per_epoch = images // world_sizes[0] // batch
+    saved = resume_epoch * saved_per_epoch  # steps before the checkpoint
+    warmup_end = round(warmup_epochs * saved_per_epoch) / (epochs * saved_per_epoch)
+    resumed_step = (1 - resume_epoch / epochs) / (len(steps) - saved)
+    assert steps[saved - 1][0] == pytest.approx(resume_epoch / epochs - 1 / (epochs * saved_per_epoch), abs=1e-12)
+    for i, (progress, rate) in enumerate(steps[saved:]):
+        assert progress == pytest.approx(resume_epoch / epochs + i * resumed_step, abs=1e-12)  # from where it stopped
+        assert rate == pytest.approx(warmup_cosine(progress, warmup_end, 1.0, resumed_step), rel=1e-12)
+    assert end == 1.0 and all(rate > 0 for _, rate in steps)
+    uninterrupted = [rate for _, rate in _drop_last_run(images, batch, epochs, warmup_epochs, world_sizes, None)[0]]
+    one_step = abs(uninterrupted[saved] - uninterrupted[saved - 1])
+    assert abs(steps[saved][1] - uninterrupted[saved]) <= one_step  # the first resumed rate: on the saved curve
+
+
+def test_a_resume_on_the_same_devices_continues_its_plan_bit_for_bit() -> None:
+    uninterrupted, end = _drop_last_run(480, 64, 3, 1.5, (2, 2), resume_epoch=None)
+    assert _drop_last_run(480, 64, 3, 1.5, (2, 2), resume_epoch=1) == (uninterrupted, end) and end == 1.0
+
+
+def test_an_epoch_start_replans_a_resumed_epoch_that_took_fewer_steps_than_lightnings_counters_said() -> None:
+    """A checkpoint 2 batches into an epoch of 8, resumed where the loader deals the rest of that epoch in 4 batches
+    (as when more ranks had served it): the load-time plan (6 + 8 steps left, from Lightning's counters) is 2 steps
+    too long. The next epoch's start re-plans from the trainer, so the run still ends at progress 1."""
+    saved_optimizer, saved_schedule, _ = _schedule(1)  # 8 steps an epoch
+    for _ in range(2):
+        saved_optimizer.step()
+        saved_schedule.step()
+    method = SimCLR(backbone="test_resnet", small_image_stem=False, warmup_epochs=0.5, batch_size=8)
+    method.trainer = SimpleNamespace(estimated_stepping_batches=16, world_size=1, accumulate_grad_batches=1,
+                                     num_training_batches=8, max_epochs=2, **restored_loops(0, 2))  # fmt: skip
+    configured = method.configure_optimizers()
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    method.trainer.lr_scheduler_configs = [SimpleNamespace(scheduler=schedule)]
+    optimizer.load_state_dict(saved_optimizer.state_dict())
+    schedule.load_state_dict(saved_schedule.state_dict())
+    rates = []
+    for batches in (4, 8):
+        if batches == 8:
+            method.trainer.__dict__.update(restored_loops(1))  # as epoch 1 starts: epoch 0 processed
+            method.on_train_epoch_start()
+        for _ in range(batches):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+    assert schedule.progress == 1.0 and all(rate > 0 for rate in rates)
+
+
+@pytest.mark.parametrize(
+    "restored, max_steps, expected",
+    [
+        ((0, 0), -1, 12),  # 3 epochs of 7 batches, 2 accumulated: steps after batches 2, 4, 6 and 7 of each
+        ((1, 0), -1, 8),  # an epoch-end checkpoint of epoch 0
+        ((1, 3), -1, 3 + 4),  # 3 batches into epoch 1: steps after batches 4, 6 and 7 left
+        ((1, 7), -1, 4),  # all of epoch 1's batches trained (a checkpoint of its validation)
+        ((1, 0), 10, 10 - 5),  # max_steps 10, 5 taken
+    ],
+)
+def test_optimizer_steps_left_counts_what_lightning_runs_from_its_restored_loops(
+    restored: tuple[int, int], max_steps: int, expected: int
+) -> None:
+    trainer = SimpleNamespace(num_training_batches=7, accumulate_grad_batches=2, max_epochs=3,
+                              **{**restored_loops(*restored, global_step=5), "max_steps": max_steps})  # fmt: skip
+    assert optimizer_steps_left(trainer) == expected
+
+
+def test_a_run_continued_for_more_epochs_resumes_at_the_epochs_it_trained() -> None:
+    """A finished 2-epoch run continued to 4 epochs (--trainer.max_epochs 4) is halfway through the longer run: it
+    resumes where a 4-epoch run is after 2 epochs, warmup included, and ends that curve at its last step (rather
+    than training its 14 new steps at the end of its finished curve, at rate 0)."""
+    steps, end = _drop_last_run(480, 64, 2, 0.5, (1, 1), resume_epoch=2, resumed_epochs=4)
+    planned_for_4, _ = _drop_last_run(480, 64, 4, 0.5, (1, 1), resume_epoch=None)
+    assert [value for step in steps[14:] for value in step] == pytest.approx(
+        [value for step in planned_for_4[14:] for value in step], rel=1e-12
+    )
+    assert end == 1.0

@@ -15,8 +15,9 @@ import yaml
 
 from selfsup.cli import main
 from selfsup.methods import SimCLR
+from selfsup.optim import warmup_cosine
 from tests.data.test_datasets import fake_fashion_mnist
-from tests.test_train_cli import REPO, train
+from tests.test_train_cli import REPO, read_metrics, train
 from tests.test_user_errors import fit, one_line_error
 
 TINY = [
@@ -89,6 +90,31 @@ def test_a_run_killed_mid_epoch_resumes_from_its_time_based_checkpoint_as_if_uni
     assert resumed["global_step"] == whole["global_step"] == 8
     for key, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), f"{key} differs from the uninterrupted run"
+
+
+def test_a_resume_that_takes_other_steps_continues_the_learning_rate_curve_and_ends_it_at_its_last_step(
+    first_epoch: Path, tmp_path: Path
+) -> None:
+    """Resumed with 3 batches accumulated per step (a global batch of 48, as on 3 devices), the second epoch's 4
+    batches are 2 steps (the last one partial) instead of 4: the schedule re-plans the half of the curve left
+    onto them. Each logged rate over its peak (base_lr x global batch / 256) follows warmup_cosine of progress: 4
+    warmup-then-cosine steps of 1/8 (warmup ends at 2/8), then 2 of 1/4, the last one ending at progress 1. On main,
+    the samples-seen schedule planned 192 samples where the run trains 160: it resumed at 0.97 of the peak where
+    the curve is at 0.75, and the run ended at progress 0.83."""
+    data, checkpoint = first_epoch.parents[1] / "fmnist", first_epoch / "checkpoints" / "last.ckpt"
+    cli = main([*fit("simclr", tmp_path, "--trainer.accelerator", "cpu", "--data.root", str(data), *TINY),
+                "--trainer.max_epochs", "2", "--trainer.accumulate_grad_batches", "3", "--trainer.limit_val_batches",
+                "0", "--ckpt_path", str(checkpoint)])  # fmt: skip
+    base_lr = cli.model.hparams.base_lr
+
+    def factors(run: Path, global_batch: int) -> list[float]:
+        rates = {int(row["step"]): float(row["lr/weights"]) for row in read_metrics(run) if row.get("lr/weights")}
+        return [rates[step] / (base_lr * global_batch / 256) for step in sorted(rates)]
+
+    expected = [warmup_cosine(i / 8, 2 / 8, 1.0, 1 / 8) for i in range(4)]
+    expected += [warmup_cosine(1 / 2 + i / 4, 2 / 8, 1.0, 1 / 4) for i in range(2)]
+    assert factors(first_epoch, 16) + factors(tmp_path / "simclr" / "version_0", 48) == pytest.approx(expected)
+    assert cli.trainer.global_step == 6 and cli.trainer.lr_scheduler_configs[0].scheduler.progress == 1.0
 
 
 @pytest.mark.parametrize(

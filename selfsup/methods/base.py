@@ -29,7 +29,7 @@ from selfsup.errors import ConfigurationError, at_least, below, check_options, p
 from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
-from selfsup.optim import LARS, WarmupCosineSchedule, weight_decay_groups
+from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_per_epoch, weight_decay_groups
 from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
 # Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
@@ -274,22 +274,22 @@ class Method(pl.LightningModule):
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay)
 
-        steps_per_epoch = max(1, -(-self.trainer.num_training_batches // self.trainer.accumulate_grad_batches))
-        warmup_steps = hp.warmup_epochs * steps_per_epoch
+        warmup_steps = hp.warmup_epochs * optimizer_steps_per_epoch(self.trainer)
         if warmup_steps >= total_steps:
             rank_zero_warn(
                 f"warmup_epochs={hp.warmup_epochs} covers the whole run ({total_steps} steps); warming up over the "
                 "first 10% of steps instead. Set --model.init_args.warmup_epochs below --trainer.max_epochs."
             )
             warmup_steps = total_steps // 10
-        schedule = WarmupCosineSchedule(
-            optimizer,
-            samples_per_step=global_batch,
-            planned_samples=total_steps * global_batch,
-            warmup_samples=round(warmup_steps) * global_batch,
-        )
+        schedule = WarmupCosineSchedule(optimizer, self.trainer, round(warmup_steps), global_batch)
         scheduler = {"scheduler": schedule, "interval": "step", "name": Metric.LEARNING_RATE}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_epoch_start(self) -> None:
+        """Re-plan the schedule where the steps left differ from its plan, so that the run still ends it at its last
+        step: a no-op unless an epoch ran another number of batches than Lightning's counters said at the resume
+        (the rest of a mid-epoch checkpoint's epoch dealt to another number of ranks)."""
+        self.lr_schedulers().replan()
 
 
 class MomentumMethod(Method):
@@ -317,8 +317,9 @@ class MomentumMethod(Method):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA copies follow the online modules: once per optimizer step, also when
-        gradients accumulate over several batches. tau follows the training progress (samples seen over samples
-        planned) at the start of the step, so its schedule survives a resume on another number of devices."""
+        gradients accumulate over several batches. tau follows the learning-rate schedule's progress at the start of
+        the step, so a resume on another number of devices re-plans both alike: they continue from where the
+        checkpoint stopped and reach their end at the run's last step."""
         super().optimizer_step(*args, **kwargs)
         progress = self.lr_schedulers().progress
         tau = cosine_momentum(progress, self.hparams.tau_base, self.hparams.tau_final)
