@@ -96,9 +96,15 @@ def ended_optimizer_step(trainer: Any, batch_idx: int) -> bool:
     return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or last
 
 
-def optimizer_steps_per_epoch(trainer: Any) -> int:
+def optimizer_steps_per_epoch(trainer: Any) -> int | float:
     """Optimizer steps of a whole epoch: one after every `accumulate_grad_batches` batches, and one on the epoch's
-    last batch, where Lightning steps on a partial group (at least 1)."""
+    last batch, where Lightning steps on a partial group (at least 1; infinite for data of unknown length). A run
+    limited by `max_steps` alone has not loaded its training data when it configures its optimizers: it is loaded
+    here, as Lightning's own `estimated_stepping_batches` does for a run limited by epochs."""
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()
+    if trainer.num_training_batches == math.inf:
+        return math.inf
     return max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
 
 
@@ -222,7 +228,7 @@ class WarmupCosineSchedule(LRScheduler):
         seen (`samples_seen`) or LambdaLR's steps taken (`last_epoch`), over this run's plan (exact when resumed on
         the same hardware); warmup is then this run's."""
         if "run_length" in state_dict:
-            scale = state_dict["planned_epochs"] / self.planned_epochs
+            scale = state_dict["planned_epochs"] / self.planned_epochs if self.planned_epochs else 1.0
             return state_dict["progress"] * scale, state_dict["warmup_end"] * scale
         if "samples_seen" in state_dict:
             return state_dict["samples_seen"] / self.planned_samples, self.warmup_end

@@ -44,6 +44,7 @@ def test_method_learning_rate_scales_with_the_global_batch_and_warms_up() -> Non
         estimated_stepping_batches=100,
         world_size=4,
         accumulate_grad_batches=2,
+        train_dataloader=(),
         num_training_batches=20,
         max_epochs=10,
         max_steps=-1,
@@ -74,6 +75,7 @@ def test_backbone_weight_decay_exempts_what_timm_exempts(backbone: str, kwargs: 
         estimated_stepping_batches=10,
         world_size=1,
         accumulate_grad_batches=1,
+        train_dataloader=(),
         num_training_batches=5,
         max_epochs=2,
         max_steps=-1,
@@ -118,6 +120,7 @@ def _schedule(
         estimated_stepping_batches=2 * steps_per_epoch,
         world_size=world_size,
         accumulate_grad_batches=1,
+        train_dataloader=(),
         num_training_batches=steps_per_epoch,
         max_epochs=2,
         **restored_loops(*restored),
@@ -192,8 +195,8 @@ def _drop_last_run(
 
     def planned(world_size: int, epochs: int) -> tuple[torch.optim.Optimizer, WarmupCosineSchedule, int]:
         steps_per_epoch = images // world_size // batch
-        trainer = SimpleNamespace(num_training_batches=steps_per_epoch, accumulate_grad_batches=1, max_epochs=epochs,
-                                  estimated_stepping_batches=epochs * steps_per_epoch,
+        trainer = SimpleNamespace(train_dataloader=(), num_training_batches=steps_per_epoch, accumulate_grad_batches=1,
+                                  max_epochs=epochs, estimated_stepping_batches=epochs * steps_per_epoch,
                                   **restored_loops(resume_epoch or 0))  # fmt: skip
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
         schedule = WarmupCosineSchedule(optimizer, trainer, round(warmup_epochs * steps_per_epoch), batch * world_size)
@@ -259,7 +262,8 @@ def test_an_epoch_start_replans_a_resumed_epoch_that_took_fewer_steps_than_light
         saved_schedule.step()
     method = SimCLR(backbone="test_resnet", small_image_stem=False, warmup_epochs=0.5, batch_size=8)
     method.trainer = SimpleNamespace(estimated_stepping_batches=16, world_size=1, accumulate_grad_batches=1,
-                                     num_training_batches=8, max_epochs=2, **restored_loops(0, 2))  # fmt: skip
+                                     max_epochs=2, train_dataloader=(), num_training_batches=8,
+                                     **restored_loops(0, 2))  # fmt: skip
     configured = method.configure_optimizers()
     optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     method.trainer.lr_scheduler_configs = [SimpleNamespace(scheduler=schedule)]
@@ -290,7 +294,7 @@ def test_an_epoch_start_replans_a_resumed_epoch_that_took_fewer_steps_than_light
 def test_optimizer_steps_left_counts_what_lightning_runs_from_its_restored_loops(
     restored: tuple[int, int], max_steps: int, expected: int
 ) -> None:
-    trainer = SimpleNamespace(num_training_batches=7, accumulate_grad_batches=2, max_epochs=3,
+    trainer = SimpleNamespace(train_dataloader=(), num_training_batches=7, accumulate_grad_batches=2, max_epochs=3,
                               **{**restored_loops(*restored, global_step=5), "max_steps": max_steps})  # fmt: skip
     assert optimizer_steps_left(trainer) == expected
 
