@@ -28,9 +28,10 @@ def queue_info_nce(
     step's hardness metrics (`selfsup.runs.Metric`): the hardest queued key's similarity, and with `mixing` the
     synthetic negatives'.
 
-    All inputs are unit-norm; keys and queue carry no gradient. `decoupled` leaves the positive out of the
-    denominator (DCL).
+    All inputs are unit-norm. Keys and queue are constants of the loss (the momentum encoder is never trained by
+    it), detached here so that no caller has to. `decoupled` leaves the positive out of the denominator (DCL).
     """
+    keys, queue = keys.detach(), queue.detach()
     logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
     if mixing is not None:
         mixed = mixing(queries, queue)
