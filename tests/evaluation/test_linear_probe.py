@@ -79,3 +79,14 @@ def test_features_are_standardized_whatever_their_offsets_and_scales() -> None:
     config = LinearProbeConfig(epochs=10, batch_size=128)
     result = train_linear_probe(train * scales + 1000, train_labels, test * scales + 1000, test_labels, 4, config)
     assert result.top1 > 0.95
+
+
+def test_test_features_are_standardized_with_the_training_statistics() -> None:
+    """A test set of one class (a label shift): its own mean and std would move its features to the middle of the
+    training distribution, where the classes meet. The probe, standardisation included, is fitted on training data
+    alone, so a test image is classified the same whatever else the test set holds."""
+    (train, train_labels), (test, test_labels) = separable(400, 0), separable(200, 1)
+    one_class = test_labels == 0
+    config = LinearProbeConfig(learning_rates=(0.1,), weight_decays=(0.0,), epochs=5, batch_size=128)
+    result = train_linear_probe(train, train_labels, test[one_class], test_labels[one_class], 4, config)
+    assert result.top1 > 0.95

@@ -12,8 +12,15 @@ from selfsup.models.hard_negative_mixing import HardNegativeMixing, mix_hard_neg
 from tests.conftest import free_port
 
 
-def reference_nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, decoupled: bool) -> torch.Tensor:
-    """SimCLR eq. (1) written as a plain loop over the 2N anchors (DCL: positive left out of the denominator)."""
+def reference_nt_xent(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    temperature: float,
+    decoupled: bool,
+    synthetic: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SimCLR eq. (1) written as a plain loop over the 2N anchors (DCL: positive left out of the denominator); with
+    MoCHi, anchor i's synthetic negatives synthetic[i] (2N, S, D) join its denominator as constants."""
     z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     n = z_a.shape[0]
     losses = []
@@ -21,6 +28,8 @@ def reference_nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, 
         j = (i + n) % (2 * n)
         positive = torch.exp(z[i] @ z[j] / temperature)
         others = [torch.exp(z[i] @ z[k] / temperature) for k in range(2 * n) if k != i and (k != j or not decoupled)]
+        if synthetic is not None:
+            others += list(torch.exp(synthetic[i].to(z.dtype) @ z[i] / temperature))
         losses.append(-torch.log(positive / torch.stack(others).sum()))
     return torch.stack(losses).mean()
 
@@ -110,3 +119,23 @@ def test_hard_negative_mixing_over_in_batch_negatives() -> None:
     assert expected.negatives.shape == (16, 12, 16)
     torch.testing.assert_close(mixed, expected.metrics())
     torch.testing.assert_close(mixed["train/hard_negative_sim"], hardness["train/hard_negative_sim"])
+
+
+def test_synthetic_in_batch_negatives_are_constants_of_the_loss() -> None:
+    """SimCLR + MoCHi: the gradient is that of eq. (1) with the synthetic negatives held fixed (Kalantidis et al.,
+    Sec. 4: mixing is made without gradient), none flowing through the anchors mixed into them."""
+    z_a = torch.randn(5, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    z_b = torch.randn(5, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    torch.manual_seed(2)
+    loss, _ = InfoNCELoss(0.2)(z_a, z_b, HardNegativeMixing(num_hard=4, num_mixed=6, num_query_mixed=4))
+    z = F.normalize(torch.cat([z_a, z_b]), dim=1).detach()
+    mask = torch.ones(10, 10, dtype=torch.bool)
+    mask[torch.arange(10), torch.arange(10)] = mask[torch.arange(10), (torch.arange(10) + 5) % 10] = False
+    torch.manual_seed(2)  # the same draws
+    synthetic = mix_hard_negatives(z, z, 4, 6, 4, mask).negatives
+    expected = reference_nt_xent(z_a.double(), z_b.double(), 0.2, False, synthetic)
+    torch.testing.assert_close(loss, expected.float())
+    for gradient, expected_gradient in zip(
+        torch.autograd.grad(loss, [z_a, z_b]), torch.autograd.grad(expected, [z_a, z_b]), strict=True
+    ):
+        torch.testing.assert_close(gradient, expected_gradient, rtol=1e-4, atol=1e-6)

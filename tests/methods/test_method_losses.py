@@ -1,0 +1,163 @@
+"""Each method's loss, from its own heads' outputs, against a float64 reference written from its paper's equation:
+the positives come from the views the paper pairs, gradient flows only where the paper sends it (never into keys,
+targets, neighbours or codes), and a queue is read before this batch is written into it."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from selfsup.methods import BYOL, NNCLR, MoCoV2, SwAV
+from selfsup.methods.base import Method, MomentumMethod
+from tests.losses.test_byol import reference_normalized_mse
+from tests.losses.test_moco import reference_moco
+from tests.losses.test_swav import reference_sinkhorn
+
+SMALL = dict(backbone="test_resnet", small_image_stem=False, image_size=16, num_classes=3, projector_hidden_dim=32)
+TWO_VIEWS = [{"num_views": 2}]
+MULTI_CROP = [{"num_views": 2}, {"num_views": 2, "relative_size": 0.5}]  # 2 global crops, 2 local ones
+BATCH = 6
+
+
+def build(method_class: type[Method], **options) -> Method:
+    """A small method with seeded weights (the SMALL options, overridden by `options`)."""
+    torch.manual_seed(0)
+    return method_class(**{**SMALL, **options})
+
+
+def drift_momentum_copies(method: MomentumMethod) -> None:
+    """Move the momentum copies away from the online modules they were copied from, as training does: a loss that
+    took the online network for the momentum one would then differ."""
+    with torch.no_grad():
+        for _, copy in method._momentum_pairs:
+            for parameter in copy.parameters():
+                parameter.add_(0.1 * torch.randn_like(parameter))
+
+
+def step_inputs(method: Method) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Views of a fixed batch, their backbone features as leaves (the gradients compared are theirs), labels."""
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (BATCH, 1, 20, 20), dtype=torch.uint8, generator=generator)
+    views = method.multiview(images, generator)
+    features = [feature.detach().requires_grad_() for feature in method.embed(views)]
+    return views, features, torch.arange(BATCH) % 3
+
+
+def assert_same_loss_and_gradient(loss: Tensor, expected: Tensor, features: list[Tensor]) -> None:
+    torch.testing.assert_close(loss, expected.float())
+    gradients = torch.autograd.grad(loss, features)
+    expected_gradients = torch.autograd.grad(expected, features)
+    for gradient, expected_gradient in zip(gradients, expected_gradients, strict=True):
+        torch.testing.assert_close(gradient, expected_gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_moco_contrasts_each_query_with_the_other_views_key_and_the_queue_before_this_batch() -> None:
+    """MoCo eq. (1), symmetrised (MoCo v2): the negatives are the queue as it was before this batch, the keys come
+    from the momentum encoder without gradient, and only after the loss do they replace the oldest queue entries.
+    Keys enqueued first would make each query's positive one of its own negatives."""
+    method = build(MoCoV2, views=TWO_VIEWS, queue_size=16, projector_output_dim=8, temperature=0.1)
+    drift_momentum_copies(method)
+    views, features, labels = step_inputs(method)
+    queue = method.queue.keys.clone()
+    loss, _ = method.ssl_loss(features, views, labels)
+
+    queries = [F.normalize(method.projector(feature), dim=1) for feature in features]
+    with torch.no_grad():
+        keys = [F.normalize(method.key_projector(method.key_backbone(view)), dim=1) for view in views]
+    expected = (reference_moco(queries[0], keys[1], queue, 0.1) + reference_moco(queries[1], keys[0], queue, 0.1)) / 2
+    assert_same_loss_and_gradient(loss, expected, features)
+    written = torch.cat([keys[1], keys[0]])  # the positives of the first view's queries, then the second's
+    torch.testing.assert_close(method.queue.keys, torch.cat([written, queue[2 * BATCH :]]))
+
+
+def test_byol_regresses_each_views_prediction_on_the_other_views_target() -> None:
+    """BYOL eq. (2) and its mirror: prediction of view 1 against the target network's projection of view 2, and the
+    reverse; the target is a constant."""
+    method = build(BYOL, views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32)
+    drift_momentum_copies(method)
+    views, features, labels = step_inputs(method)
+    loss, _ = method.ssl_loss(features, views, labels)
+
+    predictions = method.predictor(method.projector(torch.cat(features))).chunk(2)
+    with torch.no_grad():
+        targets = method.target_projector(method.target_backbone(torch.cat(views))).chunk(2)
+    expected = sum(reference_normalized_mse(predictions[v], targets[1 - v]) for v in (0, 1))
+    assert_same_loss_and_gradient(loss, expected, features)
+
+
+def reference_cross_view(anchors: Tensor, predictions: Tensor, temperature: float) -> Tensor:
+    """NNCLR eq. (2) in float64: -log(exp(nn_i . p_i / T) / sum_k exp(nn_i . p_k / T)), p unit-norm predictions of
+    the other view, nn_i a constant."""
+    p = F.normalize(predictions.double(), dim=1)
+    losses = [
+        -torch.log(torch.exp(anchor @ p[i] / temperature) / torch.exp(p @ anchor / temperature).sum())
+        for i, anchor in enumerate(anchors.double())
+    ]
+    return torch.stack(losses).mean()
+
+
+def brute_force_nearest(queries: Tensor, support: Tensor) -> Tensor:
+    """Each query's most cosine-similar support entry, or the query itself where the support set is empty."""
+    if support.shape[0] == 0:
+        return queries
+    return torch.stack([support[max(range(support.shape[0]), key=lambda j: (support[j] @ q).item())] for q in queries])
+
+
+@pytest.mark.parametrize("written", [0, 10])
+def test_nnclr_takes_neighbours_from_the_support_set_before_this_batch_and_as_constants(written: int) -> None:
+    """NNCLR eq. (2), symmetrised (Sec. 3): view a's nearest neighbour in the support set as it was before this
+    batch (among the entries written so far; none: the embedding itself) against view b's predictions, and the
+    reverse. The lookup carries no gradient, and only then are view a's embeddings written."""
+    method = build(NNCLR, views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32, queue_size=20)
+    method.support_set.enqueue(F.normalize(torch.randn(written, 8), dim=1), torch.arange(written) % 3)
+    support = method.support_set.keys[:written].clone()
+    views, features, labels = step_inputs(method)
+    loss, _ = method.ssl_loss(features, views, labels)
+
+    embeddings = method.projector(torch.cat(features))
+    predictions = method.predictor(embeddings).chunk(2)
+    z_a, z_b = F.normalize(embeddings.detach().double(), dim=1).chunk(2)
+    neighbours_a, neighbours_b = (brute_force_nearest(z, support.double()) for z in (z_a, z_b))
+    expected = (
+        reference_cross_view(neighbours_a, predictions[1], 0.1)
+        + reference_cross_view(neighbours_b, predictions[0], 0.1)
+    ) / 2
+    assert_same_loss_and_gradient(loss, expected, features)
+    torch.testing.assert_close(method.support_set.keys[written : written + BATCH], z_a.float())
+
+
+def reference_swapped_prediction(scores: list[Tensor], codes: list[Tensor], temperature: float) -> Tensor:
+    """SwAV eq. (1) with multi-crop (Sec. 3.2), float64: for each global crop i, the mean over the other crops v of
+    -sum_k q_i^(k) log p_v^(k), p_v = softmax(z_v^T C / T); the codes are constants."""
+    per_code = []
+    for i, code in enumerate(codes):
+        terms = []
+        for v, crop_scores in enumerate(scores):
+            if v != i:
+                log_p = crop_scores / temperature - torch.logsumexp(crop_scores / temperature, dim=1, keepdim=True)
+                terms.append(-(code * log_p).sum(dim=1).mean())
+        per_code.append(torch.stack(terms).mean())
+    return torch.stack(per_code).mean()
+
+
+def test_swav_codes_come_from_the_global_crops_and_the_queue_before_this_batch_without_gradient() -> None:
+    """SwAV Sec. 3.1: codes of each global crop by Sinkhorn-Knopp (Algorithm 1) over its scores, preceded by those of
+    the queued embeddings of that crop as they were before this batch; the codes are targets, without gradient; each
+    crop then predicts the other global crops' codes. Only afterwards is the batch written into each crop's queue."""
+    method = build(SwAV, views=MULTI_CROP, projector_output_dim=8, num_prototypes=5, queue_size=12)
+    for queue in method.queues:  # full, as after some training
+        queue.enqueue(F.normalize(torch.randn(12, 8), dim=1))
+    queues = [queue.keys.clone() for queue in method.queues]
+    views, features, labels = step_inputs(method)
+    loss, _ = method.ssl_loss(features, views, labels)
+
+    embeddings = F.normalize(method.projector(torch.cat(features)), dim=1)
+    prototypes = method.prototypes.weight.detach().double()
+    scores = (embeddings.double() @ prototypes.T).split(BATCH)
+    codes = [  # the queue's rows first, then the batch's, whose codes are the last BATCH rows
+        reference_sinkhorn(torch.cat([queue.double() @ prototypes.T, crop.detach()]), 0.05, 3)[-BATCH:]
+        for queue, crop in zip(queues, scores, strict=False)  # the global crops: one queue each
+    ]
+    assert_same_loss_and_gradient(loss, reference_swapped_prediction(list(scores), codes, 0.1), features)
+    for queue, before, crop in zip(method.queues, queues, embeddings.detach().split(BATCH), strict=False):
+        torch.testing.assert_close(queue.keys, torch.cat([crop, before[BATCH:]]))
