@@ -10,11 +10,16 @@ that method. Here the rule is explicit, and every departure from it stops the ru
   where the data lives, how many workers read it, compilation) are honoured instead;
 - an option the user did not set comes from the checkpoint, for the data as for the model, and so does the
   seed, so that the resumed run draws the views and shuffles an uninterrupted run would have drawn.
+
+A checkpoint written within an epoch resumes that epoch where its data loader stopped (`align_resumed_epoch`),
+also on another number of ranks.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytorch_lightning as pl
 
 from selfsup.errors import ConfigurationError
 from selfsup.runs import RunRecord, plain
@@ -113,3 +118,22 @@ def _flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def align_resumed_epoch(trainer: pl.Trainer, batches_served: int) -> bool:
+    """Make Lightning count the batches of a resumed epoch as the data loader serves them; True if that changed its
+    count.
+
+    Lightning restores the batches an epoch had done in the checkpoint's batches and ends the epoch when its count
+    reaches the loader's length. The loader skips what was trained counted in this run's batches (per rank), which
+    differ on another number of ranks: resumed 1 -> 2 ranks, Lightning counted a batch that the loader serves again
+    and stopped one batch early, silently leaving the rest of the epoch untrained. Call it once the loops are
+    restored and before the epoch loop runs (`on_train_start`); a checkpoint written after a training batch has
+    that batch counted once more by Lightning as it restarts.
+    """
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    if progress.ready == batches_served:
+        return False
+    progress.ready = progress.started = progress.processed = batches_served
+    progress.completed = batches_served - int(trainer.fit_loop.epoch_loop.restarted_on_train_batch_end)
+    return True

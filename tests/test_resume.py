@@ -91,6 +91,15 @@ def test_a_run_killed_mid_epoch_resumes_from_its_time_based_checkpoint_as_if_uni
     for key, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), f"{key} differs from the uninterrupted run"
 
+    # on 2 ranks the epoch's 16 trained images are less than one global batch of 32: the loader deals the epoch's
+    # shuffle from its start, 2 steps, and Lightning must run both (it counted 1 batch done and stopped after 1)
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.sync_batchnorm", "false"]
+    train("--data.root", str(data), *options, *ddp, "--ckpt_path", str(checkpoint), root=tmp_path)
+    on_two_ranks = tmp_path / "simclr" / "version_3"
+    assert torch.load(on_two_ranks / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5 + 2
+    rates = [float(row["lr/weights"]) for row in read_metrics(on_two_ranks) if row.get("lr/weights")]
+    assert len(rates) == 2 and rates[0] > rates[1] > 0
+
 
 def test_a_resume_that_takes_other_steps_continues_the_learning_rate_curve_and_ends_it_at_its_last_step(
     first_epoch: Path, tmp_path: Path

@@ -117,6 +117,11 @@ class SelfSupDataModule(pl.LightningDataModule):
         """Restored by Lightning before it asks for the loaders, which then start where the checkpoint stopped."""
         self._resume_position = state_dict.get("train_position")
 
+    def resumed_batches(self) -> int | None:
+        """Batches of the epoch a mid-epoch checkpoint was written in that the training loader skips as trained,
+        in this run's batches per rank (another number of ranks deals them otherwise); None unless resuming so."""
+        return self.source.resumed_batches()
+
     def prepare_data(self) -> None:
         self.source.prepare()
 

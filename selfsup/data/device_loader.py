@@ -197,6 +197,12 @@ class DeviceBatchLoader:
         served = self._served * self.batch_size * self.sampler.world_size
         return {"epoch": self.sampler.epoch, "samples_served": served}
 
+    @property
+    def resumed_batches(self) -> int | None:
+        """Batches of the resumed epoch this loader skips as already trained (this run's batches, per rank); None
+        when it did not resume mid-epoch."""
+        return self._resume_at[1] if self._resume_at is not None else None
+
     def resume_from(self, state: dict[str, int]) -> None:
         """Resume the saved epoch after the samples it had served (whenever the loader is iterated in that epoch)."""
         self._resume_at = (state["epoch"], state["samples_served"] // (self.batch_size * self.sampler.world_size))

@@ -134,6 +134,9 @@ class InMemorySource(DataSource):
         self._loader = loader
         return loader
 
+    def resumed_batches(self) -> int | None:
+        return self._loader.resumed_batches if self._loader is not None else None
+
     def train_position(self) -> dict[str, Any] | None:
         if self._loader is None:
             return None

@@ -106,6 +106,11 @@ class DataSource(ABC):
         mid-epoch (the epoch then restarts)."""
         return None
 
+    def resumed_batches(self) -> int | None:
+        """Batches of a resumed epoch the training loader skips as trained, counted in this run's batches; None
+        where it did not resume from a position."""
+        return None
+
     @abstractmethod
     def evaluation_loaders(self, batch_size: int, rank: int, world_size: int) -> list:
         """[labelled training images, test images] of rank `rank` out of `world_size`, or []."""

@@ -30,6 +30,7 @@ from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_per_epoch, weight_decay_groups
+from selfsup.resume import align_resumed_epoch
 from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
 # Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
@@ -221,6 +222,13 @@ class Method(pl.LightningModule):
         if self.logger is not None:  # what the comparison report needs to know about the run
             global_batch = self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
             self.logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
+
+    def on_train_start(self) -> None:
+        """A run resumed within an epoch trains the rest of that epoch as its data loader deals it (on another number
+        of ranks, Lightning's restored count is in other batches) and re-plans its schedule over those steps."""
+        served = getattr(self.trainer.datamodule, "resumed_batches", lambda: None)()
+        if served is not None and align_resumed_epoch(self.trainer, served):
+            self.lr_schedulers().replan()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the method, the run, the seed and the wandb run in the checkpoint (`selfsup.runs.RunRecord`), and
