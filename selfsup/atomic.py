@@ -12,12 +12,13 @@ so a long run does not end in a path it could never have written.
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from selfsup.errors import ConfigurationError
+from selfsup.errors import ConfigurationError, format_bytes
 
 PARTIAL_SUFFIX = ".partial"  # a temporary file being written: .<name>.<random>.partial beside <name>
 
@@ -26,18 +27,10 @@ class WriteError(ConfigurationError):
     """A file the suite writes could not be written: the message names it, the reason, and the folder's free space."""
 
 
-def existing_folder(path: str | Path) -> Path:
-    """The nearest existing folder at or above `path`: where writing `path` starts adding to the disk."""
+def nearest_existing(path: str | Path) -> Path:
+    """`path` if it exists, else its nearest existing parent: where writing `path` starts adding to the disk."""
     path = Path(path).expanduser().absolute()
-    return next(folder for folder in (path, *path.parents) if folder.is_dir())
-
-
-def format_bytes(count: float) -> str:
-    """A size for messages, in the largest unit that keeps it at least 1: '2.5 TiB', '12.3 GiB', '512.0 KiB'."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{int(count)} bytes"
+    return next(ancestor for ancestor in (path, *path.parents) if ancestor.exists())
 
 
 def free_space(folder: Path) -> str:
@@ -51,7 +44,7 @@ def free_space(folder: Path) -> str:
 def lacking_space(folder: str | Path, needed: int, what: str) -> str | None:
     """The one-line problem if the disk of `folder` (or of its nearest existing parent) has fewer than `needed`
     bytes free for `what`; None if it has room."""
-    existing = existing_folder(folder)
+    existing = nearest_existing(folder)
     free = shutil.disk_usage(existing).free
     if free >= needed:
         return None
@@ -61,14 +54,25 @@ def lacking_space(folder: str | Path, needed: int, what: str) -> str | None:
     )
 
 
-def write_error(path: Path, error: OSError) -> WriteError:
-    """The one-line error of a failed write of `path`."""
-    folder = existing_folder(path.parent)
+WRITE_FIX = "free some space or make it writable, or choose another location"
+
+
+def write_error(path: Path, error: OSError, fix: str = WRITE_FIX) -> WriteError:
+    """The one-line error of a failed write of `path`: the reason, the folder's free space and `fix`."""
+    folder = nearest_existing(path.parent)
     kept = " (the previous file is unchanged)" if path.is_file() else ""
     return WriteError(
-        f"Could not write {path}{kept}: {error.strerror or error}. {folder} has {free_space(folder)}; free some "
-        "space or make it writable, or choose another location."
+        f"Could not write {path}{kept}: {error.strerror or error}. {folder} has {free_space(folder)}; {fix}."
     )
+
+
+def _regular_target(path: str | Path) -> Path:
+    """The file a write of `path` replaces: through symbolic links to their target (the link stays), and never
+    anything but a regular file (a device such as /dev/null, a pipe or a folder is refused, not replaced)."""
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    if target.exists() and not target.is_file():
+        raise ConfigurationError(f"{path} is not a regular file, so it is not replaced; give a file name.")
+    return target
 
 
 def _oserror_in(error: BaseException) -> OSError | None:
@@ -108,11 +112,14 @@ def _sync_folder(folder: Path) -> None:
 @contextmanager
 def replacing(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file whose content becomes `path` when the block ends without an error, and is discarded when it
-    raises: `path` is then exactly as before. A failed write raises `WriteError`; other errors pass unchanged."""
-    path = Path(path)
+    raises: `path` is then exactly as before. The new file keeps the old one's permissions (a new one gets the
+    umask's); a symbolic link is written through. A failed write raises `WriteError`; other errors pass unchanged."""
+    path = _regular_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = _new_temporary(path)
+        if path.exists():  # the replaced file's permissions (a checkpoint the user made private stays private)
+            os.fchmod(descriptor, stat.S_IMODE(path.stat().st_mode))
     except OSError as error:
         raise write_error(path, error) from None
     try:
@@ -136,24 +143,38 @@ def write_bytes(path: str | Path, content: bytes) -> None:
         file.write(content)
 
 
+def write_files(contents: dict[Path, bytes]) -> None:
+    """Several files replaced together: every new file is written and flushed before the first rename, so a failed
+    write leaves all the old files (only a failure between two renames, which write no data, could leave a part)."""
+    with ExitStack() as stack:
+        for path, content in contents.items():
+            stack.enter_context(replacing(path)).write(content)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """`path` replaced by `text` (UTF-8), whole or not at all."""
     write_bytes(path, text.encode())
 
 
 def check_writable(path: str | Path, option: str, folder: bool = False) -> None:
-    """Stop with one line naming `option` unless `path` can be written: a file (or with `folder`, a folder to
-    write files into) whose nearest existing folder accepts a new file, and which, if it exists, is not
-    read-only. Nothing is left behind: the probe file is removed."""
+    """Stop with one line naming `option` unless `path` can be written: a regular file (or with `folder`, a folder
+    to write files into) whose nearest existing folder accepts a new file, on a disk that is not full, and which,
+    if it exists, is not read-only. Nothing is left behind: the probe file is removed."""
     path = Path(path).expanduser()
-    if path.exists() and not folder and path.is_dir():
-        raise ConfigurationError(f"{option} {path} is a folder; give a file name.")
-    if path.exists() and folder and not path.is_dir():
+    if folder and path.exists() and not path.is_dir():
         raise ConfigurationError(f"{option} {path} is a file; give a folder.")
-    if not folder and path.is_file() and not os.access(path, os.W_OK):
-        raise ConfigurationError(f"{option} {path} is read-only; choose another file, or make it writable.")
-    start = path.absolute() if folder else path.absolute().parent
-    nearest = next(ancestor for ancestor in (start, *start.parents) if ancestor.exists())
+    if not folder:
+        if path.is_dir():
+            raise ConfigurationError(f"{option} {path} is a folder; give a file name.")
+        try:
+            path = _regular_target(path)
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"{option} {path} is not a regular file, so it is not replaced; give a file name."
+            ) from None
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise ConfigurationError(f"{option} {path} is read-only; choose another file, or make it writable.")
+    nearest = nearest_existing(path if folder else path.parent)
     if not nearest.is_dir():
         raise ConfigurationError(f"{option} {path} cannot be written: {nearest} is a file, not a folder.")
     try:

@@ -13,6 +13,7 @@ before its first step leaves no run folder behind; and every mistake a user can 
 traceback or a page of usage (`user_error`).
 """
 
+import errno
 import logging
 import re
 import sys
@@ -33,7 +34,7 @@ from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from selfsup.atomic import check_writable
+from selfsup.atomic import check_writable, nearest_existing
 from selfsup.augment import ViewRecipe
 from selfsup.data import SelfSupDataModule
 from selfsup.data.datamodule import resolved_sizes
@@ -48,7 +49,6 @@ from selfsup.loggers import (
     StopBeforeTimeLimit,
     TrainingClock,
     discard_run,
-    existing_ancestor,
     finish_wandb,
     run_loggers,
 )
@@ -241,6 +241,8 @@ class SelfSupCLI(LightningCLI):
         limit = config.stop_after_minutes
         if limit is not None and not limit > 0:
             raise ConfigurationError(f"--stop_after_minutes must be positive, got {limit}; omit it for no limit.")
+        if trainer.default_root_dir is None:
+            raise ConfigurationError(f"--trainer.default_root_dir must name a folder; omit it for {RUNS_ROOT}/.")
         check_writable(trainer.default_root_dir, "--trainer.default_root_dir", folder=True)
         if self.subcommand == "fit" and not finite:
             raise ConfigurationError(
@@ -282,7 +284,7 @@ class SelfSupCLI(LightningCLI):
         resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
         # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
         resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
-        self._kept_folder = existing_ancestor(Path(config.trainer.default_root_dir) / method)
+        self._kept_folder = nearest_existing(Path(config.trainer.default_root_dir) / method)
         loggers = run_loggers(
             config.trainer.default_root_dir,
             method,
@@ -323,13 +325,18 @@ def check_config_files(argv: list[str]) -> None:
     for a binary, empty or non-mapping file (a traceback, "Unexpected config:" or a bare line number), so the
     files are read here first, safely (no YAML tag constructs anything). A value that names no file is left to
     jsonargparse, which reports a missing file or reads the value as inline YAML."""
-    values = [value for flag, value in zip(argv, argv[1:], strict=False) if flag == "--config"]
-    values += [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
+    values = [value for flag, value in zip(argv, argv[1:], strict=False) if flag in ("--config", "-c")]
+    values += [arg.split("=", 1)[1] for arg in argv if arg.startswith(("--config=", "-c="))]
+    fix = "pass a YAML file of options, such as configs/simclr.yaml"
     for path in (Path(value).expanduser() for value in values):
-        if not path.is_file():
-            continue
-        fix = "pass a YAML file of options, such as configs/simclr.yaml"
-        content = path.read_bytes()
+        try:
+            if not path.is_file():
+                continue
+            content = path.read_bytes()
+        except OSError as error:  # a value too long to be a file name is inline YAML; an unreadable file is named
+            if error.errno == errno.ENAMETOOLONG:
+                continue
+            raise ConfigurationError(f"--config {path} cannot be read ({error.strerror or error}); {fix}.") from None
         try:
             text = content.decode()
         except UnicodeDecodeError as error:

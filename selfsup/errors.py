@@ -6,6 +6,7 @@ class checks its own numeric options in its constructor (`check_options`), so a 
 when the configuration is instantiated, before any data is read or any GPU time is spent.
 """
 
+import math
 from collections.abc import Iterable
 
 
@@ -24,16 +25,32 @@ class ConfigurationError(ValueError):
         super().__init__(message)
 
 
+def format_bytes(count: float) -> str:
+    """A size for messages, in the largest unit that keeps it at least 1: '2.5 TiB', '12.3 GiB', '512.0 KiB'."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{int(count)} bytes"
+
+
+def _problems(options: dict[str, float], holds, requirement: str) -> list[str]:
+    """A problem for each option whose value does not satisfy `holds` (`requirement` says it in words) or is not a
+    finite number: infinity (`1e400` in YAML) would train on NaN."""
+    return [
+        f"{name} must {requirement}, got {value}" if not holds(value) else f"{name} must be finite, got {value}"
+        for name, value in options.items()
+        if not (holds(value) and math.isfinite(value))
+    ]
+
+
 def positive(**options: float) -> list[str]:
-    """Problems with options that must be greater than 0 (NaN is not)."""
-    return [f"{name} must be greater than 0, got {value}" for name, value in options.items() if not value > 0]
+    """Problems with options that must be finite and greater than 0 (NaN is not)."""
+    return _problems(options, lambda value: value > 0, "be greater than 0")
 
 
 def at_least(minimum: float, **options: float) -> list[str]:
-    """Problems with options that must be at least `minimum`."""
-    return [
-        f"{name} must be at least {minimum}, got {value}" for name, value in options.items() if not value >= minimum
-    ]
+    """Problems with options that must be finite and at least `minimum`."""
+    return _problems(options, lambda value: value >= minimum, f"be at least {minimum}")
 
 
 def below(maximum: float, **options: float) -> list[str]:

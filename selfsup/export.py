@@ -29,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from selfsup.atomic import check_writable, write_bytes
+from selfsup.atomic import check_writable, write_files
 from selfsup.errors import ConfigurationError
 from selfsup.evaluation.checkpoint import load_pretrained
 from selfsup.loggers import LastCheckpoint
@@ -127,8 +127,9 @@ def write_backbone(
     backbone: nn.Module, card: BackboneCard, out: Path, pth: bool = False, overwrite: bool = False
 ) -> list[Path]:
     """`out` (.safetensors), its card (`out` with .json) and, with `pth`, the same weights as a .pth state dict,
-    each replacing an older file whole or not at all (`selfsup.atomic`). An existing file with other content is
-    replaced only with `overwrite`; one with the same content (the fit's own export, exported again) is kept."""
+    replacing older files together, whole or not at all (`selfsup.atomic.write_files`). An existing file with other
+    content is replaced only with `overwrite`; one with the same content (the fit's own export, exported again) is
+    left untouched."""
     weights = backbone_weights(backbone)
     # timm reads "pt" safetensors files as torch state dicts; written by selfsup.atomic, the file gets the user's
     # umask (safetensors' save_file makes it readable by its owner only, which a cluster's colleagues cannot read)
@@ -137,15 +138,19 @@ def write_backbone(
         buffer = io.BytesIO()
         torch.save(weights, buffer)
         contents[out.with_suffix(".pth")] = buffer.getvalue()
-    different = [path for path, content in contents.items() if path.exists() and path.read_bytes() != content]
-    if different and not overwrite:
+    different = {path: content for path, content in contents.items() if not _holds(path, content)}
+    existing = [str(path) for path in different if path.exists()]
+    if existing and not overwrite:
         raise ConfigurationError(
-            f"{', '.join(map(str, different))} already exist{'s' if len(different) == 1 else ''} with other content; "
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''} with other content; "
             "pass --overwrite true to replace, or --out another file name."
         )
-    for path, content in contents.items():
-        write_bytes(path, content)
+    write_files(different)
     return list(contents)
+
+
+def _holds(path: Path, content: bytes) -> bool:
+    return path.is_file() and path.stat().st_size == len(content) and path.read_bytes() == content
 
 
 def load_backbone(path: str | Path) -> nn.Module:

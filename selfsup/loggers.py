@@ -81,13 +81,6 @@ def finish_wandb(loggers: list[Logger]) -> None:
         wandb.finish()
 
 
-def existing_ancestor(path: str | Path) -> Path:
-    """`path` if it exists, else its nearest existing parent: where a run that has yet to make its folders
-    starts adding to the user's disk."""
-    path = Path(path).absolute()
-    return next(folder for folder in (path, *path.parents) if folder.exists())
-
-
 def discard_run(loggers: list[Logger], run_folder: Path, kept_folder: Path) -> None:
     """Finish the loggers' runs without a word and remove the run folder, and the folders above it that the
     run made (those below `kept_folder`) if left empty: a run that failed before its first step leaves
@@ -154,7 +147,10 @@ class LastCheckpoint(ModelCheckpoint):
         problem = None
         if stage == "fit" and trainer.is_global_zero and _is_local_file_protocol(self.dirpath):
             checkpoint = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
-            problem = lacking_space(self.dirpath, checkpoint_size_estimate(pl_module), str(checkpoint))
+            try:  # room for the old checkpoint and the new one beside it while it replaces the old
+                problem = lacking_space(self.dirpath, 2 * checkpoint_size_estimate(pl_module), str(checkpoint))
+            except OSError as error:  # still reach the broadcast, which every other rank waits in
+                problem = f"Cannot check the free space for {checkpoint}: {error.strerror or error}."
         problem = trainer.strategy.broadcast(problem)
         if problem:
             raise ConfigurationError(problem)

@@ -29,6 +29,9 @@ from selfsup.atomic import check_writable, replacing, write_text  # noqa: E402
 from selfsup.errors import ConfigurationError  # noqa: E402
 from selfsup.runs import HPARAMS_FILE, METRICS_FILE, Metric, last_checkpoint, results_path, run_name_of_folder  # noqa: E402
 
+REPORT, SUMMARIES, KNN_PLOT, DIAGNOSTICS_PLOT = "report.md", "report.json", "knn.png", "diagnostics.png"
+REPORT_FILES = (REPORT, SUMMARIES, KNN_PLOT, DIAGNOSTICS_PLOT)
+
 
 class _HparamsLoader(yaml.SafeLoader):
     """Safe YAML plus the tuples Lightning writes into hparams.yaml (as lists); no other Python tags."""
@@ -177,8 +180,8 @@ def plot_knn(runs: list[Run], out: Path) -> list[str]:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     figure.tight_layout()
-    save_figure(figure, out / "knn.png")
-    return ["knn.png"]
+    save_figure(figure, out / KNN_PLOT)
+    return [KNN_PLOT]
 
 
 # the diagnostics of `train.py eval` and which way is better (alignment and uniformity: Wang & Isola, ICML 2020,
@@ -224,12 +227,32 @@ def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
     histogram.set(title="cosine similarity of view pairs", xlabel="cosine similarity", ylabel="fraction")
     histogram.legend(fontsize=6)
     figure.tight_layout()
-    save_figure(figure, out / "diagnostics.png")
-    return ["diagnostics.png"]
+    save_figure(figure, out / DIAGNOSTICS_PLOT)
+    return [DIAGNOSTICS_PLOT]
+
+
+def check_report_folder(out: Path) -> None:
+    """Before any work: `out` can be written, and the files a report replaces there are an earlier report's (its
+    report.json is a list of run summaries), never files of the user's that happen to have those names."""
+    check_writable(out, "--out", folder=True)
+    present = [out / name for name in REPORT_FILES if (out / name).exists()]
+    if present and not _is_report_summary(out / SUMMARIES):
+        raise ConfigurationError(
+            f"--out {out} holds {', '.join(path.name for path in present)} but no earlier report, so they are not "
+            "replaced; choose another --out."
+        )
+
+
+def _is_report_summary(path: Path) -> bool:
+    try:
+        summaries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summaries, list) and all(isinstance(row, dict) and "run" in row for row in summaries)
 
 
 def write_report(run_dirs: list[Path], out: Path) -> Path:
-    check_writable(out, "--out", folder=True)
+    check_report_folder(out)
     runs = load_runs(find_runs(run_dirs))
     summaries = [run.summary() for run in runs]
     images = plot_knn(runs, out) + plot_diagnostics(runs, out)
@@ -253,9 +276,9 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
             "checkpoint; run `python train.py eval --ckpt_path <run>/checkpoints/last.ckpt`).",
         ]
     text.append("")
-    report = out / "report.md"
+    report = out / REPORT
     write_text(report, "\n".join(text))
-    write_text(out / "report.json", json.dumps(summaries, indent=2) + "\n")
+    write_text(out / SUMMARIES, json.dumps(summaries, indent=2) + "\n")
     return report
 
 

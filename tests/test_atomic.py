@@ -132,3 +132,28 @@ def _file(path: Path) -> Path:
 class _Usage:
     def __init__(self, free: int) -> None:
         self.total, self.used, self.free = free, 0, free
+
+
+def test_a_replaced_file_keeps_its_permissions_and_a_link_is_written_through(tmp_path: Path) -> None:
+    private = tmp_path / "last.ckpt"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    write_bytes(private, b"new")
+    assert private.read_bytes() == b"new" and private.stat().st_mode & 0o777 == 0o600
+
+    link = tmp_path / "results.json"
+    link.symlink_to(private)
+    write_bytes(link, b"through the link")
+    assert link.is_symlink() and private.read_bytes() == b"through the link"
+
+
+def test_a_device_or_pipe_is_never_replaced(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(ConfigurationError, match="is not a regular file, so it is not replaced"):
+        check_writable(pipe, "--output")
+    with pytest.raises(ConfigurationError, match="is not a regular file"):
+        write_bytes(pipe, b"x")
+    assert pipe.is_fifo() and sorted(tmp_path.iterdir()) == [pipe]
+    with pytest.raises(ConfigurationError, match="--output /dev/null is not a regular file"):
+        check_writable("/dev/null", "--output")

@@ -10,6 +10,7 @@ import pytest
 
 from selfsup import atomic
 from selfsup.cli import main
+from selfsup.errors import ConfigurationError
 from selfsup.report import write_report
 from selfsup.runs import last_checkpoint, read_checkpoint
 from tests.conftest import make_image_folder
@@ -144,3 +145,27 @@ def test_a_report_that_cannot_be_written_leaves_the_old_one(
         write_report([run], tmp_path / "report")
     assert report.read_bytes() == before["report.md"]
     assert sorted(path.name for path in report.parent.iterdir()) == sorted(before)
+
+
+def test_eval_writes_its_results_when_the_map_cannot_be_written_and_never_replaces_a_users_picture(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluate = ["eval", "--ckpt_path", str(last_checkpoint(run)), *QUICK_EVAL, "--map_points", "16"]
+    mine = tmp_path / "mine_map.png"
+    mine.write_bytes(b"the user's picture")
+    assert "is not replaced" in one_line_error([*evaluate, "--output", str(tmp_path / "mine.json")], capsys)
+    assert mine.read_bytes() == b"the user's picture"
+
+    fill_disk_for(monkeypatch, "r_map.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*evaluate, "--output", str(tmp_path / "r.json")])
+    assert "r_map.png" in str(exit_info.value.code)
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert "knn" in results and "map" not in results
+
+
+def test_the_report_never_replaces_files_of_the_users_that_share_its_names(run: Path, tmp_path: Path) -> None:
+    (tmp_path / "report.md").write_text("my notes")
+    with pytest.raises(ConfigurationError, match="holds report.md but no earlier report, so they are not replaced"):
+        write_report([run], tmp_path)
+    assert (tmp_path / "report.md").read_text() == "my notes"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfsup.atomic import nearest_existing
 from selfsup.cli import main
-from selfsup.loggers import discard_run, existing_ancestor
+from selfsup.loggers import discard_run
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO, tiny_folder_args
 
@@ -85,6 +86,8 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
             "At image size 100000, one batch of views (16 images x 2 views of up to 100000 px, float32) needs 3.5 TiB",
         ),
         ("simclr", ["--trainer.default_root_dir", "/proc/selfsup"], "default_root_dir /proc/selfsup cannot be written"),
+        ("simclr", ["--trainer.default_root_dir", "null"], "--trainer.default_root_dir must name a folder"),
+        ("simclr", ["--model.init_args.base_lr", "1e400"], "--model.init_args.base_lr must be finite, got inf"),
     ],
 )
 def test_bad_option_is_one_line_before_anything_is_built(
@@ -115,6 +118,15 @@ def test_a_config_file_that_is_not_options_is_named_with_its_problem(
     assert text.startswith(f"error: --config {config} {message}")
     assert text.endswith("; pass a YAML file of options, such as configs/simclr.yaml.")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_short_config_flag_is_checked_and_long_inline_yaml_is_not_taken_for_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = _write(tmp_path / "mine.yaml", b"\xff\xfe")
+    assert "is not a text file" in one_line_error(["fit", "-c", str(config)], capsys)
+    inline = "{" + ", ".join(f"option_{index}: 1" for index in range(40)) + "}"  # longer than a file name can be
+    assert "does not accept option 'option_0'" in one_line_error(["fit", "--config", inline], capsys)
 
 
 def test_no_method_lists_the_registered_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -159,7 +171,7 @@ def test_bad_checkpoint_to_resume_is_one_line_without_the_unsafe_loading_hint(
 def test_a_discarded_run_removes_only_the_folders_it_made(existed: str, tmp_path: Path) -> None:
     if existed != "nothing":
         (tmp_path / existed).mkdir(parents=True)
-    kept = existing_ancestor(tmp_path / "runs" / "simclr")
+    kept = nearest_existing(tmp_path / "runs" / "simclr")
     run = tmp_path / "runs" / "simclr" / "version_0"
     (run / "checkpoints").mkdir(parents=True)
     discard_run([], run, kept)

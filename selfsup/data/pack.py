@@ -26,16 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from selfsup.atomic import (
-    WriteError,
-    check_writable,
-    existing_folder,
-    format_bytes,
-    free_space,
-    lacking_space,
-    replacing,
-    write_text,
-)
+from selfsup.atomic import check_writable, lacking_space, replacing, write_error, write_text
 from selfsup.data.decode import UnreadableImageError, decode_square
 from selfsup.data.image_folder import scan_image_folder, train_and_val_folders
 from selfsup.data.packed import (
@@ -50,7 +41,7 @@ from selfsup.data.packed import (
     load_array,
     write_json,
 )
-from selfsup.errors import ConfigurationError
+from selfsup.errors import ConfigurationError, format_bytes
 
 CHUNK = 128  # images per task, and per progress record
 ORDER_SEED = 0  # the fixed shuffle of the rows
@@ -62,6 +53,7 @@ SAVE_EVERY_S = 2.0
 # and runpy warns when it finds that module imported already.
 WORKER_IMPORTS = ["selfsup.data.decode", "selfsup.data.image_folder", "selfsup.data.packed"]
 REDECODE = "delete it and pack again"  # the fix for a damaged array of an unfinished pack
+RESUME_FIX = "free some space or make it writable, and rerun the same command to resume (or choose another --out)"
 
 
 class PackError(ConfigurationError):
@@ -117,6 +109,7 @@ class Progress:
         self.key = key
         self.done: dict[str, dict[str, list]] = {}
         self._saved_at = 0.0
+        self._recorded = False  # whether this run recorded a chunk yet
         if path.is_file():
             state = json.loads(path.read_text())
             if state.get("fingerprint") != key:
@@ -132,8 +125,12 @@ class Progress:
         return [c for c in range(plan.num_chunks()) if done.get(str(c)) != []]
 
     def record(self, split: str, chunk: int, bad: list) -> None:
+        """Record a decoded chunk; saved every SAVE_EVERY_S, and at once for the first chunk of a run, so that even
+        a pack stopped early resumes."""
+        first = not self._recorded
+        self._recorded = True
         self.done.setdefault(split, {})[str(chunk)] = bad
-        if time.monotonic() - self._saved_at > SAVE_EVERY_S:
+        if first or time.monotonic() - self._saved_at > SAVE_EVERY_S:
             self.save()
 
     def save(self) -> None:
@@ -142,6 +139,18 @@ class Progress:
 
     def bad_images(self, plan: SplitPlan) -> dict[int, str]:
         return {index: message for bad in self.done.get(plan.name, {}).values() for index, message in bad}
+
+
+def create_reserved_array(path: Path, shape: tuple[int, ...]) -> None:
+    """A new uint8 .npy array of `shape` at `path` whose every block is allocated on the disk now. A sparse file
+    would take its blocks as the workers write rows into its memory map, and on a full disk a worker's write then
+    kills it (SIGBUS) while the pool waits for it forever; reserved, a full disk is an error here, in one line."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(descriptor, 0, path.stat().st_size)
+    finally:
+        os.close(descriptor)
 
 
 _OPEN_ARRAYS: dict[str, np.ndarray] = {}  # a worker's memory maps, opened once per output file
@@ -186,15 +195,6 @@ def check_free_space(out: Path, needed: int) -> None:
         raise PackError(f"{problem} A smaller --size needs less.")
 
 
-def pack_write_error(out: Path, error: OSError) -> WriteError:
-    """The one line of a failed write into the pack: the file, the reason, the folder's free space, the fix."""
-    folder = existing_folder(out)
-    return WriteError(
-        f"Could not write {error.filename or out}: {error.strerror or error}. {folder} has {free_space(folder)}; "
-        "free some space or make it writable, and rerun the same command to resume (or choose another --out)."
-    )
-
-
 def start_workers(workers: int) -> Pool:
     """`workers` decoding processes that ignore Ctrl-C: it reaches every process of the terminal's foreground group,
     and only the packer acts on it (it saves the progress and stops the workers), so no worker prints a traceback.
@@ -230,7 +230,7 @@ def decode_all(plans: list[SplitPlan], out: Path, size: int, progress: Progress,
                 continue  # finished by a run interrupted while writing the manifest
             progress.done.pop(plan.name, None)  # decoded rows live in the partial file: without it, start over
             output.parent.mkdir(parents=True, exist_ok=True)
-            np.lib.format.open_memmap(output, mode="w+", dtype=np.uint8, shape=(len(plan.paths), size, size, 3))
+            create_reserved_array(output, (len(plan.paths), size, size, 3))
         tasks += [(plan.name, c, str(output), size, plan.chunk(c)) for c in progress.pending(plan)]
     total = sum(len(task[-1]) for task in tasks)
     with start_workers(workers) as pool, tqdm(total=total, unit="img", desc="decoding", file=sys.stderr) as bar:
@@ -278,7 +278,8 @@ def pack(source: Path, size: int, out: Path, workers: int, skip_bad: bool = Fals
     try:
         return write_pack(source, size, out, workers, skip_bad, classes, plans)
     except OSError as error:  # a full disk, a folder made read-only meanwhile, the arrays' own writes
-        raise pack_write_error(out, error) from None
+        written = Path(error.filename) if error.filename else out
+        raise write_error(written, error, RESUME_FIX) from None
 
 
 def write_pack(

@@ -114,11 +114,18 @@ def evaluate(
         results["linear"] = linear_results(setup, features, linear)
     if diagnostics and rank() == 0:
         results["diagnostics"] = diagnostic_results(setup, diagnostics_samples)
-    drawn = map_results(setup, features, results, map_points, embedding_map_path(destination)) if map_points else None
+    drawn, map_failure = None, None
+    if map_points:
+        try:
+            drawn = map_results(setup, features, results, map_points, embedding_map_path(destination))
+        except WriteError as error:  # the numbers are written (or printed) first: they are what the run was for
+            map_failure = error
     if drawn:
         results["map"] = drawn
     if rank() == 0:
         write(results, destination, wandb_project if wandb else None)
+    if map_failure is not None:
+        raise map_failure
     return results
 
 
@@ -242,13 +249,20 @@ def check_destination(destination: Path, draws_map: bool) -> None:
     """Before any work: the results (and the map beside them) can be written, and an existing file there is an
     earlier evaluation's results, never a file of the user's that would be replaced."""
     check_writable(destination, "--output")
-    if draws_map:
-        check_writable(embedding_map_path(destination), "--output (the map beside it)")
-    if destination.is_file() and not _is_results(destination):
+    earlier_evaluation = destination.is_file() and _is_results(destination)
+    if destination.is_file() and not earlier_evaluation:
         raise ConfigurationError(
             f"--output {destination} exists and is not the results of `train.py eval`, so it is not replaced; "
             "choose a new file name."
         )
+    if draws_map:
+        drawing = embedding_map_path(destination)
+        check_writable(drawing, "--output (the map beside it)")
+        if drawing.exists() and not earlier_evaluation:
+            raise ConfigurationError(
+                f"{drawing} exists beside --output {destination}, which holds no earlier evaluation, so it is not "
+                "replaced; choose a new file name (or --map_points 0)."
+            )
 
 
 def _is_results(path: Path) -> bool:
