@@ -162,7 +162,7 @@ class WarmupCosineSchedule(LRScheduler):
 
     def __init__(self, optimizer: torch.optim.Optimizer, trainer: Any, warmup_steps: int, global_batch: int) -> None:
         self.trainer = trainer
-        self.plan_steps = int(trainer.estimated_stepping_batches)
+        self.plan_steps = max(1, int(trainer.estimated_stepping_batches))  # a fit of no batches plans one step
         self.progress_left = 1.0  # progress left at the plan's start
         self.warmup_end = warmup_steps / self.plan_steps
         self.run_length = [trainer.max_epochs, trainer.max_steps]

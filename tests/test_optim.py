@@ -309,3 +309,12 @@ def test_a_run_continued_for_more_epochs_resumes_at_the_epochs_it_trained() -> N
         [value for step in planned_for_4[14:] for value in step], rel=1e-12
     )
     assert end == 1.0
+
+
+def test_a_fit_of_no_training_batches_gets_a_schedule() -> None:
+    """`--trainer.limit_train_batches 0` trains nothing: its schedule must still be built (it divided by 0)."""
+    trainer = SimpleNamespace(estimated_stepping_batches=0, max_epochs=1, train_dataloader=(),
+                              num_training_batches=0, accumulate_grad_batches=1, **restored_loops(0))  # fmt: skip
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
+    schedule = WarmupCosineSchedule(optimizer, trainer, warmup_steps=0, global_batch=8)
+    assert schedule.progress == 0.0 and 0 < optimizer.param_groups[0]["lr"] <= 0.5

@@ -2,8 +2,9 @@
 the packer does once per image for packed datasets, so both train on the same pixels.
 
 Every image mode Pillow has becomes the 8-bit RGB an image viewer shows for it (`viewer_rgb`), never a clipped
-or reinterpreted one (Pillow's own `convert("RGB")` clips 16-bit samples to 255, so 16-bit PNGs come out
-almost white, and reads L*a*b* bytes as if they were RGB):
+or reinterpreted one (Pillow's own `convert("RGB")` clips 16-bit samples to 255, so 16-bit PNGs come out almost
+white, and reads L*a*b* bytes as if they were RGB). The pixels are taken as stored: EXIF orientation and embedded
+ICC profiles are not applied, as in torchvision's ImageFolder.
 
 - samples wider than 8 bits are scaled from their range: 16-bit (I;16 and its byte orders) by 255/65535. Pillow
   opens 16-bit PGM/PPM and 16-bit signed TIFFs as 32-bit `I`, so an `I` image whose values all lie in

@@ -17,9 +17,8 @@ import os
 import torch
 
 from selfsup import distributed
-from selfsup.atomic import format_bytes
 from selfsup.data.source import Placement
-from selfsup.errors import ConfigurationError
+from selfsup.errors import ConfigurationError, format_bytes
 
 GIB = 2**30
 
@@ -30,18 +29,17 @@ def free_device_memory(device: torch.device) -> int:
     return -int(distributed.all_reduce(free, "max").item())
 
 
-def largest_memory() -> tuple[int, str]:
-    """(bytes, what) of the largest memory a run on this machine can train in: a GPU's, or without one the RAM."""
-    if torch.cuda.is_available():
-        gpus = [torch.cuda.get_device_properties(index) for index in range(torch.cuda.device_count())]
-        largest = max(gpus, key=lambda gpu: gpu.total_memory)
-        return largest.total_memory, f"{largest.name} memory"
+def device_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what) of the memory a run on `device` trains in: the GPU's, or on the CPU the machine's RAM."""
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_properties(device)
+        return gpu.total_memory, f"{gpu.name} memory"
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "RAM"
 
 
-def check_fits_in_memory(needed: int, what: str, fix: str) -> None:
-    """Stop before allocating `needed` bytes for `what` when no memory of this machine could hold them."""
-    memory, kind = largest_memory()
+def check_fits_in_memory(needed: int, what: str, fix: str, device: torch.device) -> None:
+    """Stop before allocating `needed` bytes for `what` when the memory of `device` could not hold them."""
+    memory, kind = device_memory(device)
     if needed > memory:
         raise ConfigurationError(
             f"{what} needs {format_bytes(needed)}, more than this machine's {format_bytes(memory)} of {kind}; {fix}."
@@ -74,8 +72,8 @@ def choose_placement(
     if needed > free:
         alternative = "gpu_shard" if requested == "gpu" and shard_bytes < whole_bytes else "host"
         raise ConfigurationError(
-            f"--data.placement {requested} needs {needed / GIB:.1f} GiB on each device, which has "
-            f"{free / GIB:.1f} GiB free; use --data.placement {alternative} (or auto), more devices, or a smaller "
+            f"--data.placement {requested} needs {format_bytes(needed)} on each device, which has "
+            f"{format_bytes(free)} free; use --data.placement {alternative} (or auto), more devices, or a smaller "
             "--size when packing."
         )
     return requested

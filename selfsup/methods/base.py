@@ -109,13 +109,6 @@ class Method(pl.LightningModule):
             "--model.init_args",
         )
         views = tuple(ViewRecipe.from_dict(v) for v in views)
-        largest = max(recipe.size(image_size) for recipe in views)
-        check_fits_in_memory(
-            batch_view_bytes(views, image_size, batch_size),
-            f"At image size {image_size}, one batch of views ({batch_size} images x "
-            f"{sum(recipe.num_views for recipe in views)} views of up to {largest} px, float32)",
-            "choose a smaller --data.image_size or --data.batch_size",
-        )
         self.save_hyperparameters()
         for key, value in self.hparams.items():  # plain data only: checkpoints load with weights_only=True
             self.hparams[key] = plain(value)
@@ -217,6 +210,19 @@ class Method(pl.LightningModule):
         if not self.labelled:
             return features[0].new_zeros(())
         return self.probe.loss(features[: self.multiview.recipes[0].num_views], labels)
+
+    def setup(self, stage: str) -> None:
+        """Before any view is drawn: one batch of views must fit in the memory of the device this run trains on (an
+        image size of 100,000 px would ask for terabytes). Checked here, not in `__init__`, where asking a GPU for
+        its memory would initialise CUDA before Lightning forks its processes."""
+        image_size, batch_size = self.hparams.image_size, self.hparams.batch_size
+        check_fits_in_memory(
+            batch_view_bytes(self.multiview.recipes, image_size, batch_size),
+            f"At image size {image_size}, one batch of views ({batch_size} images x {self.multiview.num_views} views "
+            f"of up to {max(self.multiview.sizes)} px, float32)",
+            "choose a smaller --data.image_size or --data.batch_size",
+            self.trainer.strategy.root_device,
+        )
 
     def on_fit_start(self) -> None:
         if self.logger is not None:  # what the comparison report needs to know about the run
