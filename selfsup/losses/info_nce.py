@@ -8,7 +8,13 @@ for the 2N augmented samples of a batch, anchor i with positive j,
 averaged over all 2N anchors, sim being cosine similarity. With `decoupled=True` the positive is left out
 of the denominator, which removes the negative-positive coupling that makes InfoNCE need large batches:
 "Decoupled Contrastive Learning" (Yeh et al., ECCV 2022), eq. (6).
+
+Calling a loss returns the loss tensor, as lightly's and PyTorch's losses do. The methods log how hard the
+negatives were too, and get both from `InfoNCELoss.loss_and_hardness`: one computation returning both keeps a
+compiled step in one graph, where a second pass or metrics stashed on the module during `forward` would not.
 """
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +23,13 @@ from torch import Tensor, nn
 from selfsup.distributed import gather_with_grad, rank
 from selfsup.errors import ConfigurationError
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
+
+
+class LossAndHardness(NamedTuple):
+    """A contrastive loss and how hard its negatives were, under the metric names of `selfsup.runs.Metric`."""
+
+    loss: Tensor  # () the mean loss over the anchors, with gradient
+    hardness: dict[str, Tensor]  # () each, detached: the hardest real (and with mixing, synthetic) negatives
 
 
 def info_nce(logits: Tensor, positive_index: Tensor, decoupled: bool = False) -> Tensor:
@@ -50,12 +63,14 @@ class InfoNCELoss(nn.Module):
         self.temperature = temperature
         self.decoupled = decoupled
 
-    def forward(
-        self, z_a: Tensor, z_b: Tensor, mixing: HardNegativeMixing | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss of z_a, z_b: (N, D) projections of two views of the same N images on this rank, and the
-        step's hardness metrics (`selfsup.runs.Metric`). With `mixing`, each anchor also gets synthetic
-        negatives mixed from its hardest in-batch negatives (MoCHi)."""
+    def forward(self, z_a: Tensor, z_b: Tensor, mixing: HardNegativeMixing | None = None) -> Tensor:
+        """The loss () of z_a, z_b: (N, D) projections of two views of the same N images on this rank. With
+        `mixing`, each anchor also gets synthetic negatives mixed from its hardest in-batch negatives (MoCHi)."""
+        return self.loss_and_hardness(z_a, z_b, mixing).loss
+
+    def loss_and_hardness(self, z_a: Tensor, z_b: Tensor, mixing: HardNegativeMixing | None = None) -> LossAndHardness:
+        """The loss of `forward` and the step's hardness metrics: the mean similarity of each anchor's hardest
+        real negative, and with `mixing`, how hard the synthetic negatives were (`MixedNegatives.metrics`)."""
         z_a = F.normalize(z_a.float(), dim=1)
         z_b = F.normalize(z_b.float(), dim=1)
         all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (M, D) each, M = N * world size
@@ -77,7 +92,7 @@ class InfoNCELoss(nn.Module):
             hardness = mixed.metrics()
         else:
             hardness = unmixed_hardness_metrics(similarity.detach().masked_fill(~negative_mask, float("-inf")))
-        return info_nce(logits, positive_column, self.decoupled), hardness
+        return LossAndHardness(info_nce(logits, positive_column, self.decoupled), hardness)
 
 
 def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float) -> Tensor:

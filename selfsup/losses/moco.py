@@ -7,12 +7,15 @@
 where k+ is the momentum encoder's key of another view of the query's image and the k- are the queued keys
 of earlier batches. MoCHi ("Hard Negative Mixing for Contrastive Learning", Kalantidis et al., NeurIPS 2020)
 adds synthetic negatives mixed from each query's hardest queued keys to its denominator.
+
+`queue_info_nce` returns the loss; `queue_info_nce_and_hardness` returns it with the hardness metrics the methods
+log, from the same computation (see `selfsup.losses.info_nce`).
 """
 
 import torch
 from torch import Tensor
 
-from selfsup.losses.info_nce import info_nce
+from selfsup.losses.info_nce import LossAndHardness, info_nce
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
 
@@ -23,14 +26,25 @@ def queue_info_nce(
     temperature: float,
     decoupled: bool = False,
     mixing: HardNegativeMixing | None = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Mean InfoNCE of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives], and the
-    step's hardness metrics (`selfsup.runs.Metric`): the hardest queued key's similarity, and with `mixing` the
-    synthetic negatives'.
+) -> Tensor:
+    """Mean InfoNCE () of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives].
 
     All inputs are unit-norm. Keys and queue are constants of the loss (the momentum encoder is never trained by
     it), detached here so that no caller has to. `decoupled` leaves the positive out of the denominator (DCL).
     """
+    return queue_info_nce_and_hardness(queries, keys, queue, temperature, decoupled, mixing).loss
+
+
+def queue_info_nce_and_hardness(
+    queries: Tensor,
+    keys: Tensor,
+    queue: Tensor,
+    temperature: float,
+    decoupled: bool = False,
+    mixing: HardNegativeMixing | None = None,
+) -> LossAndHardness:
+    """The loss of `queue_info_nce` and the step's hardness metrics (`selfsup.runs.Metric`): the hardest queued
+    key's similarity, and with `mixing` the synthetic negatives'."""
     keys, queue = keys.detach(), queue.detach()
     logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
     if mixing is not None:
@@ -40,4 +54,4 @@ def queue_info_nce(
     else:
         hardness = unmixed_hardness_metrics(logits[1])
     positive = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)  # column 0: own key
-    return info_nce(torch.cat(logits, dim=1) / temperature, positive, decoupled), hardness
+    return LossAndHardness(info_nce(torch.cat(logits, dim=1) / temperature, positive, decoupled), hardness)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from selfsup.augment import ViewRecipe, mocov2_views
 from selfsup.errors import at_least, check_options, positive
-from selfsup.losses import queue_info_nce
+from selfsup.losses import queue_info_nce_and_hardness
 from selfsup.methods.base import MomentumMethod
 from selfsup.models import projection_mlp
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
@@ -97,8 +97,9 @@ class MoCoV2(MomentumMethod):
         negatives = self.queue.keys.clone()  # autograd keeps it for backward, and enqueue writes in place
         mixing = self.mixing.at_epoch(self.current_epoch)
         results = [
-            queue_info_nce(q, k, negatives, hp.temperature, hp.decoupled, mixing)
+            queue_info_nce_and_hardness(q, k, negatives, hp.temperature, hp.decoupled, mixing)
             for q, k in zip(queries, keys, strict=True)
         ]
         self.queue.enqueue(torch.cat(keys), labels.repeat(len(keys)))  # after the loss: never its own negative
-        return torch.stack([loss for loss, _ in results]).mean(), results[0][1]  # the first view's hardness
+        loss = torch.stack([result.loss for result in results]).mean()
+        return loss, results[0].hardness  # the first view's queries report the step's hardness

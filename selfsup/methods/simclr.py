@@ -40,4 +40,4 @@ class SimCLR(Method):
 
     def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z_a, z_b = self.projector(torch.cat(features)).chunk(2)  # (N, D) each; one BN over both views
-        return self.criterion(z_a, z_b, self.mixing.at_epoch(self.current_epoch))  # the loss and its hardness
+        return self.criterion.loss_and_hardness(z_a, z_b, self.mixing.at_epoch(self.current_epoch))

@@ -39,7 +39,7 @@ def reference_nt_xent(
 def test_value_and_gradients_match_reference(decoupled: bool, temperature: float) -> None:
     torch.manual_seed(0)
     z_a, z_b = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
-    loss, _ = InfoNCELoss(temperature, decoupled)(z_a, z_b)
+    loss = InfoNCELoss(temperature, decoupled)(z_a, z_b)
     grads = torch.autograd.grad(loss, [z_a, z_b])
     expected = reference_nt_xent(z_a.double(), z_b.double(), temperature, decoupled)
     expected_grads = torch.autograd.grad(expected, [z_a, z_b])
@@ -52,15 +52,15 @@ def test_identical_embeddings_give_log_of_candidates() -> None:
     """All 2N embeddings equal: every logit ties, so the loss is log(2N - 1) (log(2N - 2) without the positive)."""
     n = 5
     z = torch.ones(n, 4)
-    assert InfoNCELoss(0.1)(z, z)[0].item() == pytest.approx(math.log(2 * n - 1), rel=1e-5)
-    assert InfoNCELoss(0.1, decoupled=True)(z, z)[0].item() == pytest.approx(math.log(2 * n - 2), rel=1e-5)
+    assert InfoNCELoss(0.1)(z, z).item() == pytest.approx(math.log(2 * n - 1), rel=1e-5)
+    assert InfoNCELoss(0.1, decoupled=True)(z, z).item() == pytest.approx(math.log(2 * n - 2), rel=1e-5)
 
 
 def test_aligned_views_score_lower_than_random_pairs() -> None:
     torch.manual_seed(0)
     z = torch.randn(16, 32)
     criterion = InfoNCELoss(0.1)
-    assert criterion(z, z + 0.01 * torch.randn_like(z))[0] < criterion(z, torch.randn_like(z))[0] - 1.0
+    assert criterion(z, z + 0.01 * torch.randn_like(z)) < criterion(z, torch.randn_like(z)) - 1.0
 
 
 def test_rejects_non_positive_temperature() -> None:
@@ -74,7 +74,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, decoupled: bool, queue) -
     z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)  # the global batch; each rank takes its half
     local = slice(rank * 4, (rank + 1) * 4)
     mine_a, mine_b = z_a[local].clone().requires_grad_(), z_b[local].clone().requires_grad_()
-    loss, _ = InfoNCELoss(0.2, decoupled)(mine_a, mine_b)
+    loss = InfoNCELoss(0.2, decoupled)(mine_a, mine_b)
     # DDP averages gradients over ranks, so the gradient DDP applies is that of loss / world_size summed over ranks.
     (loss / world_size).backward()
     queue.put((rank, loss.item(), mine_a.grad.tolist(), mine_b.grad.tolist()))  # plain data outlives the process
@@ -85,7 +85,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, decoupled: bool, queue) -
 def test_two_process_ddp_equals_single_process(decoupled: bool) -> None:
     torch.manual_seed(0)
     z_a, z_b = torch.randn(8, 16, requires_grad=True), torch.randn(8, 16, requires_grad=True)
-    loss, _ = InfoNCELoss(0.2, decoupled)(z_a, z_b)
+    loss = InfoNCELoss(0.2, decoupled)(z_a, z_b)
     loss.backward()
 
     context = mp.get_context("spawn")
@@ -104,13 +104,15 @@ def test_hard_negative_mixing_over_in_batch_negatives() -> None:
     torch.manual_seed(0)
     z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)
     criterion = InfoNCELoss(0.2)
-    plain, hardness = criterion(z_a, z_b)
+    plain, hardness = criterion.loss_and_hardness(z_a, z_b)
     z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     hardest = [max(z[i] @ z[k] for k in range(16) if k not in (i, (i + 8) % 16)) for i in range(16)]
     torch.testing.assert_close(hardness, {"train/hard_negative_sim": torch.stack(hardest).mean()})
-    torch.testing.assert_close(criterion(z_a, z_b, HardNegativeMixing(num_hard=4))[0], plain)
+    torch.testing.assert_close(criterion(z_a, z_b, HardNegativeMixing(num_hard=4)), plain)
     torch.manual_seed(1)
-    mixed_loss, mixed = criterion(z_a, z_b, HardNegativeMixing(num_hard=4, num_mixed=8, num_query_mixed=4))
+    mixed_loss, mixed = criterion.loss_and_hardness(
+        z_a, z_b, HardNegativeMixing(num_hard=4, num_mixed=8, num_query_mixed=4)
+    )
     assert mixed_loss > plain
     torch.manual_seed(1)  # the same draws, mixing the same hard negatives: never an anchor itself or its positive
     mask = torch.ones(16, 16, dtype=torch.bool)
@@ -127,7 +129,7 @@ def test_synthetic_in_batch_negatives_are_constants_of_the_loss() -> None:
     z_a = torch.randn(5, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
     z_b = torch.randn(5, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
     torch.manual_seed(2)
-    loss, _ = InfoNCELoss(0.2)(z_a, z_b, HardNegativeMixing(num_hard=4, num_mixed=6, num_query_mixed=4))
+    loss = InfoNCELoss(0.2)(z_a, z_b, HardNegativeMixing(num_hard=4, num_mixed=6, num_query_mixed=4))
     z = F.normalize(torch.cat([z_a, z_b]), dim=1).detach()
     mask = torch.ones(10, 10, dtype=torch.bool)
     mask[torch.arange(10), torch.arange(10)] = mask[torch.arange(10), (torch.arange(10) + 5) % 10] = False

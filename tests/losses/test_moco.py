@@ -39,7 +39,7 @@ def unit_rows(rows: int, dim: int, seed: int) -> torch.Tensor:
 def test_value_and_gradient_match_the_papers_equation(temperature: float, decoupled: bool) -> None:
     raw = torch.randn(6, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
     keys, queue = unit_rows(6, 16, 1), unit_rows(32, 16, 2)
-    loss, _ = queue_info_nce(F.normalize(raw, dim=1), keys, queue, temperature, decoupled)
+    loss = queue_info_nce(F.normalize(raw, dim=1), keys, queue, temperature, decoupled)
     expected = reference_moco(F.normalize(raw.double(), dim=1), keys, queue, temperature, decoupled)
     torch.testing.assert_close(loss, expected.float())
     gradient, expected_gradient = (torch.autograd.grad(value, raw)[0] for value in (loss, expected))
@@ -53,7 +53,7 @@ def test_synthetic_negatives_are_constants_of_the_loss() -> None:
     keys, queue = unit_rows(6, 16, 1), unit_rows(32, 16, 2)
     queries = F.normalize(raw, dim=1)
     torch.manual_seed(3)
-    loss, _ = queue_info_nce(queries, keys, queue, 0.2, mixing=HardNegativeMixing(8, 6, 4))
+    loss = queue_info_nce(queries, keys, queue, 0.2, mixing=HardNegativeMixing(8, 6, 4))
     torch.manual_seed(3)  # the same draws
     synthetic = mix_hard_negatives(queries.detach(), queue, 8, 6, 4).negatives
     expected = reference_moco(F.normalize(raw.double(), dim=1), keys, queue, 0.2, synthetic=synthetic)
@@ -67,6 +67,6 @@ def test_keys_and_queue_get_no_gradient_whatever_the_caller_passes() -> None:
     keys and the queue, also when a caller hands them over with a graph."""
     queries = unit_rows(6, 16, 0).requires_grad_()
     keys, queue = unit_rows(6, 16, 1).requires_grad_(), unit_rows(32, 16, 2).requires_grad_()
-    loss, _ = queue_info_nce(queries, keys, queue, 0.2)
+    loss = queue_info_nce(queries, keys, queue, 0.2)
     loss.backward()
     assert queries.grad is not None and keys.grad is None and queue.grad is None

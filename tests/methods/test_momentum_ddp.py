@@ -31,7 +31,7 @@ def batch() -> tuple[torch.Tensor, ...]:
 
 
 def step(method: MoCHi, queries, keys, predictions, targets) -> tuple[float, float]:
-    moco, _ = queue_info_nce(queries, keys, method.queue.keys.clone(), 0.2, mixing=method.mixing)
+    moco = queue_info_nce(queries, keys, method.queue.keys.clone(), 0.2, mixing=method.mixing)
     method.queue.enqueue(keys)
     return moco.item(), normalized_mse(predictions, targets).item()
 

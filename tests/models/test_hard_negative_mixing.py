@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.errors import ConfigurationError
-from selfsup.losses import queue_info_nce
+from selfsup.losses import queue_info_nce, queue_info_nce_and_hardness
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, mix_hard_negatives
 
 
@@ -51,13 +51,13 @@ def test_no_mixing_gives_plain_moco_loss_and_synthetic_negatives_make_it_harder(
     """The hardest queued key's similarity is reported with and without mixing."""
     queries, keys = setup(4, 1, 128)[0], setup(4, 1, 128)[0].flip(0)
     queue = F.normalize(torch.randn(32, 128, generator=torch.Generator().manual_seed(1)), dim=1)
-    plain, hardness = queue_info_nce(queries, keys, queue, 0.2)
+    plain, hardness = queue_info_nce_and_hardness(queries, keys, queue, 0.2)
     hardest = torch.stack([max(query @ key for key in queue) for query in queries]).mean()
     torch.testing.assert_close(hardness, {"train/hard_negative_sim": hardest})
     empty = HardNegativeMixing(num_hard=8)  # nothing to mix: s = s' = 0
-    torch.testing.assert_close(queue_info_nce(queries, keys, queue, 0.2, mixing=empty)[0], plain)
+    torch.testing.assert_close(queue_info_nce(queries, keys, queue, 0.2, mixing=empty), plain)
     torch.manual_seed(1)
-    harder, mixed = queue_info_nce(queries, keys, queue, 0.2, mixing=HardNegativeMixing(8, 4, 2))
+    harder, mixed = queue_info_nce_and_hardness(queries, keys, queue, 0.2, mixing=HardNegativeMixing(8, 4, 2))
     assert harder > plain
     torch.testing.assert_close(mixed["train/hard_negative_sim"], hardest)
     torch.manual_seed(1)  # the same draws
