@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from selfsup.atomic import replacing
 
@@ -46,6 +44,9 @@ def draw_map(
     coordinates: np.ndarray, labels: np.ndarray, title: str, path: Path, class_names: list[str] | None = None
 ) -> None:
     """A scatter plot of the map, one colour per class with a legend, saved as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: only a run that draws needs it
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(7.5, 6.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

@@ -13,7 +13,6 @@ leaves every other architecture as it is.
 import difflib
 from typing import Any, Literal
 
-import timm
 import torch
 import torchvision
 from torch import nn
@@ -56,10 +55,8 @@ def build_backbone(
             model = torchvision.models.get_model(name, weights=None, **backbone_kwargs)
             model.num_features = model.fc.in_features
             model.fc = nn.Identity()
-        elif timm.is_model(name):
-            model = timm.create_model(name, pretrained=False, num_classes=0, **backbone_kwargs)
         else:
-            raise _unknown_backbone(name)
+            model = _timm_backbone(name, backbone_kwargs)
     except TypeError as error:  # an argument the constructor does not take
         raise ConfigurationError(
             f"--model.init_args.backbone_kwargs {backbone_kwargs} do not fit {name!r}: {error}"
@@ -82,8 +79,16 @@ def library_of(name: str) -> Literal["torchvision", "timm"]:
     return "torchvision" if name in TORCHVISION_RESNETS else "timm"
 
 
-def _unknown_backbone(name: str) -> ConfigurationError:
-    known = sorted(set(TORCHVISION_RESNETS) | set(timm.list_models()))
+def _timm_backbone(name: str, backbone_kwargs: dict[str, Any]) -> nn.Module:
+    import timm  # imported here: over a second of start-up, and wandb with it, that a torchvision ResNet never needs
+
+    if not timm.is_model(name):
+        raise _unknown_backbone(name, timm.list_models())
+    return timm.create_model(name, pretrained=False, num_classes=0, **backbone_kwargs)
+
+
+def _unknown_backbone(name: str, timm_names: list[str]) -> ConfigurationError:
+    known = sorted(set(TORCHVISION_RESNETS) | set(timm_names))
     close = difflib.get_close_matches(name, known, n=5)
     hint = f" Did you mean one of {close}?" if close else ""
     return ConfigurationError(
