@@ -9,9 +9,9 @@ averaged over all 2N anchors, sim being cosine similarity. With `decoupled=True`
 of the denominator, which removes the negative-positive coupling that makes InfoNCE need large batches:
 "Decoupled Contrastive Learning" (Yeh et al., ECCV 2022), eq. (6).
 
-Calling a loss returns the loss tensor, as lightly's and PyTorch's losses do. The methods log how hard the
-negatives were too, and get both from `InfoNCELoss.loss_and_hardness`: one computation returning both keeps a
-compiled step in one graph, where a second pass or metrics stashed on the module during `forward` would not.
+Calling a loss returns the loss tensor, as lightly's and PyTorch's losses do. The methods also log how hard the
+negatives were, and get both from one computation, `InfoNCELoss.loss_and_hardness`: the metrics are returned, not
+stashed on the module during `forward`, which would split a compiled step and is not safe across threads.
 """
 
 from typing import NamedTuple
