@@ -24,15 +24,17 @@ user's choice: views are resized from images of any size.
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import Subset, TensorDataset
 
 from selfsup.data.batches import check_images, images_and_labels
+from selfsup.data.datamodule import SelfSupDataModule
 from selfsup.errors import ConfigurationError
 
 # data module attribute -> the method argument it sets; train.py links them, `Method.setup` reads them
@@ -97,6 +99,28 @@ class DataValues:
             binding=frozenset({"batch_size", "num_classes"} if exact else {"batch_size"}),
             fewest_classes=0 if exact or num_classes is None else num_classes,
         )
+
+
+def data_values(trainer: pl.Trainer, stage: str, statistics: bool) -> DataValues:
+    """What the data of `trainer`'s stage says, asked in `setup`: the attached SelfSupDataModule's values, or those
+    of the loader the stage runs on (Lightning's own, sharded under DDP; its batch size only where it trains).
+    `statistics`: also estimate the mean and std."""
+    if isinstance(trainer.datamodule, SelfSupDataModule):
+        return DataValues.of_datamodule(trainer.datamodule)
+    if stage == "fit":
+        trainer.fit_loop.setup_data()  # what Lightning does itself before the first batch
+        loader = trainer.train_dataloader
+        if loader is None:
+            return DataValues("the training loader")
+        return DataValues.of_loader(loader, "the training loader", statistics)
+    if stage == "validate":
+        trainer.validate_loop.setup_data()
+        loaders = trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) and loaders else loaders
+        if loader is not None:
+            found = DataValues.of_loader(loader, "validation loader 0", statistics)
+            return replace(found, batch_size=None, binding=found.binding - {"batch_size"})
+    return DataValues(f"the {stage} data")
 
 
 def resolve(given: Mapping[str, Any], data: DataValues) -> dict[str, Any]:

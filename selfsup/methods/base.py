@@ -15,7 +15,6 @@ given (`selfsup.data.values`), and every loader's first batch is checked against
 (`selfsup.data.batches`), so a plain `pl.Trainer` on any DataLoader trains what train.py would.
 """
 
-import dataclasses
 import itertools
 import warnings
 from typing import Any, ClassVar, Literal
@@ -28,10 +27,9 @@ from torch import Tensor, nn
 
 from selfsup.augment import CleanView, MultiView, ViewRecipe, batch_view_bytes, simclr_views, view_seed
 from selfsup.data.batches import check_batch, images_and_labels
-from selfsup.data.datamodule import SelfSupDataModule
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from selfsup.data.placement import check_fits_in_memory
-from selfsup.data.values import FROM_DATA, DataValues, resolve
+from selfsup.data.values import FROM_DATA, data_values, resolve
 from selfsup.distributed import gather
 from selfsup.errors import ConfigurationError, at_least, below, check_options, positive, within
 from selfsup.evaluation.online import KnnMonitor, OnlineProbe
@@ -288,10 +286,12 @@ class Method(pl.LightningModule):
         )
 
     def _take_values_from_the_data(self, stage: str) -> None:
+        """Fill in the values left to the data and rebuild what was built provisionally from them (see `setup`)."""
         hp = self.hparams
         unset = {name for name in FROM_DATA if hp[name] is None}
-        data = self._data_values(stage, statistics=bool(unset & {"image_mean", "image_std"}))
-        values = resolve({name: hp[name] for name in FROM_DATA}, data)
+        data = data_values(self.trainer, stage, statistics=bool(unset & {"image_mean", "image_std"}))
+        # every rank takes rank 0's values: estimates from each rank's own batches would differ a little
+        values = self.trainer.strategy.broadcast(resolve({name: hp[name] for name in FROM_DATA}, data))
         needed = [name for name in ("image_size", "image_mean", "image_std") if values[name] is None]
         needed += ["batch_size"] if stage == "fit" and values["batch_size"] is None else []
         if needed:
@@ -316,27 +316,6 @@ class Method(pl.LightningModule):
             self._build_views(self.multiview.recipes)
         if "num_classes" in unset:
             self._build_monitors()
-
-    def _data_values(self, stage: str, statistics: bool) -> DataValues:
-        """What the data of this stage says: the attached SelfSupDataModule's values, or those of the loader that
-        this stage runs on (its batch size only when it trains)."""
-        datamodule = self.trainer.datamodule
-        if isinstance(datamodule, SelfSupDataModule):
-            return DataValues.of_datamodule(datamodule)
-        if stage == "fit":
-            self.trainer.fit_loop.setup_data()  # the loader Lightning will train on (sharded under DDP)
-            loader = self.trainer.train_dataloader
-            if loader is None:
-                return DataValues("the training loader")
-            return DataValues.of_loader(loader, "the training loader", statistics)
-        if stage == "validate" and any(self.hparams[name] is None for name in FROM_DATA):
-            self.trainer.validate_loop.setup_data()
-            loaders = self.trainer.val_dataloaders
-            loader = loaders[0] if isinstance(loaders, list | tuple) and loaders else loaders
-            if loader is not None:
-                found = DataValues.of_loader(loader, "validation loader 0", statistics)
-                return dataclasses.replace(found, batch_size=None, binding=found.binding - {"batch_size"})
-        return DataValues(f"the {stage} data")
 
     def on_fit_start(self) -> None:
         if self.logger is not None:  # what the comparison report needs to know about the run
