@@ -38,7 +38,8 @@ from selfsup.atomic import check_writable, nearest_existing
 from selfsup.augment import ViewRecipe
 from selfsup.data import SelfSupDataModule
 from selfsup.data.datamodule import resolved_sizes
-from selfsup.errors import ConfigurationError
+from selfsup.data.values import DATA_TO_MODEL
+from selfsup.errors import ConfigurationError, OptionsError
 from selfsup.evaluation.evaluate import main as evaluate
 from selfsup.export import BackboneExport
 from selfsup.export import main as export
@@ -74,14 +75,6 @@ warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprec
 # View recipes appear in configs as plain mappings, with every field shown by --print_config.
 register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe.from_dict)
 
-# data option -> the method option it sets: the data decides these, once
-DATA_TO_MODEL = {
-    "batch_size": "batch_size",
-    "image_size": "image_size",
-    "num_classes": "num_classes",
-    "mean": "image_mean",
-    "std": "image_std",
-}
 MAX_SEED = 2**32 - 1  # seed_everything's bound (a uint32)
 DESCRIPTION = (
     "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: train.py fit --config "
@@ -391,6 +384,8 @@ def user_error(error: BaseException) -> str | None:
         chain.append(error)
         error = error.__cause__ or error.__context__
     for cause in chain:
+        if isinstance(cause, OptionsError):
+            return cause.with_flags()
         if isinstance(cause, ConfigurationError):
             return str(cause)
         if isinstance(cause, MisconfigurationException):

@@ -67,9 +67,37 @@ def within(low: float, high: float, **options: float) -> list[str]:
     ]
 
 
+class OptionsError(ConfigurationError):
+    """Options that fail their checks. From Python the message names the arguments ("base_lr must be greater than
+    0, got 0"); the command line shows each with its flag instead (`with_flags`: "--model.init_args.base_lr must
+    ..."), so neither reads the other's spelling."""
+
+    def __init__(self, problems: list[str], flag_prefix: str) -> None:
+        self.problems, self.flag_prefix = problems, flag_prefix
+        argument_prefix = _argument_prefix(flag_prefix)
+        named = [f"{argument_prefix}{problem}" for problem in problems]
+        super().__init__("; ".join(named) + ". Fix these arguments.")
+
+    def with_flags(self) -> str:
+        """The message as the command line reports it, each option under its flag."""
+        flagged = [f"{self.flag_prefix}.{problem}" for problem in self.problems]
+        return "; ".join(flagged) + ". Fix these options in your config or on the command line."
+
+
+def _argument_prefix(flag_prefix: str) -> str:
+    """The Python spelling of a flag prefix: "--model.init_args" -> "", "--model.init_args.mixing" -> "mixing.",
+    "--data" -> "" (the class's own arguments need no prefix; a nested option group keeps its name)."""
+    path = flag_prefix.removeprefix("--")
+    for group in ("model.init_args", "data"):
+        if path == group or path.startswith(f"{group}."):
+            path = path.removeprefix(group).removeprefix(".")
+            break
+    return f"{path}." if path else ""
+
+
 def check_options(problems: Iterable[str], flag_prefix: str) -> None:
-    """Raise one `ConfigurationError` naming every problem, each with its command-line flag, e.g.
-    `check_options(positive(temperature=t), "--model.init_args")`."""
-    problems = [f"{flag_prefix}.{problem}" for problem in problems]
+    """Raise one `OptionsError` naming every problem, e.g. `check_options(positive(temperature=t),
+    "--model.init_args")`; `flag_prefix` is where the options sit on the command line."""
+    problems = list(problems)
     if problems:
-        raise ConfigurationError("; ".join(problems) + ". Fix these options in your config or on the command line.")
+        raise OptionsError(problems, flag_prefix)

@@ -38,7 +38,9 @@ def test_lars_step_follows_trust_ratio_formula_and_excluded_groups_use_sgd() -> 
 def test_method_learning_rate_scales_with_the_global_batch_and_warms_up() -> None:
     """lr = base_lr x global batch / 256, with global batch = per-device batch x devices x accumulation; linear
     warmup over warmup_epochs of optimizer steps, then cosine decay to 0 at the last step."""
-    method = SimCLR(backbone="test_resnet", small_image_stem=False, base_lr=0.4, warmup_epochs=2, batch_size=64)
+    method = SimCLR(
+        backbone="test_resnet", small_image_stem=False, base_lr=0.4, warmup_epochs=2, batch_size=64, num_classes=10
+    )
     # 4 devices x 2 accumulated batches of 64: a global batch of 512; 20 batches = 10 optimizer steps per epoch
     method.trainer = SimpleNamespace(
         estimated_stepping_batches=100,
@@ -70,7 +72,15 @@ def test_method_learning_rate_scales_with_the_global_batch_and_warms_up() -> Non
 def test_backbone_weight_decay_exempts_what_timm_exempts(backbone: str, kwargs: dict) -> None:
     """The reference is timm's own grouping of the backbone; the heads follow the same rule and the probe keeps
     its own group, without decay."""
-    method = SimCLR(backbone=backbone, backbone_kwargs=kwargs, image_size=32, weight_decay=0.0, warmup_epochs=0)
+    method = SimCLR(
+        backbone=backbone,
+        backbone_kwargs=kwargs,
+        image_size=32,
+        weight_decay=0.0,
+        warmup_epochs=0,
+        num_classes=10,
+        batch_size=256,
+    )
     method.trainer = SimpleNamespace(
         estimated_stepping_batches=10,
         world_size=1,

@@ -9,6 +9,10 @@ features; `training_step` logs the losses and the metrics `ssl_loss` returns, ou
 images: the labelled training set as a kNN bank, then the test set, which both the kNN monitor (`val/knn_top1`)
 and the online probe (`val/online_linear_top1`) score; both live in `selfsup.evaluation.online` and keep each
 rank's features on that rank. Throughput and wall-clock time are logged by `selfsup.loggers.TrainingClock`.
+
+What the data decides (batch size, image size, classes, normalisation) is taken from the data in `setup` unless
+given (`selfsup.data.values`), and every loader's first batch is checked against the batch contract
+(`selfsup.data.batches`), so a plain `pl.Trainer` on any DataLoader trains what train.py would.
 """
 
 import itertools
@@ -22,8 +26,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from selfsup.augment import CleanView, MultiView, ViewRecipe, batch_view_bytes, simclr_views, view_seed
+from selfsup.data.batches import check_batch, images_and_labels
 from selfsup.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from selfsup.data.placement import check_fits_in_memory
+from selfsup.data.values import FROM_DATA, data_values, resolve
 from selfsup.distributed import gather
 from selfsup.errors import ConfigurationError, at_least, below, check_options, positive, within
 from selfsup.evaluation.online import KnnMonitor, OnlineProbe
@@ -33,10 +39,13 @@ from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_per_epoch,
 from selfsup.resume import align_resumed_epoch
 from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
-# Views are made in `on_after_batch_transfer` on purpose: the method owns its augmentation, whatever the data.
-warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
+# The batch hooks are the method's on purpose: it owns its batch contract and its augmentation, whatever the data.
+warnings.filterwarnings("ignore", message="You have overridden `on_(before|after)_batch_transfer` in `LightningModule`")
 
 VIEW_GENERATOR_KEY = "selfsup_view_generators"  # checkpoint key: rank -> {epoch, generator state}
+# Until `setup` knows the data, a method built without an image size has a backbone for this size (the stock stem
+# of torchvision and timm models) and views normalised with ImageNet's statistics; `setup` rebuilds them.
+PROVISIONAL_IMAGE_SIZE = 224
 
 
 class Method(pl.LightningModule):
@@ -63,11 +72,11 @@ class Method(pl.LightningModule):
         knn_temperature: float = 0.1,
         compile_backbone: bool = False,
         compile_augment: bool = False,
-        image_size: int = 32,
-        num_classes: int = 10,
-        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_STD,
-        batch_size: int = 256,
+        image_size: int | None = None,
+        num_classes: int | None = None,
+        image_mean: tuple[float, float, float] | None = None,
+        image_std: tuple[float, float, float] | None = None,
+        batch_size: int | None = None,
     ) -> None:
         """
         Args:
@@ -91,19 +100,22 @@ class Method(pl.LightningModule):
             compile_backbone: compile the backbone with torch.compile (faster steps after a slower start).
             compile_augment: compile the view rendering with torch.compile (fuses it into a few kernels; on a
                 GPU it speeds augmentation up, most at large image sizes).
-            image_size: side of the views and of the clean evaluation images (set from the data module by
-                train.py: --data.image_size).
-            num_classes: classes of the dataset; below 2 there is no kNN monitor or online probe (set from the
-                data module by train.py).
-            image_mean: per-channel mean used to normalise views (set from the data module by train.py).
-            image_std: per-channel std used to normalise views (set from the data module by train.py).
-            batch_size: per-device batch size, for learning-rate scaling (set from the data module by train.py).
+            image_size: side of the views and of the clean evaluation images. None: from the data (a data module's
+                image_size, else the first batch's side rounded up to a multiple of 8; `selfsup.data.values`).
+            num_classes: classes of the dataset; below 2 there is no kNN monitor or online probe. None: from the
+                data (a data module's, else the dataset's `classes` or largest label + 1; none found: 0, warned).
+            image_mean: per-channel mean used to normalise views. None: the data module's, else the dataset's.
+            image_std: per-channel std used to normalise views. None: the data module's, else the dataset's.
+            batch_size: per-device batch size, for learning-rate scaling. None: the data module's, else the
+                training loader's first batch; a value that differs from the loader's is an error.
         """
         super().__init__()
+        given_sizes = dict(image_size=image_size, batch_size=batch_size)
+        sizes = {name: value for name, value in given_sizes.items() if value is not None}  # None: from the data
         check_options(
             positive(base_lr=base_lr, probe_lr=probe_lr, knn_temperature=knn_temperature)
-            + at_least(0, weight_decay=weight_decay, warmup_epochs=warmup_epochs, num_classes=num_classes)
-            + at_least(1, knn_k=knn_k, image_size=image_size, batch_size=batch_size)
+            + at_least(0, weight_decay=weight_decay, warmup_epochs=warmup_epochs, num_classes=num_classes or 0)
+            + at_least(1, knn_k=knn_k, **sizes)
             + at_least(0, momentum=momentum)
             + below(1, momentum=momentum),
             "--model.init_args",
@@ -113,21 +125,48 @@ class Method(pl.LightningModule):
         for key, value in self.hparams.items():  # plain data only: checkpoints load with weights_only=True
             self.hparams[key] = plain(value)
 
-        self.backbone = build_backbone(backbone, small_image_stem, image_size, **(backbone_kwargs or {}))
+        self.backbone = self._build_backbone()
         self.feature_dim = self.backbone.num_features
-        self.backbone.to(memory_format=torch.channels_last)
-        if compile_backbone:
-            self.backbone.compile()
-        self.multiview = MultiView(views, image_size, image_mean, image_std, compile=compile_augment)
+        self._build_views(views)
         self._check_views_per_image()
-        self.clean_view = CleanView(image_size, image_mean, image_std)
-        self.labelled = num_classes >= 2  # one class or none: nothing for a probe or kNN to tell apart
-        if self.labelled:
-            self.probe = OnlineProbe(self.feature_dim, num_classes)
-            self.knn_monitor = KnnMonitor(num_classes, knn_k, knn_temperature)
+        self._build_monitors()
+        self._checked_loaders: set[str] = set()  # the loaders whose first batch met the batch contract
         self._generator: torch.Generator | None = None
         self._generator_epoch = -1
         self._resumed_views: dict[int, dict] | None = None  # rank -> {epoch, generator state} from a checkpoint
+
+    def _build_backbone(self) -> nn.Module:
+        """The backbone for the image size (a provisional one while it is unknown: see PROVISIONAL_IMAGE_SIZE, or
+        the size a ViT's img_size argument names)."""
+        hp = self.hparams
+        kwargs = hp.backbone_kwargs or {}
+        size = hp.image_size or (kwargs["img_size"] if isinstance(kwargs.get("img_size"), int) else None)
+        backbone = build_backbone(hp.backbone, hp.small_image_stem, size or PROVISIONAL_IMAGE_SIZE, **kwargs)
+        backbone.to(memory_format=torch.channels_last)
+        if hp.compile_backbone:
+            backbone.compile()
+        return backbone
+
+    def _build_views(self, recipes: tuple[ViewRecipe, ...]) -> None:
+        """The training views and the clean evaluation view at the image size, normalised with the data's mean and
+        std (provisional ones while they are unknown)."""
+        hp = self.hparams
+        size = hp.image_size or PROVISIONAL_IMAGE_SIZE
+        mean, std = hp.image_mean or IMAGENET_MEAN, hp.image_std or IMAGENET_STD
+        self.multiview = MultiView(recipes, size, mean, std, compile=hp.compile_augment)
+        self.clean_view = CleanView(size, mean, std)
+
+    def _build_monitors(self) -> None:
+        """The online probe and the kNN monitor, where there are classes to tell apart (two or more)."""
+        hp = self.hparams
+        self.labelled = (hp.num_classes or 0) >= 2
+        if self.labelled:
+            self.probe = OnlineProbe(self.feature_dim, hp.num_classes)
+            self.knn_monitor = KnnMonitor(hp.num_classes, hp.knn_k, hp.knn_temperature)
+
+    def _backbone_rebuilt(self, old: nn.Module) -> None:
+        """Called after `setup` replaced the provisional backbone `old` by `self.backbone`: modules that hold
+        copies of it follow (`MomentumMethod`)."""
 
     def _check_views_per_image(self) -> None:
         fewest, most = self.VIEWS_PER_IMAGE
@@ -136,7 +175,7 @@ class Method(pl.LightningModule):
             needed = f"exactly {fewest}" if fewest == most else f"at least {fewest}"
             raise ConfigurationError(
                 f"{type(self).__name__} needs {needed} views per image, but the view recipes give {count}. "
-                "Fix num_views in --model.init_args.views."
+                "Fix num_views in the views argument (--model.init_args.views)."
             )
 
     # -- what a method implements -------------------------------------------------------------------------
@@ -171,8 +210,24 @@ class Method(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_views = checkpoint.get(VIEW_GENERATOR_KEY)
 
+    def _loader_name(self, dataloader_idx: int) -> str:
+        """The loader of the batch at hand, as errors name it."""
+        if self.trainer is not None and self.trainer.training:
+            return "the training loader"
+        return f"validation loader {dataloader_idx} ({'the kNN bank' if dataloader_idx == 0 else 'the test images'})"
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Every form of batch the contract accepts (images alone, a mapping, ...) as (images, labels)."""
+        return images_and_labels(batch, self._loader_name(dataloader_idx))
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Any, Tensor]:
+        """The views of a training batch, the clean view of a validation batch; each loader's first batch is
+        checked against the batch contract first (once: it reads every value, outside the compiled step)."""
         images, labels = batch
+        name = self._loader_name(dataloader_idx)
+        if name not in self._checked_loaders:
+            check_batch(images, labels, self.hparams.num_classes, name)
+            self._checked_loaders.add(name)
         if self.trainer is not None and self.trainer.training:
             return self.multiview(images, self._view_generator()), labels
         return self.clean_view(images), labels
@@ -212,17 +267,55 @@ class Method(pl.LightningModule):
         return self.probe.loss(features[: self.multiview.recipes[0].num_views], labels)
 
     def setup(self, stage: str) -> None:
-        """Before any view is drawn: one batch of views must fit in the memory of the device this run trains on (an
-        image size of 100,000 px would ask for terabytes). Checked here, not in `__init__`, where asking a GPU for
-        its memory would initialise CUDA before Lightning forks its processes."""
+        """Before Lightning restores a checkpoint's weights, configures the optimizer or draws a view: the values
+        left to the data are taken from it and written into the hyperparameters (checkpoints record them, so
+        `load_from_checkpoint` rebuilds without data), an explicit value that contradicts the data stops the run
+        (`selfsup.data.values`), and one batch of views must fit in the memory of the device this run trains on (an
+        image size of 100,000 px would ask for terabytes). Not in `__init__`, where there is no data yet, and where
+        asking a GPU for its memory would initialise CUDA before Lightning forks its processes."""
+        self._take_values_from_the_data(stage)
         image_size, batch_size = self.hparams.image_size, self.hparams.batch_size
+        if batch_size is None:  # validating a method that never trained: no training views to fit
+            return
         check_fits_in_memory(
             batch_view_bytes(self.multiview.recipes, image_size, batch_size),
             f"At image size {image_size}, one batch of views ({batch_size} images x {self.multiview.num_views} views "
             f"of up to {max(self.multiview.sizes)} px, float32)",
-            "choose a smaller --data.image_size or --data.batch_size",
+            "choose a smaller image_size or batch_size (--data.image_size, --data.batch_size)",
             self.trainer.strategy.root_device,
         )
+
+    def _take_values_from_the_data(self, stage: str) -> None:
+        """Fill in the values left to the data and rebuild what was built provisionally from them (see `setup`)."""
+        hp = self.hparams
+        unset = {name for name in FROM_DATA if hp[name] is None}
+        data = data_values(self.trainer, stage, statistics=bool(unset & {"image_mean", "image_std"}))
+        # every rank takes rank 0's values: estimates from each rank's own batches would differ a little
+        values = self.trainer.strategy.broadcast(resolve({name: hp[name] for name in FROM_DATA}, data))
+        needed = [name for name in ("image_size", "image_mean", "image_std") if values[name] is None]
+        needed += ["batch_size"] if stage == "fit" and values["batch_size"] is None else []
+        if needed:
+            raise ConfigurationError(
+                f"{', '.join(needed)} cannot be taken from the data: {data.source} gave no batch. Pass "
+                f"{', '.join(needed)} to {type(self).__name__}, or give it data."
+            )
+        if values["num_classes"] is None:
+            rank_zero_warn(
+                f"num_classes: {data.source} says nothing about its classes (no SelfSupDataModule; no `classes`, "
+                f"`targets` or labels on its dataset), so the kNN monitor and the online probe are off. Pass "
+                f"num_classes to {type(self).__name__} to turn them on."
+            )
+            values["num_classes"] = 0
+        for name in unset:  # Lightning logs the initial hyperparameters: the values trained with, not None
+            hp[name] = self._hparams_initial[name] = plain(values[name])
+        if "image_size" in unset:
+            old = self.backbone
+            self.backbone = self._build_backbone()
+            self._backbone_rebuilt(old)
+        if unset & {"image_size", "image_mean", "image_std"}:
+            self._build_views(self.multiview.recipes)
+        if "num_classes" in unset:
+            self._build_monitors()
 
     def on_fit_start(self) -> None:
         if self.logger is not None:  # what the comparison report needs to know about the run
@@ -250,6 +343,23 @@ class Method(pl.LightningModule):
             }
 
     # -- evaluation: kNN monitor and online probe ---------------------------------------------------------
+
+    def on_validation_start(self) -> None:
+        """Validation scores the kNN monitor and the online probe, which need classes and two loaders in this order:
+        the labelled training images (the bank), then the test images; anything else would log no `val/*` metric."""
+        loaders = self.trainer.val_dataloaders
+        count = len(loaders) if isinstance(loaders, list | tuple) else int(loaders is not None)
+        if count and not self.labelled:
+            raise ConfigurationError(
+                f"Validation scores the kNN monitor and the online probe, which need num_classes >= 2; "
+                f"{type(self).__name__} has num_classes={self.hparams.num_classes}. Pass num_classes, or no "
+                "validation loaders."
+            )
+        if count != 2:
+            raise ConfigurationError(
+                f"Validation needs two loaders, [labelled training images (the kNN bank), test images], in this "
+                f"order; got {count}. Pass val_dataloaders=[bank_loader, test_loader], or a SelfSupDataModule."
+            )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Loader 0: this rank's share of the labelled training images (the kNN bank); loader 1: of the test set."""
@@ -292,7 +402,8 @@ class Method(pl.LightningModule):
         if warmup_steps >= total_steps:
             rank_zero_warn(
                 f"warmup_epochs={hp.warmup_epochs} covers the whole run ({total_steps} steps); warming up over the "
-                "first 10% of steps instead. Set --model.init_args.warmup_epochs below --trainer.max_epochs."
+                "first 10% of steps instead. Set warmup_epochs (--model.init_args.warmup_epochs) below the "
+                "trainer's max_epochs."
             )
             warmup_steps = total_steps // 10
         schedule = WarmupCosineSchedule(optimizer, self.trainer, round(warmup_steps), global_batch)
@@ -328,6 +439,15 @@ class MomentumMethod(Method):
         target = momentum_copy(module)
         self._momentum_pairs.append((module, target))
         return target
+
+    def _backbone_rebuilt(self, old: nn.Module) -> None:
+        """The momentum copies of the provisional backbone become copies of the one built for the data."""
+        for index, (online, target) in enumerate(self._momentum_pairs):
+            if online is old:
+                name = next(name for name, module in self.named_children() if module is target)
+                copy = momentum_copy(self.backbone)
+                setattr(self, name, copy)
+                self._momentum_pairs[index] = (self.backbone, copy)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA copies follow the online modules: once per optimizer step, also when

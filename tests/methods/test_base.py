@@ -100,7 +100,7 @@ def test_views_are_drawn_from_the_seed_of_the_run_rank_and_epoch(monkeypatch: py
             trainer_stand_in(method, training=True, global_rank=rank, current_epoch=epoch, world_size=2)
             generator = torch.Generator().manual_seed(view_seed(7, rank, epoch))
             for _ in range(2):  # two batches of the epoch
-                views, _ = method.on_after_batch_transfer((IMAGES, torch.zeros(6)), 0)
+                views, _ = method.on_after_batch_transfer((IMAGES, torch.zeros(6, dtype=torch.long)), 0)
                 for view, expected in zip(views, method.multiview(IMAGES, generator), strict=True):
                     assert torch.equal(view, expected)
 
@@ -110,7 +110,7 @@ def test_validation_embeds_clean_images() -> None:
     only), never from training augmentations."""
     method = build(SimCLR, views=TWO_VIEWS)
     trainer_stand_in(method, training=False, global_rank=0, current_epoch=0, world_size=1)
-    images, _ = method.on_after_batch_transfer((IMAGES, torch.zeros(6)), 0)
+    images, _ = method.on_after_batch_transfer((IMAGES, torch.zeros(6, dtype=torch.long)), 0)
     assert isinstance(images, torch.Tensor) and torch.equal(images, method.clean_view(IMAGES))  # one batch, not views
 
 
