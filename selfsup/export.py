@@ -13,6 +13,11 @@ strict=False)` misses only `fc.*`, and timm loads the file with `pretrained_cfg_
 
 A ResNet with the small-image stem (3x3 stride-1 `conv1`, no max-pool; see `selfsup.models.backbones`) has a
 `conv1.weight` of another shape than the stock model's: the card says so, and `load_backbone` builds it.
+
+Every backbone takes RGB images (`in_channels` 3), also one trained on gray images: training repeats a gray image's
+channel (`selfsup.augment.multiview.to_rgb`), and the card's mean and std have one value per RGB channel. The card's
+`preprocess` line does the same to a downstream dataset's images, so a gray one such as torchvision's
+Fashion-MNIST works as it is (normalising its 1-channel tensors with the 3-value mean was a broadcast error).
 """
 
 import io
@@ -238,8 +243,8 @@ def describe(card: BackboneCard, written: list[Path]) -> str:
         )
     lines.append(f"load it: {card.load}")
     lines.append(
-        f"input: {card.in_channels}-channel (RGB) images of {card.image_size} px, normalised with mean {card.mean} "
-        f"and std {card.std}; repeat a gray image's channel, as in training. Preprocess PIL images with: "
+        f"input: {card.in_channels}-channel (RGB) images of {card.image_size} px (a gray image's channel repeated, as "
+        f"in training), normalised with mean {card.mean} and std {card.std}; for PIL images or numpy arrays: "
         f"{card.preprocess}"
     )
     return "\n".join(lines)
