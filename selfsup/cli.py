@@ -84,7 +84,7 @@ DATA_TO_MODEL = {
     "mean": "image_mean",
     "std": "image_std",
 }
-CONFIG_NAME = re.compile(r"[\w.-]+(/[\w.-]+)*")  # a --config value that names a file (inline YAML has ': ')
+CONFIG_NAME = re.compile(r"[\w.-]+(/[\w.-]+)*")  # a --config value that names a file: no ':', braces or spaces
 MAX_SEED = 2**32 - 1  # seed_everything's bound (a uint32)
 DESCRIPTION = (
     "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: train.py fit --config "
