@@ -13,6 +13,7 @@ before its first step leaves no run folder behind; and every mistake a user can 
 traceback or a page of usage (`user_error`).
 """
 
+import difflib
 import errno
 import logging
 import re
@@ -36,6 +37,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from selfsup.atomic import check_writable, nearest_existing
 from selfsup.augment import ViewRecipe
+from selfsup.config_names import shipped_configs
 from selfsup.data import SelfSupDataModule
 from selfsup.data.datamodule import resolved_sizes
 from selfsup.data.values import DATA_TO_MODEL
@@ -75,6 +77,7 @@ warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprec
 # View recipes appear in configs as plain mappings, with every field shown by --print_config.
 register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe.from_dict)
 
+CONFIG_NAME = re.compile(r"[\w.-]+(/[\w.-]+)*")  # a --config value that names a file: no ':', braces or spaces
 MAX_SEED = 2**32 - 1  # seed_everything's bound (a uint32)
 DESCRIPTION = (
     "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: train.py fit --config "
@@ -313,57 +316,93 @@ def requeued_checkpoint(root: str) -> str | None:
     return str(numbered[max(numbered)]) if numbered else None
 
 
-def check_config_files(argv: list[str]) -> None:
-    """Each `--config` file must be a YAML mapping of options. jsonargparse names neither the file nor the problem
+def config_files(argv: list[str]) -> list[str]:
+    """`argv` with each `--config` (`-c`) value that names a shipped config, and is not a file, replaced by that
+    config's file, so `--config simclr` works from any directory (and `--config configs/simclr.yaml`, the path in
+    a checkout, outside one too). Every config file is checked (`check_config_file`); a value that names neither a
+    file nor a shipped config is an error listing the shipped ones. A value that is no name (`{trainer: ...}`) is
+    left to jsonargparse, which reads it as inline YAML."""
+    resolved = list(argv)
+    for index, arg in enumerate(argv):
+        if arg.startswith(("--config=", "-c=")):
+            flag, value = arg.split("=", 1)
+            resolved[index] = f"{flag}={config_file(value)}"
+        elif index > 0 and argv[index - 1] in ("--config", "-c"):
+            resolved[index] = config_file(arg)
+    return resolved
+
+
+def config_file(value: str) -> str:
+    """The file that a `--config` value names (see `config_files`), checked."""
+    path = Path(value).expanduser()
+    try:
+        exists = path.exists()
+    except OSError as error:  # a value too long to be a file name is inline YAML
+        if error.errno == errno.ENAMETOOLONG:
+            return value
+        raise ConfigurationError(f"--config {value} cannot be read ({error.strerror or error}).") from None
+    if exists:
+        check_config_file(path)
+        return value
+    if not CONFIG_NAME.fullmatch(value):
+        return value
+    shipped = shipped_configs()
+    name = re.sub(r"\.ya?ml$", "", value.removeprefix("configs/"))
+    if name in shipped:
+        return str(shipped[name])
+    close = difflib.get_close_matches(name, shipped, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigurationError(
+        f"--config {value} is neither a file nor a config shipped with selfsup{hint}; pass a YAML file of options "
+        f"or one of: {', '.join(shipped)}."
+    )
+
+
+def check_config_file(path: Path) -> None:
+    """A `--config` file must be a YAML mapping of options. jsonargparse names neither the file nor the problem
     for a binary, empty or non-mapping file (a traceback, "Unexpected config:" or a bare line number), so the
-    files are read here first, safely (no YAML tag constructs anything). A value that names no file is left to
-    jsonargparse, which reports a missing file or reads the value as inline YAML."""
-    values = [value for flag, value in zip(argv, argv[1:], strict=False) if flag in ("--config", "-c")]
-    values += [arg.split("=", 1)[1] for arg in argv if arg.startswith(("--config=", "-c="))]
+    file is read here first, safely (no YAML tag constructs anything)."""
     fix = "pass a YAML file of options, such as configs/simclr.yaml"
-    for path in (Path(value).expanduser() for value in values):
-        try:
-            if not path.is_file():
-                continue
-            content = path.read_bytes()
-        except OSError as error:  # a value too long to be a file name is inline YAML; an unreadable file is named
-            if error.errno == errno.ENAMETOOLONG:
-                continue
-            raise ConfigurationError(f"--config {path} cannot be read ({error.strerror or error}); {fix}.") from None
-        try:
-            text = content.decode()
-        except UnicodeDecodeError as error:
-            raise ConfigurationError(
-                f"--config {path} is not a text file (byte {error.start} is not UTF-8); {fix}."
-            ) from None
-        if "\0" in text:
-            raise ConfigurationError(f"--config {path} is not a text file (it holds NUL bytes); {fix}.")
-        try:
-            options = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ConfigurationError(f"--config {path} is not valid YAML{where}: {problem}; {fix}.") from None
-        if options is None:
-            raise ConfigurationError(f"--config {path} is empty; {fix}.")
-        if not isinstance(options, dict):
-            raise ConfigurationError(
-                f"--config {path} holds a {type(options).__name__}, not options (key: value lines); {fix}."
-            )
+    try:
+        content = path.read_bytes()
+    except OSError as error:  # a folder, or an unreadable file
+        raise ConfigurationError(f"--config {path} cannot be read ({error.strerror or error}); {fix}.") from None
+    try:
+        text = content.decode()
+    except UnicodeDecodeError as error:
+        raise ConfigurationError(
+            f"--config {path} is not a text file (byte {error.start} is not UTF-8); {fix}."
+        ) from None
+    if "\0" in text:
+        raise ConfigurationError(f"--config {path} is not a text file (it holds NUL bytes); {fix}.")
+    try:
+        options = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigurationError(f"--config {path} is not valid YAML{where}: {problem}; {fix}.") from None
+    if options is None:
+        raise ConfigurationError(f"--config {path} is empty; {fix}.")
+    if not isinstance(options, dict):
+        raise ConfigurationError(
+            f"--config {path} holds a {type(options).__name__}, not options (key: value lines); {fix}."
+        )
 
 
 def main(args: list[str] | None = None) -> SelfSupCLI | dict | tuple:
     """Run the CLI (`eval` goes to the offline evaluators, `export` to `selfsup.export`). A user's mistake ends it
     with one line naming the fix and exit status 1; anything else keeps its traceback."""
-    argv = sys.argv[1:] if args is None else args
     try:
-        check_config_files(argv)
+        argv = config_files(sys.argv[1:] if args is None else args)
         if argv[:1] == ["eval"]:
             return evaluate(argv[1:])
         if argv[:1] == ["export"]:
             return export(argv[1:])
-        return SelfSupCLI(args=args)  # None: LightningCLI reads sys.argv itself
+        if args is None:  # LightningCLI reads the command line itself (given `args` too, it warns)
+            sys.argv[1:] = argv
+            return SelfSupCLI()
+        return SelfSupCLI(args=argv)
     except Exception as error:
         message = user_error(error)
         if message is None:

@@ -13,6 +13,11 @@ strict=False)` misses only `fc.*`, and timm loads the file with `pretrained_cfg_
 
 A ResNet with the small-image stem (3x3 stride-1 `conv1`, no max-pool; see `selfsup.models.backbones`) has a
 `conv1.weight` of another shape than the stock model's: the card says so, and `load_backbone` builds it.
+
+Every backbone takes RGB images (`in_channels` 3), also one trained on gray images: training repeats a gray image's
+channel (`selfsup.augment.multiview.to_rgb`), and the card's mean and std have one value per RGB channel. The card's
+`preprocess` line does the same to a downstream dataset's images, so a gray one such as torchvision's
+Fashion-MNIST works as it is (normalising its 1-channel tensors with the 3-value mean was a broadcast error).
 """
 
 import io
@@ -36,20 +41,22 @@ from selfsup.loggers import LastCheckpoint
 from selfsup.models.backbones import build_backbone, has_small_image_stem, library_of
 from selfsup.runs import CHECKPOINT_DIR, LAST_CHECKPOINT, backbone_path, method_name, run_name
 
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: in_channels and preprocess
+DERIVED = ("loads_into_stock_model", "load", "preprocess")  # what to_json adds to a card's fields
 
 
 @dataclass(frozen=True)
 class BackboneCard:
     """What a downstream user needs besides the weights: the architecture (and how to build it), the input it
-    was trained on (image size, normalisation), and where it came from. Written as JSON beside the weights,
-    with a line of Python that loads them."""
+    was trained on (channels, image size, normalisation), and where it came from. Written as JSON beside the
+    weights, with a line of Python that loads them and one that preprocesses images for them."""
 
     library: Literal["timm", "torchvision"]  # whose model class and key names the weights have
     backbone: str  # the model name in that library
     backbone_kwargs: dict[str, Any]  # constructor arguments it was built with (a ViT's img_size, patch_size)
     small_image_stem: bool  # a ResNet's 3x3 stride-1 stem without max-pool: then not a stock model
     num_features: int  # the feature dimension the classifier of a downstream model takes
+    in_channels: int  # channels of the images it takes: 3, RGB, also when it was trained on gray images
     image_size: int  # side of the square images it was trained on
     mean: list[float]  # per-channel normalisation of images in [0, 1], as it was trained with
     std: list[float]
@@ -72,6 +79,7 @@ class BackboneCard:
             backbone_kwargs=dict(hparams.get("backbone_kwargs") or {}),
             small_image_stem=has_small_image_stem(backbone),
             num_features=backbone.num_features,
+            in_channels=input_channels(backbone),
             image_size=int(hparams["image_size"]),
             mean=[float(value) for value in hparams["image_mean"]],
             std=[float(value) for value in hparams["image_std"]],
@@ -100,8 +108,26 @@ class BackboneCard:
             f"pretrained_cfg_overlay=dict(file={self.weights!r}), num_classes=NUM_CLASSES{kwargs})"
         )
 
+    @property
+    def preprocess(self) -> str:
+        """One line of Python, imports included, that defines `preprocess`: a PIL image, numpy array or uint8
+        tensor in, the backbone's input out, as selfsup's evaluation feeds it (`selfsup.augment.CleanView`): RGB (a
+        gray image's one channel repeated, as in training; the card's mean and std have one value per RGB
+        channel), the centre square at `image_size` px, normalised."""
+        size = self.image_size
+        return (
+            "import torch; from torchvision.transforms import v2; "
+            f"preprocess = v2.Compose([v2.ToImage(), v2.RGB(), v2.Resize({size}), v2.CenterCrop({size}), "
+            f"v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean={self.mean}, std={self.std})])"
+        )
+
     def to_json(self) -> str:
-        card = {**asdict(self), "loads_into_stock_model": not self.small_image_stem, "load": self.load}
+        card = {
+            **asdict(self),
+            "loads_into_stock_model": not self.small_image_stem,
+            "load": self.load,
+            "preprocess": self.preprocess,
+        }
         return json.dumps(card, indent=2) + "\n"
 
     @classmethod
@@ -109,12 +135,19 @@ class BackboneCard:
         path = Path(path).expanduser()
         try:
             card = json.loads(path.read_text())
-            return cls(**{key: value for key, value in card.items() if key not in ("loads_into_stock_model", "load")})
+            card.setdefault("in_channels", 3)  # a version 1 card: every backbone took RGB then too
+            return cls(**{key: value for key, value in card.items() if key not in DERIVED})
         except (OSError, ValueError, TypeError) as error:
             raise ConfigurationError(
                 f"{path} is not a backbone card written by `train.py export` ({type(error).__name__}); export the "
                 "checkpoint again."
             ) from None
+
+
+def input_channels(backbone: nn.Module) -> int:
+    """The channels of the images `backbone` takes: those of its first convolution (a ResNet's stem, a ViT's patch
+    embedding)."""
+    return next(module.in_channels for module in backbone.modules() if isinstance(module, nn.Conv2d))
 
 
 def backbone_weights(backbone: nn.Module) -> dict[str, Tensor]:
@@ -209,7 +242,11 @@ def describe(card: BackboneCard, written: list[Path]) -> str:
             "small_image_stem=True) and load the weights, or in one line:"
         )
     lines.append(f"load it: {card.load}")
-    lines.append(f"preprocess: {card.image_size} px, normalised with mean {card.mean} and std {card.std}")
+    lines.append(
+        f"input: {card.in_channels}-channel (RGB) images of {card.image_size} px (a gray image's channel repeated, as "
+        f"in training), normalised with mean {card.mean} and std {card.std}; for PIL images or numpy arrays: "
+        f"{card.preprocess}"
+    )
     return "\n".join(lines)
 
 

@@ -282,8 +282,11 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     return report
 
 
-def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(args: list[str] | None = None, prog: str = "python -m selfsup.report") -> None:
+    """The report's command line; `prog` is the command that runs it (`selfsup report` from the `selfsup` command)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<method>/version_N) or folders above")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md and the PNGs")
     options = parser.parse_args(args)

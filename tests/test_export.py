@@ -5,15 +5,19 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 import torchvision
+from PIL import Image
 from safetensors.torch import load_file
 
+from selfsup.augment import CleanView
 from selfsup.cli import main
 from selfsup.evaluation.checkpoint import load_pretrained
-from selfsup.export import load_backbone
+from selfsup.export import BackboneCard, load_backbone, write_backbone
+from selfsup.models import build_backbone
 from tests.test_train_cli import REPO, tiny_folder_args
 from tests.test_user_errors import one_line_error
 
@@ -131,3 +135,32 @@ def _simclr_checkpoint_without_export(root: Path, folder: Path) -> Path:
     checkpoints = root / "simclr" / "version_0" / "checkpoints"
     assert [path.name for path in checkpoints.iterdir()] == ["last.ckpt"]  # --export_backbone false: no backbone
     return checkpoints / "last.ckpt"
+
+
+@pytest.mark.parametrize("small_image_stem", [True, False], ids=["small_stem", "stock_resnet"])
+def test_the_cards_preprocessing_feeds_gray_images_to_the_backbone_as_evaluation_does(
+    small_image_stem: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fashion-MNIST as torchvision gives it (28 px gray PIL images) through the card's `preprocess` line into the
+    model its `load` line builds, both pasted as the README tells users to. Normalising the gray image with the
+    card's per-RGB-channel mean, as the card used to say, failed with a broadcast error; the backbone takes RGB."""
+    mean, std = [0.286] * 3, [0.353] * 3  # Fashion-MNIST's, per RGB channel
+    backbone = build_backbone("resnet18", small_image_stem, image_size=32).eval()
+    hparams = {"backbone": "resnet18", "image_size": 32, "image_mean": mean, "image_std": std}
+    card = BackboneCard.of(backbone, hparams, "backbone.safetensors", method="simclr", encoder="online",
+                           run_name="simclr-v0", dataset="fashion_mnist", epochs=1, global_step=1)  # fmt: skip
+    write_backbone(backbone, card, tmp_path / "backbone.safetensors")
+    written = json.loads((tmp_path / "backbone.json").read_text())
+    assert written["in_channels"] == 3 and BackboneCard.read(tmp_path / "backbone.json") == card
+
+    monkeypatch.chdir(tmp_path)
+    namespace = {"NUM_CLASSES": 10}
+    exec(written["preprocess"], namespace)  # the lines this suite wrote, as a user pastes them
+    exec(written["load"], namespace)
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    batch = torch.stack([namespace["preprocess"](Image.fromarray(image, mode="L")) for image in pixels])
+    evaluated = CleanView(32, mean, std)(torch.from_numpy(pixels)[:, None])  # what selfsup's evaluation feeds it
+    torch.testing.assert_close(batch, evaluated, rtol=0, atol=1.5 / 255 / std[0])  # uint8 rounding after resizing
+    model = namespace["model"].eval()
+    with torch.no_grad():
+        assert model(batch).shape == (4, 512 if small_image_stem else 10)

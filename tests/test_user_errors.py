@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from selfsup.atomic import nearest_existing
-from selfsup.cli import main
+from selfsup.cli import config_files, main
+from selfsup.config_names import SHIPPED_CONFIGS, shipped_configs
 from selfsup.loggers import discard_run
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO, tiny_folder_args
@@ -250,3 +252,44 @@ def test_help_lists_every_subcommand_including_eval(capsys: pytest.CaptureFixtur
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert all(subcommand in printed for subcommand in ("fit", "validate", "eval", "train.py eval --help", "export"))
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("simclr2", "--config simclr2 is neither a file nor a config shipped with selfsup (did you mean simclr?); "),
+        ("data/imagenet.yaml", "--config data/imagenet.yaml is neither a file nor a config shipped with selfsup"),
+        ("mine.yaml", "--config mine.yaml is neither a file nor a config shipped with selfsup; pass a YAML file of"),
+    ],
+)
+def test_a_config_name_that_is_neither_a_file_nor_shipped_lists_the_shipped_ones(
+    given: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = one_line_error(["fit", "--config", given, "--trainer.default_root_dir", str(tmp_path / "runs")], capsys)
+    assert message in text
+    assert text.endswith(f"or one of: {', '.join(shipped_configs())}.") and "data/image_folder, " in text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_shipped_configs_are_found_by_name_from_any_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--config simclr` (and a checkout's `configs/simclr.yaml`) outside a checkout: the files inside the package,
+    which a checkout's configs/ links to; view recipes too. Inline YAML stays inline YAML."""
+    assert (REPO / "configs").resolve() == SHIPPED_CONFIGS.resolve()  # one folder: the checkout's paths still work
+    assert {"simclr", "data/image_folder", "trainer/cpu", "eval/knn", "views/byol"} <= set(shipped_configs())
+    monkeypatch.chdir(tmp_path)
+    inline = "{seed_everything: 1}"
+    assert config_files(["fit", "--config", "eval/knn", "-c=configs/simclr.yaml", "--config", inline]) == [
+        "fit", "--config", str(SHIPPED_CONFIGS / "eval" / "knn.yaml"), f"-c={SHIPPED_CONFIGS / 'simclr.yaml'}",
+        "--config", inline,
+    ]  # fmt: skip
+    names = ["simclr", "trainer/cpu", "views/byol", "data/image_folder"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *(arg for name in names for arg in ("--config", name)), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "selfsup.methods.SimCLR" and config["data"]["dataset"] == "image_folder"
+    assert [view["blur_prob"] for view in config["model"]["init_args"]["views"]] == [1.0, 0.1]  # BYOL's recipe
+    assert (config["trainer"]["accelerator"], config["data"]["max_samples"]) == ("cpu", 2048)

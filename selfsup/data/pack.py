@@ -308,11 +308,12 @@ def write_pack(
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        raise SystemExit(f"error: {message} (see python -m selfsup.data.pack --help)")
+        raise SystemExit(f"error: {message} (see {self.prog} --help)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = OneLineParser(prog="python -m selfsup.data.pack", description=__doc__.split("\n\n")[0].strip("`"))
+def main(argv: list[str] | None = None, prog: str = "python -m selfsup.data.pack") -> None:
+    """The packer's command line; `prog` is the command that runs it (`selfsup pack` from the `selfsup` command)."""
+    parser = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0].strip("`"))
     parser.add_argument(
         "folder", type=Path, help="image folder: FOLDER/train/<class>/* (+ FOLDER/val), or FOLDER/<class>/*"
     )
