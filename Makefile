@@ -6,7 +6,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # torch wheels: pinned to the releases these machines carry locally (a CUDA build that also runs on CPU).
 TORCH := $(if $(filter aarch64,$(shell uname -m)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
 
-.PHONY: setup data train test lint bench
+.PHONY: setup data train test lint bench docs
 
 setup: $(VENV)/.installed
 
@@ -46,3 +46,11 @@ lint: setup
 
 bench: setup data
 	$(PY) bench/throughput.py $(ARGS)
+
+# The documentation site, into site/ (open site/index.html); warnings are errors, as in CI.
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,docs]'
+	touch $@

@@ -1,4 +1,5 @@
-"""The README's results table, as chunks that each fit in one device call, resumable and skipped once done.
+"""The results table (README.md, docs/benchmarks.md), as chunks that each fit in one device call, resumable and
+skipped once done.
 
 Three stages, each a list of runs of `train.py fit` on full Fashion-MNIST (ResNet-18, small-image stem, batch 512):
 
@@ -15,7 +16,7 @@ Three stages, each a list of runs of `train.py fit` on full Fashion-MNIST (ResNe
     python bench/table.py run --out $OUT --data-root .data/FashionMNIST/raw   # GPU: the next chunks that fit
     python bench/table.py run --stages tune --parallel 3 ...  # GPU: three tuning runs side by side
     python bench/table.py collect <files_at>                # here: the results a device call brought back
-    python bench/table.py assemble                          # the README table, knn.png and hardness.png
+    python bench/table.py assemble                          # the tables (README, docs/benchmarks.md), the plots
     python bench/table.py run --smoke                       # CPU: every chunk at toy size (commands only)
 
 A result (bench/results/table/<stage>/<name>.json) records the command and a digest of it and of the config
@@ -60,7 +61,8 @@ from selfsup.runs import CHECKPOINT_DIR, METRICS_FILE, Metric, results_path  # n
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "table"
 RUNS = REPO / "bench" / "runs"  # run folders and checkpoints (git-ignored), kept on the device between calls
-README = REPO / "README.md"
+README = REPO / "README.md"  # the methods table and the plots
+BENCHMARKS_PAGE = REPO / "docs" / "benchmarks.md"  # both tables and every run's command
 TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 OUT_FILE = "table_results.json"  # a device call's results, in the folder given as --out
 
@@ -662,8 +664,9 @@ def queue_note() -> list[str]:
 
 
 def assemble(args: argparse.Namespace) -> None:
-    """The README section between its markers, and beside the results knn.png (the report's plot of the kNN
-    monitor) and hardness.png (the mixing ablation's hardness metrics over training)."""
+    """The methods table and the plots in the README, every table and run command in docs/benchmarks.md (each
+    between its markers), and beside the results knn.png (the report's plot of the kNN monitor) and hardness.png
+    (the mixing ablation's hardness metrics over training)."""
     results = {chunk.name: result_of(chunk, args.results) for chunk in plan(["table", "ablation"])}
     lines = [
         "| method | kNN top-1, mean (seed 0 / 1) | linear top-1, mean (seed 0 / 1) | img/s | wall time per run "
@@ -700,16 +703,23 @@ def assemble(args: argparse.Namespace) -> None:
         for name, result in results.items()
         if result is not None
     ]
+    readme_lines = lines[: 2 + len(TABLE_METHODS)]
     if done:
         plot_knn(done, args.results)
         plot_hardness(ablation_runs, args.results)
         figures = os.path.relpath(args.results, README.parent)  # links from the README
-        lines += ["", f"![kNN top-1 during training]({figures}/knn.png)"]
-        lines += ["", f"![Hardness of the negatives during training]({figures}/hardness.png)"]
-    text = README.read_text()
-    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
-    README.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
+        readme_lines += ["", f"![kNN top-1 during training]({figures}/knn.png)"]
+        readme_lines += ["", f"![Hardness of the negatives during training]({figures}/hardness.png)"]
+    replace_section(README, readme_lines)
+    replace_section(BENCHMARKS_PAGE, lines)
     print("\n".join(lines))
+
+
+def replace_section(path: Path, lines: list[str]) -> None:
+    """Replace what lies between the results-table markers of `path` with `lines`."""
+    text = path.read_text()
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    path.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
 
 
 def at_least_one(text: str) -> int:

@@ -110,6 +110,14 @@ class CountOrFractionTrainer(Trainer):
 
 
 class SelfSupCLI(LightningCLI):
+    """`train.py`'s command line: LightningCLI over every `Method` and `SelfSupDataModule`, with the subcommands fit,
+    validate, eval and export.
+
+    Links the data's image size, classes and normalisation into the method, names the run folder
+    (`selfsup.runs`), checks a resumed run against its checkpoint (`selfsup.resume`) and turns every
+    `ConfigurationError` into one line that names the fix. `args` is the command line without the program name
+    (default: `sys.argv`)."""
+
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         self._argv = sys.argv[1:] if args is None else list(args)
         self._run_folder: Path | None = None

@@ -42,6 +42,9 @@ _HparamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", _HparamsLoader.
 
 @dataclass
 class Run:
+    """One run as the report sees it: its name, method, `metrics.csv` rows, hyperparameters, the results of
+    `train.py eval` (None before it ran) and its kNN history (epoch, top-1, elapsed seconds)."""
+
     name: str
     method: str
     metrics: list[dict[str, str]]

@@ -177,9 +177,11 @@ def test_table_runs_alone_and_a_call_starts_only_what_fits(tmp_path: Path, monke
 
 
 def test_assemble_writes_the_table_and_its_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"before\n{table.TABLE_START}\nold table\n{table.TABLE_END}\nafter\n")
+    readme, page = tmp_path / "README.md", tmp_path / "benchmarks.md"
+    for path in (readme, page):
+        path.write_text(f"before\n{table.TABLE_START}\nold table\n{table.TABLE_END}\nafter\n")
     monkeypatch.setattr(table, "README", readme)
+    monkeypatch.setattr(table, "BENCHMARKS_PAGE", page)
     results = tmp_path / "results"
     for chunk in table.plan(["table", "ablation"]):
         if chunk.name in ("simclr-s0", "simclr-s1", "mocov2-s0"):
@@ -187,8 +189,10 @@ def test_assemble_writes_the_table_and_its_plots(tmp_path: Path, monkeypatch: py
             knn = {"simclr-s0": 0.90, "simclr-s1": 0.92, "mocov2-s0": 0.88}[chunk.name]
             (results / chunk.result_file).write_text(json.dumps(fake_result(chunk, knn)))
     table.assemble(argparse.Namespace(results=results))
-    text = readme.read_text()
-    assert text.startswith("before\n") and text.endswith(f"{table.TABLE_END}\nafter\n") and "old table" not in text
+    readme_text, text = readme.read_text(), page.read_text()
+    for written in (readme_text, text):
+        assert written.startswith("before\n") and written.endswith(f"{table.TABLE_END}\nafter\n")
+        assert "old table" not in written
     rows: dict[str, str] = {}  # the first table's row of each label; the mixing table's in mixing_rows
     mixing_rows: dict[str, str] = {}
     for line in text.splitlines():
@@ -200,7 +204,8 @@ def test_assemble_writes_the_table_and_its_plots(tmp_path: Path, monkeypatch: py
     assert mixing_rows["| MoCo v2"].endswith(" | 0.700 | - | - |")  # the last epoch's hardest negative
     assert "test device, torch 2.x, 2026-11-23" in rows["| SimCLR"]
     assert "- simclr-s1: `python train.py fit --seed_everything 1`" in text
-    assert "(results/knn.png)" in text and "(results/hardness.png)" in text
+    assert "(results/knn.png)" in readme_text and "(results/hardness.png)" in readme_text
+    assert rows["| SimCLR"] in readme_text and "hard negative mixing" not in readme_text  # the README: one table
     assert (results / "knn.png").stat().st_size > 0 and (results / "hardness.png").stat().st_size > 0
 
 

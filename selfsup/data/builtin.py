@@ -8,6 +8,11 @@ from selfsup.data.source import DataOptions
 
 
 class BuiltinSource(InMemorySource):
+    """A built-in dataset (Fashion-MNIST, CIFAR-10/100, STL-10) read whole into memory as uint8 tensors.
+
+    Found under `root`, else where `selfsup.data.datasets.DATASETS` says (Debian's Fashion-MNIST package, then a
+    download into the cache); its classes, mean and std are the dataset's own."""
+
     def __init__(self, options: DataOptions) -> None:
         super().__init__(options)
         self.spec = DATASETS[options.dataset]

@@ -47,6 +47,14 @@ def resolved_sizes(
 
 
 class SelfSupDataModule(pl.LightningDataModule):
+    """The data of a run: one LightningDataModule for built-in datasets, image folders and packed sets.
+
+    Training batches are `(uint8 images (B, C, H, W), labels (B,))`, labels -1 where unknown; the method turns
+    them into views on the device. Validation has two loaders, the labelled training images (the kNN bank) and
+    the test set, which the kNN monitor and the online probe need. It also tells the method what it must know
+    about the data: `image_size`, `num_classes`, `mean` and `std`. Saves the loader's position in checkpoints, so
+    a run resumed within an epoch trains the batches that epoch had left."""
+
     def __init__(
         self,
         dataset: str = "fashion_mnist",

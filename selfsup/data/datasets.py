@@ -26,6 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Split:
+    """One split of an in-memory dataset: uint8 images (N, C, H, W) and int64 labels (N,), -1 where unlabelled."""
+
     images: Tensor  # (N, C, H, W) uint8
     labels: Tensor  # (N,) int64, -1 where unlabelled
 
@@ -35,6 +37,9 @@ class Split:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """What selfsup knows of a built-in dataset: its classes, default view size, per-channel mean and std (of images
+    scaled to [0, 1]), how to find or download it and how to read it."""
+
     num_classes: int
     image_size: int  # the default side of the views: the data's resolution, rounded up to 32 for Fashion-MNIST
     mean: tuple[float, float, float]
@@ -49,7 +54,7 @@ def cache_dir() -> Path:
 
 
 class DatasetNotFoundError(ConfigurationError):
-    pass
+    """A built-in dataset is neither under the given root nor anywhere selfsup looks, and cannot be downloaded."""
 
 
 # Fashion-MNIST ---------------------------------------------------------------------------------------------

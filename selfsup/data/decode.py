@@ -41,7 +41,7 @@ UNPREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}  # Pillow converts La only into L
 
 
 class UnreadableImageError(ConfigurationError):
-    pass
+    """An image file that does not decode; the message names the file."""
 
 
 def _to_8bit(values: np.ndarray, top: float) -> np.ndarray:

@@ -26,7 +26,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 class ImageFolderError(ConfigurationError):
-    pass
+    """An image folder that cannot train: missing, empty, or with class folders the training folder lacks."""
 
 
 def scan_image_folder(

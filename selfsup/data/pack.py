@@ -57,7 +57,7 @@ RESUME_FIX = "free some space or make it writable, and rerun the same command to
 
 
 class PackError(ConfigurationError):
-    pass
+    """A folder that cannot be packed, or an output the packer must not write; one line naming the fix."""
 
 
 @dataclass(frozen=True)
@@ -307,6 +307,8 @@ def write_pack(
 
 
 class OneLineParser(argparse.ArgumentParser):
+    """The packer's argument parser: a usage error is one line pointing at `--help`, not the whole usage text."""
+
     def error(self, message: str) -> None:
         raise SystemExit(f"error: {message} (see {self.prog} --help)")
 

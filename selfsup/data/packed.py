@@ -35,7 +35,7 @@ TRAIN, VAL = "train", "val"
 
 
 class PackedDataError(ConfigurationError):
-    pass
+    """A packed dataset that cannot be read: unfinished, truncated, of another format version or another size."""
 
 
 def write_json(path: Path, content: object) -> None:
@@ -128,6 +128,10 @@ def open_split(directory: Path, manifest: Manifest, split: str) -> Split:
 
 
 class PackedSource(InMemorySource):
+    """A packed dataset (`python -m selfsup.data.pack`): memory-mapped uint8 arrays, placed on the GPU, sharded
+    over GPUs or served from host memory (`selfsup.data.placement`). Its mean and std are ImageNet's, as for the
+    image folders it was packed from."""
+
     mean, std = IMAGENET_MEAN, IMAGENET_STD  # packed from image folders, which use ImageNet's statistics
 
     def __init__(self, options: DataOptions) -> None:

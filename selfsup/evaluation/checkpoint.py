@@ -14,6 +14,9 @@ from selfsup.runs import RunRecord, read_checkpoint, run_folder_of_checkpoint, r
 
 @dataclass
 class Pretrained:
+    """The frozen backbone of a `train.py fit` checkpoint and what the checkpoint says about its training: the
+    method's and data's hyperparameters, the method name, run name, epochs and step. Made by `load_pretrained`."""
+
     backbone: nn.Module
     feature_dim: int
     hparams: dict[str, Any]  # the method's hyperparameters (backbone, views, ...)

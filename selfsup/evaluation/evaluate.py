@@ -57,6 +57,10 @@ class EvalData:
 
 @dataclass(frozen=True)
 class KnnConfig:
+    """The kNN sweep of `train.py eval`: every k in `ks` with every vote temperature in `temperatures`; the
+    headline pair (k=200, T=0.1, InstDisc's: "Unsupervised Feature Learning via Non-Parametric Instance
+    Discrimination", Wu et al., CVPR 2018, Sec. 3.4) must be one of them."""
+
     ks: tuple[int, ...] = KNN_KS
     temperatures: tuple[float, ...] = KNN_TEMPERATURES
     headline_k: int = 200  # the headline result: InstDisc's k and T, also the online monitor's

@@ -46,6 +46,9 @@ class LinearProbeConfig:
 
 @dataclass
 class LinearProbeResult:
+    """The linear probe's test top-1 and top-5 (fractions), the chosen grid point (learning rate, None for L-BFGS,
+    and weight decay) and the held-out top-1 of every grid point."""
+
     top1: float
     top5: float
     learning_rate: float | None
@@ -65,8 +68,10 @@ def train_linear_probe(
     """Choose the grid point on a held-out split, retrain it on all training features, score the test set.
 
     Args:
-        train_features, train_labels: clean features (N, D) and labels (N,) of the training set.
-        test_features, test_labels: the same for the test set; labels of -1 are left out everywhere.
+        train_features: clean features (N, D) of the training set.
+        train_labels: their labels (N,); labels of -1 are left out everywhere.
+        test_features: clean features (M, D) of the test set.
+        test_labels: their labels (M,).
         num_classes: classes of the task.
         config: the probe's settings.
         augmented_features: with `config.augment`, epoch -> (N, D) features of freshly augmented training

@@ -13,6 +13,13 @@ from selfsup.models import projection_mlp
 
 
 class BYOL(MomentumMethod):
+    """BYOL: an online network with a predictor regresses a momentum target's projection of the other view
+    ("Bootstrap Your Own Latent", Grill et al., NeurIPS 2020, eq. 2, symmetrised).
+
+    Expects at least two views per image (BYOL's asymmetric recipe by default); no negatives. The target is an
+    EMA copy of backbone and projector whose momentum goes from `tau_base` to `tau_final` on a cosine schedule;
+    logs `train/tau`."""
+
     VIEWS_PER_IMAGE = (2, None)  # the first two views regress each other
     ENCODERS = {"online": "backbone", "momentum": "target_backbone"}
 

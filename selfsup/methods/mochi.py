@@ -12,6 +12,12 @@ from selfsup.models.hard_negative_mixing import HardNegativeMixing
 
 
 class MoCHi(MoCoV2):
+    """MoCHi: MoCo v2 with hard negative mixing on, (N, s, s') = (1024, 1024, 128) by default ("Hard Negative
+    Mixing for Contrastive Learning", Kalantidis et al., NeurIPS 2020, Sec. 4 and Table 2).
+
+    Takes every `MoCoV2` option; `mixing` sets N, s, s' and the first epoch with mixing. Logs, besides MoCo's
+    metrics, `train/synthetic_negative_sim` and `train/synthetic_harder_fraction`."""
+
     def __init__(self, mixing: HardNegativeMixing = HardNegativeMixing(1024, 1024, 128), **kwargs) -> None:
         """
         Args:

@@ -27,6 +27,14 @@ from selfsup.models.queue import EmbeddingQueue
 
 
 class MoCoV2(MomentumMethod):
+    """MoCo v2: each query is contrasted with its momentum-encoded key and a queue of earlier keys ("Improved
+    Baselines with Momentum Contrastive Learning", Chen et al., 2020; MoCo: He et al., CVPR 2020, eq. 1).
+
+    Expects at least two views per image (the first two make the query-key pairs). The key encoder is an EMA
+    copy of backbone and projector (`tau_base`, `tau_final`); the queue holds `queue_size` keys, shared by all
+    ranks. `mixing` turns it into MoCHi. Logs `train/hard_negative_sim` and `train/tau`. Under DDP the configs
+    use SyncBatchNorm in place of shuffle-BN (see the module docstring)."""
+
     VIEWS_PER_IMAGE = (2, None)  # the first two views make the query-key pairs
     ENCODERS = {"online": "backbone", "momentum": "key_backbone"}
 

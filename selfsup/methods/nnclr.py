@@ -23,6 +23,13 @@ from selfsup.runs import Metric
 
 
 class NNCLR(Method):
+    """NNCLR: InfoNCE whose positive is the nearest neighbour of the other view's embedding in a support set of
+    earlier embeddings ("With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning of Visual
+    Representations", Dwibedi et al., ICCV 2021, eq. 2).
+
+    Expects exactly two views per image (BYOL's recipe by default). The support set is an `EmbeddingQueue` of
+    `queue_size` entries; labels are used only for the logged `train/nn_accuracy`."""
+
     VIEWS_PER_IMAGE = (2, 2)
 
     def __init__(

@@ -12,6 +12,14 @@ from selfsup.models.hard_negative_mixing import HardNegativeMixing
 
 
 class SimCLR(Method):
+    """SimCLR: NT-Xent between two views of each image, with every other view of the global batch as a negative
+    ("A Simple Framework for Contrastive Learning of Visual Representations", Chen et al., ICML 2020, eq. 1).
+
+    Expects exactly two views per image (`views`); the projector is an MLP on the backbone's features.
+    `decoupled=True` gives DCL (Yeh et al., ECCV 2022) and `mixing` adds MoCHi's synthetic negatives from the
+    in-batch negatives. Logs `train/hard_negative_sim` (and the synthetic negatives' metrics with mixing on).
+    The other options (backbone, optimizer, data values) are `Method`'s."""
+
     VIEWS_PER_IMAGE = (2, 2)
 
     def __init__(

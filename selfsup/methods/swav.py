@@ -24,6 +24,13 @@ from selfsup.runs import Metric
 
 
 class SwAV(Method):
+    """SwAV: online clustering by swapped prediction over multi-crop views ("Unsupervised Learning of Visual
+    Features by Contrasting Cluster Assignments", Caron et al., NeurIPS 2020, eq. 1 and 3, Sec. 3.2).
+
+    Expects at least two views per image; the first view recipe's views are the global crops that get
+    Sinkhorn-Knopp codes over the global batch (and an optional queue), every crop predicts the codes of the
+    other global crops. Logs `train/prototype_usage` and `train/assignment_entropy`."""
+
     VIEWS_PER_IMAGE = (2, None)  # each crop predicts the code of another global crop
 
     def __init__(

@@ -24,6 +24,9 @@ from selfsup.runs import Metric
 
 
 class MixedNegatives(NamedTuple):
+    """What mixing made for a batch of queries: the synthetic negatives and how hard they are compared with the real
+    ones (MoCHi, Kalantidis et al., NeurIPS 2020, Sec. 4)."""
+
     negatives: Tensor  # (B, s + s', D) unit-norm synthetic negatives per query, no gradient
     hardest_similarity: Tensor  # () mean similarity of each query's hardest real negative
     synthetic_similarity: Tensor  # () mean similarity of the synthetic negatives

@@ -13,6 +13,12 @@ from selfsup.errors import ConfigurationError
 
 
 class Prototypes(nn.Module):
+    """SwAV's K prototypes: a bias-free linear layer whose rows stay on the unit sphere ("Unsupervised Learning of
+    Visual Features by Contrasting Cluster Assignments", Caron et al., NeurIPS 2020, Sec. 3.1).
+
+    Takes unit-norm embeddings (B, dim) and returns their cosine scores (B, num_prototypes) in float32; call
+    `normalize_` before each optimizer step, as `SwAV` does. `num_prototypes` is at least 2."""
+
     def __init__(self, dim: int, num_prototypes: int) -> None:
         super().__init__()
         if num_prototypes < 2:

@@ -16,6 +16,13 @@ from selfsup.errors import ConfigurationError
 
 
 class EmbeddingQueue(nn.Module):
+    """A FIFO queue of `size` unit-norm embeddings of width `dim`, identical on every rank: MoCo's negatives,
+    NNCLR's support set, SwAV's feature queue ("Momentum Contrast for Unsupervised Visual Representation
+    Learning", He et al., CVPR 2020, Sec. 3.2).
+
+    `enqueue` gathers every rank's keys (and optional labels, for diagnostics) before writing; `keys` starts as
+    random unit vectors, `filled` counts the slots written. Saved in checkpoints as buffers."""
+
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         if size < 1:
