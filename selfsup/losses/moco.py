@@ -27,7 +27,7 @@ def queue_info_nce(
     decoupled: bool = False,
     mixing: HardNegativeMixing | None = None,
 ) -> Tensor:
-    """Mean InfoNCE () of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives].
+    """Mean InfoNCE (MoCo, eq. 1) of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives].
 
     All inputs are unit-norm. Keys and queue are constants of the loss (the momentum encoder is never trained by
     it), detached here so that no caller has to. `decoupled` leaves the positive out of the denominator (DCL).
