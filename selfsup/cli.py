@@ -1,6 +1,6 @@
 """The command line: LightningCLI over any `Method` and the `SelfSupDataModule`, and the `eval` subcommand.
 
-`python train.py fit --config configs/simclr.yaml [--trainer.max_epochs 5 ...]`. Besides LightningCLI's own
+`selfsup fit --config simclr [--trainer.max_epochs 5 ...]`. Besides LightningCLI's own
 options it adds `--wandb` / `--wandb_project`, and links the dataset's image size, class count, normalisation
 and batch size into the model, so they are set once, by the data. Every run keeps last.ckpt (more checkpoints
 with `--trainer.callbacks+=ModelCheckpoint`) and, at its end, the backbone beside it (`selfsup.export`); the seed
@@ -80,10 +80,10 @@ register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe
 CONFIG_NAME = re.compile(r"[\w.-]+(/[\w.-]+)*")  # a --config value that names a file: no ':', braces or spaces
 MAX_SEED = 2**32 - 1  # seed_everything's bound (a uint32)
 DESCRIPTION = (
-    "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: train.py fit --config "
-    "configs/simclr.yaml), validate (the kNN monitor and online probe of a config or --ckpt_path), eval "
-    "(the offline kNN sweep, linear probe and diagnostics of a checkpoint: train.py eval --help), and export "
-    "(the backbone of a checkpoint for timm / torchvision: train.py export --help)."
+    "selfsup: self-supervised pretraining. Subcommands: fit (pretrain a method: selfsup fit --config simclr), "
+    "validate (the kNN monitor and online probe of a config or --ckpt_path), eval (the offline kNN sweep, linear "
+    "probe and diagnostics of a checkpoint: selfsup eval --help), export (the backbone of a checkpoint for timm / "
+    "torchvision: selfsup export --help), pack and report (selfsup --help)."
 )
 
 
@@ -110,8 +110,8 @@ class CountOrFractionTrainer(Trainer):
 
 
 class SelfSupCLI(LightningCLI):
-    """`train.py`'s command line: LightningCLI over every `Method` and `SelfSupDataModule`, with the subcommands fit,
-    validate, eval and export.
+    """The command line of `selfsup` (and a checkout's `train.py`): LightningCLI over every `Method` and
+    `SelfSupDataModule`, with the subcommands fit, validate, eval and export.
 
     Links the data's image size, classes and normalisation into the method, names the run folder
     (`selfsup.runs`), checks a resumed run against its checkpoint (`selfsup.resume`) and turns every
@@ -448,7 +448,7 @@ def user_error(error: BaseException) -> str | None:
         given = re.search(r"(?:class_path '|import path string: |Import path (?!does ))([\w.]+)", "\n".join(messages))
         what = f"Unknown method {given.group(1)!r}" if given else "No method given"
         registered = ", ".join(f"{name} ({cls.__name__})" for name, cls in METHODS.items())
-        return f"{what}. Registered methods: {registered}; pass --config configs/<method>.yaml or --model <Class>."
+        return f"{what}. Registered methods: {registered}; pass --config <method> or --model <Class>."
     innermost = _number_message(innermost)
     if not keys:
         return innermost

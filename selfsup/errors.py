@@ -1,7 +1,7 @@
 """The one exception type for mistakes a user can make (a path, a config value, a dataset), and the option
 checks that raise it.
 
-Its message names the problem and the fix; `train.py` prints it as one line instead of a traceback. Every
+Its message names the problem and the fix; the `selfsup` command prints it as one line instead of a traceback. Every
 class checks its own numeric options in its constructor (`check_options`), so a bad value stops the run
 when the configuration is instantiated, before any data is read or any GPU time is spent.
 """

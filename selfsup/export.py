@@ -1,10 +1,10 @@
 """The pretrained backbone, out of the suite: its weights in the key format of the library its architecture
 comes from, so a stock timm or torchvision model loads them, and a card saying how to build and feed it.
 
-    python train.py export --ckpt_path runs/simclr/version_0/checkpoints/last.ckpt [--encoder momentum] [--pth]
+    selfsup export --ckpt_path runs/simclr/version_0/checkpoints/last.ckpt [--encoder momentum] [--pth]
 
 writes `backbone.safetensors` (tensors only: loading it executes nothing) and `backbone.json` next to the
-checkpoint; every `train.py fit` writes the same two files at the end of training (`BackboneExport`). Each file
+checkpoint; every `selfsup fit` writes the same two files at the end of training (`BackboneExport`). Each file
 replaces an older one whole or not at all, and an existing file that holds something else is replaced only with
 `--overwrite true`. Keys are
 the backbone's own (`conv1.weight`, `layer1.0.bn1.bias`, ... for torchvision; timm's for timm models), without
@@ -139,7 +139,7 @@ class BackboneCard:
             return cls(**{key: value for key, value in card.items() if key not in DERIVED})
         except (OSError, ValueError, TypeError) as error:
             raise ConfigurationError(
-                f"{path} is not a backbone card written by `train.py export` ({type(error).__name__}); export the "
+                f"{path} is not a backbone card written by `selfsup export` ({type(error).__name__}); export the "
                 "checkpoint again."
             ) from None
 
@@ -206,7 +206,7 @@ def export(
     """Write the backbone of a pretraining checkpoint in its library's key format, with a JSON card.
 
     Args:
-        ckpt_path: a checkpoint written by `train.py fit` (any method).
+        ckpt_path: a checkpoint written by `selfsup fit` (any method).
         out: the .safetensors file to write (default: backbone.safetensors beside the checkpoint, or
             momentum_backbone.safetensors for --encoder momentum); the card goes beside it as .json.
         encoder: online (the trained network), or momentum (MoCo's key encoder, BYOL's target network).
@@ -251,7 +251,7 @@ def describe(card: BackboneCard, written: list[Path]) -> str:
 
 
 class BackboneExport(pl.Callback):
-    """At the end of a fit, the trained backbone (online encoder) beside last.ckpt, as `train.py export` would
+    """At the end of a fit, the trained backbone (online encoder) beside last.ckpt, as `selfsup export` would
     write it from that checkpoint (`--export_backbone false` turns it off). The run folder is the fit's own, so
     this replaces the run's own earlier export (a resumed run's folder is new)."""
 
@@ -272,7 +272,7 @@ class BackboneExport(pl.Callback):
 
 
 def main(args: list[str] | None = None) -> tuple[BackboneCard, list[Path]]:
-    """`train.py export ...`: parse errors are raised (not printed with the usage), for `selfsup.cli` to report."""
+    """`selfsup export ...`: parse errors are raised (not printed with the usage), for `selfsup.cli` to report."""
     card, written = CLI(export, args=args, as_positional=False, exit_on_error=False)
     print(describe(card, written))
     return card, written

@@ -57,7 +57,7 @@ def run_loggers(
         return [csv]
     wandb = WandbLogger(
         project=wandb_project,
-        name=run_name(method, csv.version),  # `train.py eval` logs under the same name
+        name=run_name(method, csv.version),  # `selfsup eval` logs under the same name
         group=dataset,
         job_type="pretrain",
         save_dir=csv.log_dir,

@@ -3,7 +3,7 @@
     python -m selfsup.report runs/simclr/version_0 runs/mocov2/version_0 --out report
     python -m selfsup.report runs --out report        # every run found under runs/
 
-Reads each run's CSV metrics and hyperparameters (written by `train.py fit`) and, where `train.py eval` has
+Reads each run's CSV metrics and hyperparameters (written by `selfsup fit`) and, where `selfsup eval` has
 run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run: method, run, backbone,
 epochs, global batch, images/s, the offline kNN and linear top-1, apart from them the online monitors' last
 values, device hours) and PNG plots: kNN accuracy against epoch and against wall-clock time, and the representation
@@ -43,7 +43,7 @@ _HparamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", _HparamsLoader.
 @dataclass
 class Run:
     """One run as the report sees it: its name, method, `metrics.csv` rows, hyperparameters, the results of
-    `train.py eval` (None before it ran) and its kNN history (epoch, top-1, elapsed seconds)."""
+    `selfsup eval` (None before it ran) and its kNN history (epoch, top-1, elapsed seconds)."""
 
     name: str
     method: str
@@ -80,7 +80,7 @@ class Run:
         return values[-1] if values else None
 
     def summary(self) -> dict[str, Any]:
-        """One row of the table: the offline figures of `train.py eval` (None where it has not run) and, apart,
+        """One row of the table: the offline figures of `selfsup eval` (None where it has not run) and, apart,
         the online monitors' last values, which are measured differently (a probe trained alongside, a kNN
         bank of un-augmented training images at that epoch)."""
         throughput = [float(row[Metric.IMAGES_PER_SECOND]) for row in self.metrics if row.get(Metric.IMAGES_PER_SECOND)]
@@ -113,7 +113,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
             raise ConfigurationError(f"{path} does not exist: pass run folders such as runs/simclr/version_0, or runs")
         found = [path] if (path / METRICS_FILE).is_file() else sorted(p.parent for p in path.rglob(METRICS_FILE))
         if not found:
-            raise ConfigurationError(f"No run under {path}: a run folder holds the metrics.csv of `train.py fit`")
+            raise ConfigurationError(f"No run under {path}: a run folder holds the metrics.csv of `selfsup fit`")
         runs += found
     unique: dict[Path, Path] = {}
     for run in runs:  # a run reached twice (runs and runs/simclr) is one, named as it was first given
@@ -148,7 +148,7 @@ COLUMNS = (  # (header, summary key, format)
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
-    """One row per run; "-" where a figure was not measured (no `train.py eval`, no labels, ...)."""
+    """One row per run; "-" where a figure was not measured (no `selfsup eval`, no labels, ...)."""
     lines = [
         "| " + " | ".join(header for header, _, _ in COLUMNS) + " |",
         "| " + " | ".join("---" if key in ("method", "run", "backbone") else "---:" for _, key, _ in COLUMNS) + " |",
@@ -187,7 +187,7 @@ def plot_knn(runs: list[Run], out: Path) -> list[str]:
     return [KNN_PLOT]
 
 
-# the diagnostics of `train.py eval` and which way is better (alignment and uniformity: Wang & Isola, ICML 2020,
+# the diagnostics of `selfsup eval` and which way is better (alignment and uniformity: Wang & Isola, ICML 2020,
 # eqs. 4-5; effective rank: Garrido et al., "RankMe", ICML 2023); similarities are cosines of view pairs
 DIAGNOSTICS = (
     ("alignment", "lower is better"),
@@ -204,7 +204,7 @@ def has_diagnostics(run: Run) -> bool:
 
 def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
     """One bar panel per diagnostic (each bar labelled with its value, the title saying which way is better) and
-    the histograms of pair similarities, for the runs `train.py eval` has measured."""
+    the histograms of pair similarities, for the runs `selfsup eval` has measured."""
     evaluated = [run for run in runs if has_diagnostics(run)]
     if not evaluated:
         return []
@@ -264,7 +264,7 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
         "# Method comparison",
         "",
         "kNN top-1 (k=200, T=0.1) and linear top-1: the offline evaluation of a run's last checkpoint",
-        "(`train.py eval`: frozen features, a linear probe trained on them). The online columns: the last values the",
+        "(`selfsup eval`: frozen features, a linear probe trained on them). The online columns: the last values the",
         "monitors logged during training, a different measurement (the kNN monitor on the data the run validated on,",
         "the probe trained alongside the network on augmented views). -: not measured.",
         "",
@@ -275,8 +275,8 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     if missing:
         text += [
             "",
-            f"Not in the diagnostics: {', '.join(missing)} (no `train.py eval` with diagnostics on the last "
-            "checkpoint; run `python train.py eval --ckpt_path <run>/checkpoints/last.ckpt`).",
+            f"Not in the diagnostics: {', '.join(missing)} (no `selfsup eval` with diagnostics on the last "
+            "checkpoint; run `selfsup eval --ckpt_path <run>/checkpoints/last.ckpt`).",
         ]
     text.append("")
     report = out / REPORT

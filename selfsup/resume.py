@@ -62,15 +62,15 @@ def resumed_settings(
     saved_data = checkpoint.get("datamodule_hyper_parameters")
     if record is None or not saved_data:
         raise ConfigurationError(
-            f"{path} does not record its method and data (it was not written by `train.py fit`), so a run from it "
-            "could not train what it trained. Pass a checkpoint written by `train.py fit`."
+            f"{path} does not record its method and data (it was not written by `selfsup fit`), so a run from it "
+            "could not train what it trained. Pass a checkpoint written by `selfsup fit`."
         )
     model_config = explicit.get("model", {})
     asked = model_config.get("class_path", "").rpartition(".")[2]
     if asked.lower() != record.method:
         raise ConfigurationError(
             f"{path} was written by {record.method}, but the config asks for {asked or 'no method'}. Use it with "
-            f"--config configs/{record.method}.yaml, or drop --ckpt_path to start a new {asked} run."
+            f"--config {record.method}, or drop --ckpt_path to start a new {asked} run."
         )
     differences: list[str] = []
     model = _options(checkpoint["hyper_parameters"], exclude=data_set_options)

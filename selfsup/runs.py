@@ -4,7 +4,7 @@ benchmarks import these instead of rebuilding strings, so they cannot drift apar
 
     runs/<method>/version_N/                       a run folder: metrics.csv, hparams.yaml, config.yaml, wandb/
     runs/<method>/version_N/checkpoints/last.ckpt  the checkpoint to resume or evaluate
-    runs/<method>/version_N/checkpoints/results.json   what `train.py eval` measured on it
+    runs/<method>/version_N/checkpoints/results.json   what `selfsup eval` measured on it
     runs/<method>/version_N/checkpoints/embedding_map.png   its t-SNE map of the test features
     runs/<method>/version_N/checkpoints/backbone.safetensors (+ .json)   the exported backbone and its card
 """
@@ -66,7 +66,7 @@ def plain(value: Any) -> Any:
 
 def run_seed() -> int:
     """The seed a run's views and shuffles are drawn from: Lightning's global seed, which `seed_everything` sets
-    (train.py always calls it: 0 unless --seed_everything says otherwise); 0 where nothing seeded the process."""
+    (`selfsup fit` always calls it: 0 unless --seed_everything says otherwise); 0 where nothing seeded the process."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
@@ -96,13 +96,13 @@ def run_folder_of_checkpoint(checkpoint: Path) -> Path:
 
 
 def embedding_map_path(results: Path) -> Path:
-    """Where `train.py eval` draws its map, beside its results: embedding_map.png beside results.json, and
+    """Where `selfsup eval` draws its map, beside its results: embedding_map.png beside results.json, and
     <name>_map.png beside results written to another <name>.json."""
     return results.with_name(EMBEDDING_MAP_FILE if results.name == RESULTS_FILE else f"{results.stem}_map.png")
 
 
 def backbone_path(checkpoint: Path, encoder: str = "online") -> Path:
-    """Where `train.py export` writes the backbone of `checkpoint` by default, beside it: backbone.safetensors
+    """Where `selfsup export` writes the backbone of `checkpoint` by default, beside it: backbone.safetensors
     for last.ckpt (also written at the end of every fit), momentum_backbone.safetensors for the momentum encoder,
     and backbone-<name>.safetensors for a checkpoint of another name."""
     encoder_prefix = "" if encoder == "online" else f"{encoder}_"
@@ -111,14 +111,14 @@ def backbone_path(checkpoint: Path, encoder: str = "online") -> Path:
 
 
 def results_path(checkpoint: Path) -> Path:
-    """Where `train.py eval` writes what it measured on `checkpoint`: results.json beside it."""
+    """Where `selfsup eval` writes what it measured on `checkpoint`: results.json beside it."""
     return checkpoint.parent / RESULTS_FILE
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """What selfsup adds to every checkpoint: the method and run that wrote it, and the seed its views and
-    shuffles were drawn from. `train.py eval` labels its results with it; a resumed run checks the method and
+    shuffles were drawn from. `selfsup eval` labels its results with it; a resumed run checks the method and
     reuses the seed, so it draws the views an uninterrupted run would have drawn."""
 
     method: str
@@ -156,7 +156,7 @@ def _checkpoint_in(folder: Path) -> str:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by `train.py fit`, loaded with `weights_only=True`: nothing in the file is executed.
+    """A checkpoint written by `selfsup fit`, loaded with `weights_only=True`: nothing in the file is executed.
 
     A missing, truncated or foreign file, or one that could only be loaded unsafely, is a `ConfigurationError`
     naming the file (never PyTorch's hint to load it unsafely).
@@ -171,11 +171,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # truncated, not a torch file, or objects that weights-only loading refuses
         raise ConfigurationError(
             f"{path} cannot be loaded as a weights-only checkpoint ({type(error).__name__}); pass a checkpoint "
-            "written by `train.py fit`."
+            "written by `selfsup fit`."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise ConfigurationError(
             f"{path} is not a selfsup pretraining checkpoint (no model state and hyperparameters); pass a checkpoint "
-            "written by `train.py fit`."
+            "written by `selfsup fit`."
         )
     return checkpoint

@@ -11,7 +11,11 @@ from PIL import Image
 
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never sync to wandb, whatever the machine's setup
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(2)
+# One thread per pytest-xdist worker (`make test` runs one per core), two without; the processes tests start (train.py,
+# torchrun ranks) inherit the same count, so a run in a subprocess and one in this process compute alike.
+THREADS = 1 if "PYTEST_XDIST_WORKER" in os.environ else 2
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
+from selfsup.report import main as report_command
 from selfsup.report import write_report
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
@@ -21,7 +22,13 @@ TINY_MODEL = [
 ]  # fmt: skip
 
 
-def evaluate(*args: str) -> subprocess.CompletedProcess:
+def evaluate(*args: str) -> dict:
+    """`train.py eval` in this process; it returns the results it wrote."""
+    return main(["eval", *args])
+
+
+def evaluate_in_a_process(*args: str) -> subprocess.CompletedProcess:
+    """`python train.py eval` as its own process, for its printed table and its offline wandb run."""
     command = [sys.executable, "train.py", "eval", *args]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -50,7 +57,9 @@ def test_online_diagnostics_callback_logs_during_training(two_runs: Path) -> Non
 
 def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two_runs: Path) -> None:
     checkpoint = two_runs / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
-    result = evaluate("--config", "configs/eval/linear.yaml", "--ckpt_path", str(checkpoint), "--linear.epochs", "3")
+    result = evaluate_in_a_process(
+        "--config", "configs/eval/linear.yaml", "--ckpt_path", str(checkpoint), "--linear.epochs", "3"
+    )
     assert "k=200" in result.stdout and "headline: kNN top-1" in result.stdout and "linear probe" in result.stdout
     results = json.loads((checkpoint.parent / "results.json").read_text())
     assert (
@@ -93,12 +102,9 @@ def _save(path: Path, content: dict) -> Path:
 
 def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Path) -> None:
     checkpoint = two_runs / "nnclr" / "version_0" / "checkpoints" / "last.ckpt"
-    evaluate(
-        "--config", "configs/eval/knn.yaml", "--ckpt_path", str(checkpoint), "--wandb", "false", "--map_points", "0"
-    )
-    subprocess.run(
-        [sys.executable, "-m", "selfsup.report", str(two_runs), "--out", str(tmp_path)], cwd=REPO, check=True
-    )
+    knn_only = str(REPO / "configs" / "eval" / "knn.yaml")
+    evaluate("--config", knn_only, "--ckpt_path", str(checkpoint), "--wandb", "false", "--map_points", "0")
+    report_command([str(two_runs), "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
     header = "| method | run | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "
     assert header + "online kNN top-1 | online probe top-1 | device hours |" in report
@@ -115,7 +121,7 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     online = [row for row in read_metrics(two_runs / "nnclr" / "version_0") if row["val/knn_top1"]][-1]
     assert nnclr[8] == f"{100 * float(online['val/knn_top1']):.2f}%"
     assert nnclr[9] == f"{100 * float(online['val/online_linear_top1']):.2f}%"
-    assert "Not in the diagnostics: nnclr-v0 (no `train.py eval` with diagnostics" in report  # knn.yaml has none
+    assert "Not in the diagnostics: nnclr-v0 (no `selfsup eval` with diagnostics" in report  # knn.yaml has none
     for image in ("knn.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{image}]({image})" in report

@@ -114,7 +114,7 @@ def test_eval_checks_its_output_before_any_work_and_never_replaces_a_users_file(
     assert "cannot be written" in one_line_error([*evaluate, "--output", "/proc/selfsup/r.json"], capsys)
     notes = tmp_path / "notes.json"
     notes.write_text('{"my": "notes"}')
-    assert "is not the results of `train.py eval`" in one_line_error([*evaluate, "--output", str(notes)], capsys)
+    assert "is not the results of `selfsup eval`" in one_line_error([*evaluate, "--output", str(notes)], capsys)
     assert notes.read_text() == '{"my": "notes"}'
 
 

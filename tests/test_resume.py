@@ -17,7 +17,7 @@ from selfsup.cli import main
 from selfsup.methods import SimCLR
 from selfsup.optim import warmup_cosine
 from tests.data.test_datasets import fake_fashion_mnist
-from tests.test_train_cli import REPO, read_metrics, train
+from tests.test_train_cli import REPO, fit_command, read_metrics, train, train_in_a_process
 from tests.test_user_errors import fit, one_line_error
 
 TINY = [
@@ -25,6 +25,9 @@ TINY = [
     "--model.init_args.warmup_epochs", "0.5", "--trainer.log_every_n_steps", "1", "--wandb", "false",
 ]  # fmt: skip
 
+
+# the run resumed in these tests: seed 3, 2 epochs of 4 steps, validated once at its end
+TWO_EPOCHS = [*TINY, "--seed_everything", "3", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2"]
 
 # a process limit no epoch fits in: the run ends after its first epoch without changing its plan (as if preempted)
 STOP_AFTER_FIRST_EPOCH = ["--stop_after_minutes", "0.00001"]
@@ -36,24 +39,29 @@ def first_epoch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     epochs, stopped after its first epoch by --stop_after_minutes (last.ckpt is written at every epoch's end)."""
     root = tmp_path_factory.mktemp("resume")
     fake_fashion_mnist(root / "fmnist", train=64, test=16)
-    options = ["--seed_everything", "3", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2"]
-    train("--data.root", str(root / "fmnist"), *TINY, *options, *STOP_AFTER_FIRST_EPOCH, root=root)
+    train("--data.root", str(root / "fmnist"), *TWO_EPOCHS, *STOP_AFTER_FIRST_EPOCH, root=root)
     return root / "simclr" / "version_0"
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(first_epoch: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The checkpoint of `first_epoch`'s run trained through both epochs without a stop."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    train("--data.root", str(first_epoch.parents[1] / "fmnist"), *TWO_EPOCHS, root=root)
+    return torch.load(root / "simclr" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+
+
 def test_resume_reuses_the_seed_honours_a_moved_data_root_and_equals_the_uninterrupted_run(
-    first_epoch: Path, tmp_path: Path
+    first_epoch: Path, uninterrupted: dict, tmp_path: Path
 ) -> None:
-    data = first_epoch.parents[1] / "fmnist"
-    options = [*TINY, "--trainer.check_val_every_n_epoch", "2", "--trainer.max_epochs", "2"]
-    train("--data.root", str(data), *options, "--seed_everything", "3", root=tmp_path)
-    moved = shutil.copytree(data, tmp_path / "moved")  # where the data lives may change on resume
+    moved = shutil.copytree(first_epoch.parents[1] / "fmnist", tmp_path / "moved")  # the data may move on resume
     checkpoint = first_epoch / "checkpoints" / "last.ckpt"
+    options = [*TINY, "--trainer.check_val_every_n_epoch", "2", "--trainer.max_epochs", "2"]
     train("--data.root", str(moved), *options, "--ckpt_path", str(checkpoint), root=tmp_path)
 
-    whole = torch.load(tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
-    resumed = torch.load(tmp_path / "simclr" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
-    config = yaml.safe_load((tmp_path / "simclr" / "version_1" / "config.yaml").read_text())
+    whole = uninterrupted
+    resumed = torch.load(tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    config = yaml.safe_load((tmp_path / "simclr" / "version_0" / "config.yaml").read_text())
     assert config["seed_everything"] == 3 and resumed["selfsup"]["seed"] == 3  # no --seed_everything given
     assert config["data"]["root"] == str(moved) and resumed["datamodule_hyper_parameters"]["root"] == str(moved)
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 4  # stopped after its first epoch
@@ -71,31 +79,30 @@ class KilledAfterStep5(pl.Callback):
 
 
 def test_a_run_killed_mid_epoch_resumes_from_its_time_based_checkpoint_as_if_uninterrupted(
-    first_epoch: Path, tmp_path: Path
+    first_epoch: Path, uninterrupted: dict, tmp_path: Path
 ) -> None:
     """The device loader continues with the batches and the views the epoch had left: bitwise the same weights."""
-    data, options = first_epoch.parents[1] / "fmnist", [*TINY, "--seed_everything", "3", "--trainer.max_epochs", "2"]
-    train("--data.root", str(data), *options, root=tmp_path)
+    data = first_epoch.parents[1] / "fmnist"
+    every_step = ["--checkpoint_every_minutes", "1e-9", f"--trainer.callbacks+={__name__}.KilledAfterStep5"]
     killed = [
-        sys.executable, "train.py", "fit", "--config", "configs/simclr.yaml", "--trainer.accelerator", "cpu",
-        "--trainer.default_root_dir", str(tmp_path), "--data.root", str(data), *options,
-        "--checkpoint_every_minutes", "1e-9", f"--trainer.callbacks+={__name__}.KilledAfterStep5",
-    ]  # fmt: skip
+        sys.executable,
+        "train.py",
+        *fit_command("--data.root", str(data), *TWO_EPOCHS, *every_step, root=tmp_path),
+    ]
     assert subprocess.run(killed, cwd=REPO, capture_output=True).returncode == 9
-    checkpoint = tmp_path / "simclr" / "version_1" / "checkpoints" / "last.ckpt"
+    checkpoint = tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 5  # 4 steps an epoch: within epoch 1
-    train("--data.root", str(data), *options, "--ckpt_path", str(checkpoint), root=tmp_path)
-    whole = torch.load(tmp_path / "simclr" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
-    resumed = torch.load(tmp_path / "simclr" / "version_2" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["global_step"] == whole["global_step"] == 8
-    for key, value in whole["state_dict"].items():
+    train("--data.root", str(data), *TWO_EPOCHS, "--ckpt_path", str(checkpoint), root=tmp_path)
+    resumed = torch.load(tmp_path / "simclr" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == uninterrupted["global_step"] == 8
+    for key, value in uninterrupted["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), f"{key} differs from the uninterrupted run"
 
     # on 2 ranks the epoch's 16 trained images are less than one global batch of 32: the loader deals the epoch's
     # shuffle from its start, 2 steps, and Lightning must run both (it counted 1 batch done and stopped after 1)
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.sync_batchnorm", "false"]
-    train("--data.root", str(data), *options, *ddp, "--ckpt_path", str(checkpoint), root=tmp_path)
-    on_two_ranks = tmp_path / "simclr" / "version_3"
+    train_in_a_process("--data.root", str(data), *TWO_EPOCHS, *ddp, "--ckpt_path", str(checkpoint), root=tmp_path)
+    on_two_ranks = tmp_path / "simclr" / "version_2"
     assert torch.load(on_two_ranks / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5 + 2
     rates = [float(row["lr/weights"]) for row in read_metrics(on_two_ranks) if row.get("lr/weights")]
     assert len(rates) == 2 and rates[0] > rates[1] > 0
@@ -129,7 +136,7 @@ def test_a_resume_that_takes_other_steps_continues_the_learning_rate_curve_and_e
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [
-        ("mocov2", [], "was written by simclr, but the config asks for MoCoV2. Use it with --config configs/simclr"),
+        ("mocov2", [], "was written by simclr, but the config asks for MoCoV2. Use it with --config simclr"),
         ("simclr", ["--model.init_args.temperature", "0.5"], "--model.init_args.temperature 0.5 (checkpoint: 0.2)"),
         ("simclr", ["--seed_everything", "4"], "--seed_everything 4 (checkpoint: 3)"),
         ("simclr", ["--seed_everything", "false"], "--seed_everything False (checkpoint: 3)"),

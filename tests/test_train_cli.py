@@ -24,12 +24,23 @@ REPO = Path(__file__).resolve().parents[1]
 METRICS = ("train/loss", "train/hard_negative_sim", "val/knn_top1", "val/online_linear_top1", "perf/img_per_s")
 
 
-def train(*args: str, root: Path, method: str = "simclr") -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, "train.py", "fit", "--config", f"configs/{method}.yaml",
-        "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(root),
-        "--trainer.enable_progress_bar", "false", *args,
+def fit_command(*args: str, root: Path, method: str = "simclr") -> list[str]:
+    """`train.py fit` with the method's config on the CPU into `root`, without a progress bar."""
+    return [
+        "fit", "--config", str(REPO / "configs" / f"{method}.yaml"), "--trainer.accelerator", "cpu",
+        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *args,
     ]  # fmt: skip
+
+
+def train(*args: str, root: Path, method: str = "simclr") -> SelfSupCLI:
+    """`train.py fit` in this process: what the command does, without paying a Python start and the imports."""
+    return main(fit_command(*args, root=root, method=method))
+
+
+def train_in_a_process(*args: str, root: Path, method: str = "simclr") -> subprocess.CompletedProcess:
+    """`python train.py fit` as its own process: for what only a process shows (its stderr from the first line on,
+    DDP's launched ranks, a kill)."""
+    command = [sys.executable, "train.py", *fit_command(*args, root=root, method=method)]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,7 +86,7 @@ PROJECT_NOISE = (
 
 def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_path: Path, image_folder: Path) -> None:
     runs = tmp_path / "runs"
-    result = train(*tiny_folder_args(image_folder), "--trainer.max_epochs", "1", root=runs)
+    result = train_in_a_process(*tiny_folder_args(image_folder), "--trainer.max_epochs", "1", root=runs)
     assert not [noise for noise in PROJECT_NOISE if noise in result.stderr], result.stderr[-3000:]
     first = runs / "simclr" / "version_0"
     written = sorted(path.name for path in (first / "checkpoints").iterdir())
@@ -95,7 +106,9 @@ def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_
     for name in (*METRICS, "simclr", "image_folder", "pretrain"):
         assert name.encode() in record, f"{name} missing from the offline wandb run"
 
-    train(*tiny_folder_args(image_folder), "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=runs)
+    train_in_a_process(
+        *tiny_folder_args(image_folder), "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=runs
+    )
     resumed = read_metrics(runs / "simclr" / "version_1")
     assert {row["epoch"] for row in resumed} - {""} == {"1"}, "resuming must continue at epoch 1, not restart"
     assert min(int(row["step"]) for row in resumed) >= 6  # epoch 0 ran 48 / 8 = 6 steps
@@ -142,14 +155,16 @@ def test_print_config_shows_every_option(capsys: pytest.CaptureFixture) -> None:
         assert option in printed
 
 
-@pytest.mark.parametrize("method", ["simclr", "mochi"])
-def test_fit_with_two_ddp_processes_on_cpu(method: str, tmp_path: Path) -> None:
-    """The issue's launch line (--trainer.devices 2 --trainer.strategy ddp) on CPU with gloo, device-resident data."""
+def test_fit_with_two_ddp_processes_on_cpu(tmp_path: Path) -> None:
+    """The launch line --trainer.devices 2 --trainer.strategy ddp on CPU with gloo, device-resident data, for MoCHi:
+    a queue shared by the ranks and mixing. SimCLR on 2 ranks is in test_resume, the losses' gathers in
+    tests/losses, two nodes in test_launchers."""
+    method = "mochi"
     from tests.data.test_datasets import fake_fashion_mnist
 
     fake_fashion_mnist(tmp_path / "fmnist", train=64, test=20)
     runs = tmp_path / "runs"
-    train(
+    train_in_a_process(
         "--data.root",
         str(tmp_path / "fmnist"),
         "--data.batch_size",

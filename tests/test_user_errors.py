@@ -251,7 +251,7 @@ def test_help_lists_every_subcommand_including_eval(capsys: pytest.CaptureFixtur
         main(["--help"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert all(subcommand in printed for subcommand in ("fit", "validate", "eval", "train.py eval --help", "export"))
+    assert all(subcommand in printed for subcommand in ("fit", "validate", "eval", "selfsup eval --help", "export"))
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ class SelfSupDataModule(pl.LightningDataModule):
                 copied asynchronously), or auto (the first that leaves model_memory_gib free; host on CPUs).
             model_memory_gib: GPU memory that placement auto leaves for the model, its activations and optimizer.
             holdout: hold out this many labelled training images (the same draw for every seed) and evaluate on them
-                instead of the test set: the kNN monitor, the online probe and `train.py eval` of the run then
+                instead of the test set: the kNN monitor, the online probe and `selfsup eval` of the run then
                 never see test images. For choosing hyperparameters; 0 evaluates on the test set.
         """
         super().__init__()
@@ -106,7 +106,7 @@ class SelfSupDataModule(pl.LightningDataModule):
         if path is not None and not os.access(path, os.R_OK | os.X_OK):
             raise ConfigurationError(f"Data root {path} is not readable. Fix its permissions or --data.root.")
         image_size, folder_image_size = kind.resolve_sizes(dataset, path, image_size, folder_image_size)
-        self.save_hyperparameters()  # as resolved, into checkpoints: `train.py eval` finds the data again
+        self.save_hyperparameters()  # as resolved, into checkpoints: `selfsup eval` finds the data again
         options = (max_samples, folder_image_size, num_workers, placement, model_memory_gib, holdout)
         self.source = kind(DataOptions(dataset, path, *options))
         self.holdout = holdout
@@ -149,7 +149,7 @@ class SelfSupDataModule(pl.LightningDataModule):
             )
 
     def _shard(self) -> Shard:
-        """This process's place in the run: the trainer's, or the process group's without one (`train.py eval`)."""
+        """This process's place in the run: the trainer's, or the process group's without one (`selfsup eval`)."""
         if self.trainer is not None:
             trainer = self.trainer
             return Shard(trainer.global_rank, trainer.world_size, trainer.strategy.root_device, run_seed())

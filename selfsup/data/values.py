@@ -4,7 +4,7 @@ size of its views, the class count of its monitors and the normalisation of its 
 A method's `batch_size`, `image_size`, `num_classes`, `image_mean` and `image_std` default to None, "from the
 data", and `Method.setup` fills them in from what the data says (`DataValues`):
 
-- an attached `SelfSupDataModule` says all five (train.py links the same values into the method);
+- an attached `SelfSupDataModule` says all five (`selfsup fit` links the same values into the method);
 - any other loader (a DataLoader over a torchvision dataset, a TensorDataset, ...) says
   - batch size: the number of images in its first batch (per device, as the data module's);
   - image size: the shorter side of the first batch's images rounded up to a multiple of 8, since the small-image
@@ -37,7 +37,7 @@ from selfsup.data.batches import check_images, images_and_labels
 from selfsup.data.datamodule import SelfSupDataModule
 from selfsup.errors import ConfigurationError
 
-# data module attribute -> the method argument it sets; train.py links them, `Method.setup` reads them
+# data module attribute -> the method argument it sets; `selfsup fit` links them, `Method.setup` reads them
 DATA_TO_MODEL = {
     "batch_size": "batch_size",
     "image_size": "image_size",

@@ -1,5 +1,5 @@
 """Evaluators: the kNN monitor and sweep, the offline linear probe, representation diagnostics, and the
-`train.py eval` command (`selfsup.evaluation.evaluate`) that runs them on a checkpoint."""
+`selfsup eval` command (`selfsup.evaluation.evaluate`) that runs them on a checkpoint."""
 
 from selfsup.evaluation.diagnostics import DiagnosticsCallback, representation_diagnostics
 from selfsup.evaluation.knn import knn_predict, knn_sweep

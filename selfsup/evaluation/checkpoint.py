@@ -14,7 +14,7 @@ from selfsup.runs import RunRecord, read_checkpoint, run_folder_of_checkpoint, r
 
 @dataclass
 class Pretrained:
-    """The frozen backbone of a `train.py fit` checkpoint and what the checkpoint says about its training: the
+    """The frozen backbone of a `selfsup fit` checkpoint and what the checkpoint says about its training: the
     method's and data's hyperparameters, the method name, run name, epochs and step. Made by `load_pretrained`."""
 
     backbone: nn.Module
@@ -34,7 +34,7 @@ class Pretrained:
 
 
 def load_pretrained(path: str | Path, expected_backbone: str | None = None, encoder: str = "online") -> Pretrained:
-    """The frozen backbone of a checkpoint written by `train.py fit`, in eval mode on the CPU.
+    """The frozen backbone of a checkpoint written by `selfsup fit`, in eval mode on the CPU.
 
     Loads with `weights_only=True` (`selfsup.runs.read_checkpoint`): nothing in the file is executed.
     `expected_backbone`, when given, must be the backbone the checkpoint was trained with. `encoder` chooses

@@ -30,7 +30,7 @@ def sample_points(labels: torch.Tensor, points: int, seed: int = 0) -> torch.Ten
 def tsne_map(features: torch.Tensor, seed: int = 0) -> np.ndarray:
     """(N, D) features -> (N, 2) t-SNE coordinates, after PCA to 50 dimensions (cosine geometry: the features
     are L2-normalised first, as the kNN monitor compares them)."""
-    from sklearn.decomposition import PCA  # imported here: a second of start-up only `train.py eval` pays
+    from sklearn.decomposition import PCA  # imported here: a second of start-up only `selfsup eval` pays
     from sklearn.manifold import TSNE
 
     normalised = torch.nn.functional.normalize(features.float(), dim=1).cpu().numpy()

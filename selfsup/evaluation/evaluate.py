@@ -1,7 +1,7 @@
-"""`python train.py eval`: the numbers to quote for a pretraining checkpoint, computed the same way for every
+"""`selfsup eval`: the numbers to quote for a pretraining checkpoint, computed the same way for every
 method.
 
-    python train.py eval --config configs/eval/linear.yaml --ckpt_path runs/simclr/version_0/checkpoints/last.ckpt
+    selfsup eval --config eval/linear --ckpt_path runs/simclr/version_0/checkpoints/last.ckpt
 
 Loads the checkpoint's backbone (weights only), extracts clean features of the labelled training set and the
 test set of the data it was trained on, then runs the kNN sweep, the linear probe and the diagnostics. It
@@ -10,7 +10,7 @@ whole or not at all; any other existing file is never replaced) and a t-SNE map 
 it (`embedding_map.png`), and logs both to wandb under the pretraining run's name with job type `eval` (offline
 unless wandb is configured). Where they go is checked before any work starts.
 
-On several devices (`torchrun --nproc_per_node N train.py eval ...`) it runs the same steps sharded: each rank
+On several devices (`torchrun --nproc_per_node N -m selfsup eval ...`) it runs the same steps sharded: each rank
 extracts the features of its share of the data, the kNN search merges the ranks' candidates without gathering
 the bank, the linear probe trains on the features gathered in dataset order, and rank 0 computes the
 diagnostics and writes the results; the numbers equal one process's.
@@ -57,7 +57,7 @@ class EvalData:
 
 @dataclass(frozen=True)
 class KnnConfig:
-    """The kNN sweep of `train.py eval`: every k in `ks` with every vote temperature in `temperatures`; the
+    """The kNN sweep of `selfsup eval`: every k in `ks` with every vote temperature in `temperatures`; the
     headline pair (k=200, T=0.1, InstDisc's: "Unsupervised Feature Learning via Non-Parametric Instance
     Discrimination", Wu et al., CVPR 2018, Sec. 3.4) must be one of them."""
 
@@ -90,7 +90,7 @@ def evaluate(
     """Evaluate the backbone of a pretraining checkpoint, in one process or under `torchrun --nproc_per_node N`.
 
     Args:
-        ckpt_path: a checkpoint written by `train.py fit` (any method).
+        ckpt_path: a checkpoint written by `selfsup fit` (any method).
         backbone: if set, the backbone the checkpoint must hold (guards against evaluating the wrong file).
         data: the evaluation data; by default the dataset and root the checkpoint was trained on.
         knn: the kNN sweep over k and temperature.
@@ -256,7 +256,7 @@ def check_destination(destination: Path, draws_map: bool) -> None:
     earlier_evaluation = destination.is_file() and _is_results(destination)
     if destination.is_file() and not earlier_evaluation:
         raise ConfigurationError(
-            f"--output {destination} exists and is not the results of `train.py eval`, so it is not replaced; "
+            f"--output {destination} exists and is not the results of `selfsup eval`, so it is not replaced; "
             "choose a new file name."
         )
     if draws_map:
@@ -412,5 +412,5 @@ def _log_to_wandb(results: dict[str, Any], project: str, directory: Path) -> Non
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
-    """`train.py eval ...`: parse errors are raised (not printed with the usage), for `selfsup.cli` to report."""
+    """`selfsup eval ...`: parse errors are raised (not printed with the usage), for `selfsup.cli` to report."""
     return CLI(evaluate, args=args, as_positional=False, exit_on_error=False)

@@ -12,7 +12,7 @@ rank's features on that rank. Throughput and wall-clock time are logged by `self
 
 What the data decides (batch size, image size, classes, normalisation) is taken from the data in `setup` unless
 given (`selfsup.data.values`), and every loader's first batch is checked against the batch contract
-(`selfsup.data.batches`), so a plain `pl.Trainer` on any DataLoader trains what train.py would.
+(`selfsup.data.batches`), so a plain `pl.Trainer` on any DataLoader trains what `selfsup fit` would.
 """
 
 import itertools
@@ -53,7 +53,7 @@ class Method(pl.LightningModule):
 
     # (fewest, most) views per image that `ssl_loss` works with; None: no upper bound
     VIEWS_PER_IMAGE: ClassVar[tuple[int, int | None]] = (1, None)
-    # encoder -> the attribute holding that backbone (`train.py export --encoder`); momentum methods add theirs
+    # encoder -> the attribute holding that backbone (`selfsup export --encoder`); momentum methods add theirs
     ENCODERS: ClassVar[dict[str, str]] = {"online": "backbone"}
 
     def __init__(

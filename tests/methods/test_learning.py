@@ -1,5 +1,6 @@
-"""SimCLR learns on real Fashion-MNIST: after a short CPU run, kNN top-1 of the learned features clearly beats
-the same network at random initialisation (measured: about 58% -> 73% for seeds 0-2, in under a minute)."""
+"""SimCLR learns on real Fashion-MNIST: after 60 steps on the CPU, kNN top-1 of the learned features clearly beats
+the same network at random initialisation (measured on 2026-12-02: 53.5/50.0/49.3% -> 68.8/67.4/65.7% for seeds 0-2,
+a gain of 15-17 points against the 8 asked; the fit takes about 10 s on 2 cores)."""
 
 import pytorch_lightning as pl
 
@@ -31,7 +32,7 @@ def test_simclr_beats_random_init_on_fashion_mnist() -> None:
         batch_size=128,
     )
     random_init = knn_top1(method, data)
-    pl.Trainer(max_steps=300, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER_OPTIONS).fit(
+    pl.Trainer(max_steps=60, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER_OPTIONS).fit(
         method, datamodule=data
     )
     learned = knn_top1(method, data)
