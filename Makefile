@@ -37,8 +37,9 @@ train: setup data
 		$(PY) train.py fit --config configs/simclr.yaml --config configs/trainer/cpu.yaml $(ARGS); \
 	fi
 
+# One pytest-xdist worker per core; a worker steals queued tests from a busy one, so the long tests do not finish last.
 test: setup data
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist worksteal tests
 
 lint: setup
 	$(VENV)/bin/ruff check selfsup tests bench train.py

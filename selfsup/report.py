@@ -1,6 +1,6 @@
 """Compare pretraining runs side by side from their local logs, no wandb account needed.
 
-    python -m selfsup.report runs/simclr/version_0 runs/mocov2/version_0 --out report
+    selfsup report runs/simclr/version_0 runs/mocov2/version_0 --out report
     python -m selfsup.report runs --out report        # every run found under runs/
 
 Reads each run's CSV metrics and hyperparameters (written by `selfsup fit`) and, where `selfsup eval` has

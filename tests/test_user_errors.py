@@ -133,7 +133,10 @@ def test_the_short_config_flag_is_checked_and_long_inline_yaml_is_not_taken_for_
 
 def test_no_method_lists_the_registered_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     message = one_line_error(["fit", "--trainer.default_root_dir", str(tmp_path)], capsys)
-    assert "No method given. Registered methods: simclr (SimCLR)" in message and "configs/<method>.yaml" in message
+    assert (
+        "No method given. Registered methods: simclr (SimCLR)" in message
+        and "pass --config <method> or --model <Class>." in message
+    )
 
 
 def _write(path: Path, content: bytes) -> Path:

@@ -75,7 +75,7 @@ class SelfSupDataModule(pl.LightningDataModule):
                 /usr/share/datasets/fashion-mnist, else a download into ~/.cache/selfsup). CIFAR/STL: the folder
                 holding torchvision's extracted archive (default: a download into ~/.cache/selfsup).
                 image_folder: a folder of class subfolders, or one with train/ and val/ inside. packed: the
-                directory `python -m selfsup.data.pack` wrote.
+                directory `selfsup pack` wrote.
             batch_size: images per device per step.
             max_samples: use only the first N training and N test images (quick runs and tests).
             image_size: side of the methods' views and of the clean evaluation images; view recipes scale it

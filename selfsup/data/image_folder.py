@@ -141,7 +141,7 @@ class ImageFolderSource(DataSource):
         if options.placement != "auto":
             raise ConfigurationError(
                 f"--data.placement {options.placement} places packed and built-in datasets; image folders are read "
-                "by DataLoader workers. Pack the folder first (python -m selfsup.data.pack), or omit the option."
+                "by DataLoader workers. Pack the folder first (selfsup pack), or omit the option."
             )
         self.options = options
         train_dir, val_dir = train_and_val_folders(options.root)

@@ -1,4 +1,4 @@
-"""`python -m selfsup.data.pack FOLDER --size S --out DIR`: decode an image folder once into a packed dataset.
+"""`selfsup pack FOLDER --size S --out DIR`: decode an image folder once into a packed dataset.
 
 Every image is decoded the way image-folder training decodes it (`selfsup.data.decode`: the shorter side
 resized to S, the centre cropped), so a packed run trains on the pixels a folder run decodes with

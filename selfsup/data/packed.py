@@ -1,6 +1,6 @@
 """Packed datasets: an image folder decoded once into memory-mappable uint8 arrays, trained from memory.
 
-`python -m selfsup.data.pack FOLDER --size S --out DIR` writes (see `selfsup.data.pack`):
+`selfsup pack FOLDER --size S --out DIR` writes (see `selfsup.data.pack`):
 
     DIR/packed.json          format and version, the square size S, the class names, the images per split
     DIR/train/images.npy     (N, S, S, 3) uint8, in a fixed shuffled order, so every prefix and every
@@ -85,7 +85,7 @@ class Manifest:
     def read(cls, directory: Path) -> "Manifest":
         """The manifest of a finished pack of this version; anything else is one line naming the fix."""
         repack = (
-            "pack an image folder with `python -m selfsup.data.pack <image folder> --size <px> --out <new directory>` "
+            "pack an image folder with `selfsup pack <image folder> --size <px> --out <new directory>` "
             "and point --data.root there"
         )
         if not directory.is_dir():
@@ -128,7 +128,7 @@ def open_split(directory: Path, manifest: Manifest, split: str) -> Split:
 
 
 class PackedSource(InMemorySource):
-    """A packed dataset (`python -m selfsup.data.pack`): memory-mapped uint8 arrays, placed on the GPU, sharded
+    """A packed dataset (`selfsup pack`): memory-mapped uint8 arrays, placed on the GPU, sharded
     over GPUs or served from host memory (`selfsup.data.placement`). Its mean and std are ImageNet's, as for the
     image folders it was packed from."""
 
