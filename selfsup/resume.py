@@ -12,7 +12,10 @@ that method. Here the rule is explicit, and every departure from it stops the ru
   seed, so that the resumed run draws the views and shuffles an uninterrupted run would have drawn.
 
 A checkpoint written within an epoch resumes that epoch where its data loader stopped (`align_resumed_epoch`),
-also on another number of ranks.
+also on another number of ranks. The views come from generators of their own; what else in a step draws random
+numbers (MoCHi's mixing, dropout, drop path) draws from torch's global generators, whose state each rank saves
+(`global_random_state`) and a resumed run on as many ranks restores, so that it draws what the uninterrupted run
+drew.
 """
 
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from torch import Tensor
 
 from selfsup.errors import ConfigurationError
 from selfsup.runs import RunRecord, plain
@@ -136,4 +141,25 @@ def align_resumed_epoch(trainer: pl.Trainer, batches_served: int) -> bool:
         return False
     progress.ready = progress.started = progress.processed = batches_served
     progress.completed = batches_served - int(trainer.fit_loop.epoch_loop.restarted_on_train_batch_end)
+    return True
+
+
+def global_random_state(device: torch.device) -> Tensor:
+    """torch's global random state in this process: the CPU generator's, then, on a GPU, `device`'s default
+    generator's, as one uint8 tensor (equal in size on every rank of a run, so the ranks' states can be gathered)."""
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return torch.cat(states)
+
+
+def restore_global_random_state(state: Tensor, device: torch.device) -> bool:
+    """Set torch's global generators to `state` from `global_random_state`; False, changing nothing, if it was saved
+    on another kind of device (a CPU state holds no GPU generator)."""
+    cpu_bytes = torch.get_rng_state().numel()
+    if state.numel() != global_random_state(device).numel():
+        return False
+    torch.set_rng_state(state[:cpu_bytes].clone())
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[cpu_bytes:].clone(), device)
     return True

@@ -19,10 +19,12 @@ from tests.conftest import free_port
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO
 
-# MoCo v2 (a queue shared by all ranks) for 2 epochs of 64 images, batch 8 per rank: 4 steps an epoch on 2 ranks
+# MoCHi (MoCo v2's queue shared by all ranks, and hard negatives mixed from it) for 2 epochs of 64 images, batch 8
+# per rank: 4 steps an epoch on 2 ranks
 FIT = [
-    "fit", "--config", "configs/mocov2.yaml", "--data.batch_size", "8", "--data.image_size", "16",
+    "fit", "--config", "configs/mochi.yaml", "--data.batch_size", "8", "--data.image_size", "16",
     "--model.init_args.backbone", "test_resnet", "--model.init_args.queue_size", "64",
+    "--model.init_args.mixing", "{num_hard: 32, num_mixed: 16, num_query_mixed: 8}",
     "--model.init_args.warmup_epochs", "0.5", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
     "--trainer.devices", "1", "--trainer.num_nodes", "2", "--trainer.precision", "32-true",
     "--trainer.sync_batchnorm", "false", "--trainer.enable_progress_bar", "false", "--wandb", "false",
@@ -92,7 +94,7 @@ def test_two_torchrun_nodes_train_identical_ranks_and_evaluate_sharded_like_one_
     assert_same_state(*states)
     assert states[0]["queue.pointer"].item() == 8 * 8 * 2 * 2 % 64  # 8 steps x 8 images x 2 keys x 2 ranks
 
-    checkpoint = runs / "mocov2" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = runs / "mochi" / "version_0" / "checkpoints" / "last.ckpt"
     options = ["--ckpt_path", str(checkpoint), "--wandb", "false", "--linear.epochs", "5", "--data.batch_size", "8"]
     single = evaluate([*options, "--output", str(tmp_path / "single.json")])
     sharded = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
@@ -142,7 +144,7 @@ def test_two_slurm_tasks_preempted_requeue_and_resume_to_the_uninterrupted_weigh
     slurm["MASTER_PORT"] = str(free_port())
     requeued = [task_env(rank, tmp_path / "requeued_job", RESUMED="1") for rank in range(2)]
     run_ranks([command] * 2, requeued, tmp_path / "requeued_job")
-    config = yaml.safe_load((runs / "mocov2" / "version_1" / "config.yaml").read_text())
+    config = yaml.safe_load((runs / "mochi" / "version_1" / "config.yaml").read_text())
     assert config["ckpt_path"] == str(runs / "hpc_ckpt_1.ckpt")  # resumed through selfsup.resume, not restarted
     for state in rank_states(tmp_path / "requeued_job"):
         assert_same_state(state, uninterrupted[0])

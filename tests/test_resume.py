@@ -26,8 +26,10 @@ TINY = [
 ]  # fmt: skip
 
 
-# the run resumed in these tests: seed 3, 2 epochs of 4 steps, validated once at its end
-TWO_EPOCHS = [*TINY, "--seed_everything", "3", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2"]
+# the run resumed in these tests: seed 3, 2 epochs of 4 steps, validated once at its end, with hard negatives mixed
+# from torch's global generator (whose state a resumed run must continue, as it continues the views')
+TWO_EPOCHS = [*TINY, "--seed_everything", "3", "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2",
+              "--model.init_args.mixing", "{num_hard: 16, num_mixed: 8, num_query_mixed: 4}"]  # fmt: skip
 
 # a process limit no epoch fits in: the run ends after its first epoch without changing its plan (as if preempted)
 STOP_AFTER_FIRST_EPOCH = ["--stop_after_minutes", "0.00001"]
@@ -104,8 +106,10 @@ def test_a_run_killed_mid_epoch_resumes_from_its_time_based_checkpoint_as_if_uni
     train_in_a_process("--data.root", str(data), *TWO_EPOCHS, *ddp, "--ckpt_path", str(checkpoint), root=tmp_path)
     on_two_ranks = tmp_path / "simclr" / "version_2"
     assert torch.load(on_two_ranks / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5 + 2
-    rates = [float(row["lr/weights"]) for row in read_metrics(on_two_ranks) if row.get("lr/weights")]
+    rows = read_metrics(on_two_ranks)
+    rates = [float(row["lr/weights"]) for row in rows if row.get("lr/weights")]
     assert len(rates) == 2 and rates[0] > rates[1] > 0
+    assert any(row["val/knn_top1"] for row in rows)  # the sharded kNN monitor on 2 ranks
 
 
 def test_a_resume_that_takes_other_steps_continues_the_learning_rate_curve_and_ends_it_at_its_last_step(
@@ -141,7 +145,7 @@ def test_a_resume_that_takes_other_steps_continues_the_learning_rate_curve_and_e
         ("simclr", ["--seed_everything", "4"], "--seed_everything 4 (checkpoint: 3)"),
         ("simclr", ["--seed_everything", "false"], "--seed_everything False (checkpoint: 3)"),
         ("simclr", ["--data.batch_size", "8"], "--data.batch_size 8 (checkpoint: 16)"),
-        ("simclr", ["--model.init_args.mixing.num_hard", "8"], "--model.init_args.mixing.num_hard 8 (checkpoint: 0)"),
+        ("simclr", ["--model.init_args.mixing.num_hard", "8"], "--model.init_args.mixing.num_hard 8 (checkpoint: 16)"),
     ],
 )
 def test_resuming_with_another_method_or_changed_options_is_one_line(

@@ -36,13 +36,14 @@ from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_per_epoch, weight_decay_groups
-from selfsup.resume import align_resumed_epoch
+from selfsup.resume import align_resumed_epoch, global_random_state, restore_global_random_state
 from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
 # The batch hooks are the method's on purpose: it owns its batch contract and its augmentation, whatever the data.
 warnings.filterwarnings("ignore", message="You have overridden `on_(before|after)_batch_transfer` in `LightningModule`")
 
 VIEW_GENERATOR_KEY = "selfsup_view_generators"  # checkpoint key: rank -> {epoch, generator state}
+GLOBAL_RANDOM_KEY = "selfsup_global_random_state"  # checkpoint key: rank -> torch's global random state
 # Until `setup` knows the data, a method built without an image size has a backbone for this size (the stock stem
 # of torchvision and timm models) and views normalised with ImageNet's statistics; `setup` rebuilds them.
 PROVISIONAL_IMAGE_SIZE = 224
@@ -134,6 +135,7 @@ class Method(pl.LightningModule):
         self._generator: torch.Generator | None = None
         self._generator_epoch = -1
         self._resumed_views: dict[int, dict] | None = None  # rank -> {epoch, generator state} from a checkpoint
+        self._resumed_random: dict[int, Tensor] | None = None  # rank -> global random state from a checkpoint
 
     def _build_backbone(self) -> nn.Module:
         """The backbone for the image size (a provisional one while it is unknown: see PROVISIONAL_IMAGE_SIZE, or
@@ -209,6 +211,7 @@ class Method(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_views = checkpoint.get(VIEW_GENERATOR_KEY)
+        self._resumed_random = checkpoint.get(GLOBAL_RANDOM_KEY)
 
     def _loader_name(self, dataloader_idx: int) -> str:
         """The loader of the batch at hand, as errors name it."""
@@ -324,17 +327,24 @@ class Method(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """A run resumed within an epoch trains the rest of that epoch as its data loader deals it (on another number
-        of ranks, Lightning's restored count is in other batches) and re-plans its schedule over those steps."""
+        of ranks, Lightning's restored count is in other batches) and re-plans its schedule over those steps. On as
+        many ranks, each rank's global random state continues from the checkpoint's."""
         served = getattr(self.trainer.datamodule, "resumed_batches", lambda: None)()
         if served is not None and align_resumed_epoch(self.trainer, served):
             self.lr_schedulers().replan()
+        if self._resumed_random is not None and len(self._resumed_random) == self.trainer.world_size:
+            restore_global_random_state(self._resumed_random[self.global_rank], self.device)
+        self._resumed_random = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the method, the run, the seed and the wandb run in the checkpoint (`selfsup.runs.RunRecord`), and
-        every rank's view generator, so that a checkpoint written within an epoch resumes with the views it had left."""
+        """Record the method, the run, the seed and the wandb run in the checkpoint (`selfsup.runs.RunRecord`), every
+        rank's global random state, and every rank's view generator, so that a checkpoint written within an epoch
+        resumes with the views it had left."""
         run = run_name(self.logger.name, self.logger.version) if self.logger is not None else None
         wandb_id = next((str(logger.version) for logger in self.loggers if isinstance(logger, WandbLogger)), None)
         RunRecord(method_name(type(self)), run, run_seed(), wandb_id).write(checkpoint)
+        random_states = gather(global_random_state(self.device).to(self.device)[None]).cpu()
+        checkpoint[GLOBAL_RANDOM_KEY] = {rank: state.clone() for rank, state in enumerate(random_states)}
         if self._generator is not None:
             states = gather(self._generator.get_state().to(self.device)[None]).cpu()
             # each state cloned into its own storage: set_state reads a view's storage from its start
