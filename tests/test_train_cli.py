@@ -155,45 +155,6 @@ def test_print_config_shows_every_option(capsys: pytest.CaptureFixture) -> None:
         assert option in printed
 
 
-def test_fit_with_two_ddp_processes_on_cpu(tmp_path: Path) -> None:
-    """The launch line --trainer.devices 2 --trainer.strategy ddp on CPU with gloo, device-resident data, for MoCHi:
-    a queue shared by the ranks and mixing. SimCLR on 2 ranks is in test_resume, the losses' gathers in
-    tests/losses, two nodes in test_launchers."""
-    method = "mochi"
-    from tests.data.test_datasets import fake_fashion_mnist
-
-    fake_fashion_mnist(tmp_path / "fmnist", train=64, test=20)
-    runs = tmp_path / "runs"
-    train_in_a_process(
-        "--data.root",
-        str(tmp_path / "fmnist"),
-        "--data.batch_size",
-        "8",
-        "--trainer.devices",
-        "2",
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.log_every_n_steps",
-        "1",
-        "--data.image_size",
-        "16",
-        "--model.init_args.warmup_epochs",
-        "0.5",
-        "--wandb",
-        "false",
-        "--trainer.sync_batchnorm",
-        "false",  # SyncBatchNorm needs GPUs
-        root=runs,
-        method=method,
-    )
-    rows = read_metrics(runs / method / "version_0")
-    steps = [int(row["step"]) for row in rows if row["train/loss"]]
-    assert max(steps) == 3  # 64 images / 2 ranks / batch 8 = 4 steps, each rank on its own shard
-    assert any(row["val/knn_top1"] for row in rows)
-
-
 @pytest.mark.parametrize("method", ["mocov2", "mochi", "byol"])
 def test_momentum_methods_fit_and_resume_with_queue_and_target_intact(
     method: str, tmp_path: Path, image_folder: Path
