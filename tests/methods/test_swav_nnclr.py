@@ -2,6 +2,7 @@
 batch (loss, parameter gradients after DDP's averaging, queues). The networks run in eval mode so that batch
 norm uses the same statistics on every rank; in training, SyncBatchNorm gives the same guarantee on GPUs."""
 
+import functools
 import math
 
 import pytest
@@ -52,30 +53,36 @@ def step(method: SwAV | NNCLR, views: list[torch.Tensor], labels: torch.Tensor) 
     return loss.item(), gradient, [q.keys.clone() for q in queues]
 
 
-def _worker(rank: int, name: str, port: int, results) -> None:
-    method = build(name)  # the queue fill happens before the process group exists: no gather
-    views, labels = batch(method)
+def _worker(rank: int, port: int, results) -> None:
+    # both methods in one pair of processes (each start imports Lightning); their queues are filled before the
+    # process group exists: no gather
+    methods = {name: build(name) for name in METHOD_OPTIONS}
+    batches = {name: batch(method) for name, method in methods.items()}
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     mine = slice(4 * rank, 4 * rank + 4)
-    loss, gradient, queues = step(method, [v[mine] for v in views], labels[mine])
-    results.put((rank, loss, gradient.tolist(), [q.tolist() for q in queues]))
+    for name, method in methods.items():
+        views, labels = batches[name]
+        loss, gradient, queues = step(method, [v[mine] for v in views], labels[mine])
+        results.put((name, rank, loss, gradient.tolist(), [q.tolist() for q in queues]))
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", ["swav", "nnclr"])
-def test_two_ranks_equal_one_process_on_the_whole_batch(name: str) -> None:
-    single = build(name)
-    expected_loss, expected_gradient, expected_queues = step(single, *batch(single))
+def test_two_ranks_equal_one_process_on_the_whole_batch() -> None:
     results = mp.get_context("spawn").SimpleQueue()
-    workers = mp.spawn(_worker, args=(name, free_port(), results), nprocs=2, join=False)
-    ranks = sorted(results.get() for _ in range(2))  # read before joining: a full pipe would block the workers
+    workers = mp.spawn(_worker, args=(free_port(), results), nprocs=2, join=False)
+    outputs = [results.get() for _ in range(2 * len(METHOD_OPTIONS))]  # read before joining: a full pipe blocks
     workers.join()
-    assert sum(r[1] for r in ranks) / 2 == pytest.approx(expected_loss, rel=1e-5)
-    averaged = (torch.tensor(ranks[0][2]) + torch.tensor(ranks[1][2])) / 2  # what DDP applies
-    torch.testing.assert_close(averaged, expected_gradient, rtol=1e-4, atol=1e-6)
-    for rank_queues in (ranks[0][3], ranks[1][3]):
-        for queue, expected in zip(rank_queues, expected_queues, strict=True):
-            torch.testing.assert_close(torch.tensor(queue), expected)
+    for name in METHOD_OPTIONS:
+        single = build(name)
+        expected_loss, expected_gradient, expected_queues = step(single, *batch(single))
+        ranks = sorted(output[1:] for output in outputs if output[0] == name)
+        named = functools.partial("{}: {}".format, name)  # a failure says which method
+        assert sum(r[1] for r in ranks) / 2 == pytest.approx(expected_loss, rel=1e-5), name
+        averaged = (torch.tensor(ranks[0][2]) + torch.tensor(ranks[1][2])) / 2  # what DDP applies
+        torch.testing.assert_close(averaged, expected_gradient, rtol=1e-4, atol=1e-6, msg=named)
+        for rank_queues in (ranks[0][3], ranks[1][3]):
+            for queue, expected in zip(rank_queues, expected_queues, strict=True):
+                torch.testing.assert_close(torch.tensor(queue), expected, msg=named)
 
 
 def test_swav_queue_joins_sinkhorn_only_once_full() -> None:
