@@ -61,3 +61,10 @@ def packed_folder(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("packed") / "packed"
     pack(image_folder, PACKED_SIZE, out, workers=1)
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests (tests/test_*.py: they train, start processes, build the wheel) run before the unit tests in
+    the folders below. With one pytest-xdist worker per core, the long tests start early and the short ones fill
+    the gaps, instead of one worker finishing a long test alone at the end."""
+    items.sort(key=lambda item: item.path.parent != Path(__file__).parent)  # a stable sort: each group keeps its order
