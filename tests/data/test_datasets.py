@@ -1,4 +1,5 @@
 import gzip
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -140,6 +141,22 @@ def test_corrupt_image_read_in_a_worker_keeps_its_one_line_message(image_folder:
     del error
     assert message.startswith("Cannot decode image ") and "\n" not in message
     assert "broken.png" in message and "Traceback" not in message
+
+
+def test_a_validation_pass_over_a_folder_stops_its_workers_and_the_training_loader_keeps_its_own(
+    image_folder: Path,
+) -> None:
+    """Workers left running by a one-pass loader (validation, `selfsup eval`) made the garbage collection that
+    freed it wait 5 s for each; the training loader keeps its workers for the next epoch."""
+    data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=8, num_workers=2, image_size=16)
+    data.setup("fit")
+    before = set(multiprocessing.active_children())
+    loaders = data.val_dataloader()
+    assert [sum(len(labels) for _, labels in loader) for loader in loaders] == [48, 16]  # the kNN bank, the test set
+    assert set(multiprocessing.active_children()) == before  # with the loaders still held
+    training = data.train_dataloader()
+    assert sum(len(labels) for _, labels in training) == 48
+    assert len(set(multiprocessing.active_children()) - before) == 2
 
 
 def test_validation_labels_follow_the_training_classes_even_when_a_class_is_missing(image_folder: Path) -> None:
