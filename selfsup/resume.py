@@ -153,13 +153,12 @@ def global_random_state(device: torch.device) -> Tensor:
     return torch.cat(states)
 
 
-def restore_global_random_state(state: Tensor, device: torch.device) -> bool:
-    """Set torch's global generators to `state` from `global_random_state`; False, changing nothing, if it was saved
-    on another kind of device (a CPU state holds no GPU generator)."""
-    cpu_bytes = torch.get_rng_state().numel()
+def restore_global_random_state(state: Tensor, device: torch.device) -> None:
+    """Set torch's global generators to `state` from `global_random_state`, unless it was saved on another kind of
+    device (a CPU state holds no GPU generator): then the seeded generators serve, as for the views."""
     if state.numel() != global_random_state(device).numel():
-        return False
+        return
+    cpu_bytes = torch.get_rng_state().numel()
     torch.set_rng_state(state[:cpu_bytes].clone())
     if device.type == "cuda":
         torch.cuda.set_rng_state(state[cpu_bytes:].clone(), device)
-    return True
