@@ -1,9 +1,7 @@
 """`train.py eval` on checkpoints written by a short `train.py fit`, its bad-input errors, and the comparison report."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from selfsup.report import main as report_command
 from selfsup.report import write_report
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
-from tests.test_train_cli import REPO, read_metrics, train
+from tests.test_train_cli import REPO, read_metrics, run_train_py, train
 
 TINY_MODEL = [
     "--model.init_args.backbone", "test_resnet", "--model.init_args.small_image_stem", "false",
@@ -29,11 +27,7 @@ def evaluate(*args: str) -> dict:
 
 def evaluate_in_a_process(*args: str) -> subprocess.CompletedProcess:
     """`python train.py eval` as its own process, for its printed table and its offline wandb run."""
-    command = [sys.executable, "train.py", "eval", *args]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_train_py("eval", *args)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +98,8 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     checkpoint = two_runs / "nnclr" / "version_0" / "checkpoints" / "last.ckpt"
     knn_only = str(REPO / "configs" / "eval" / "knn.yaml")
     evaluate("--config", knn_only, "--ckpt_path", str(checkpoint), "--wandb", "false", "--map_points", "0")
+    simclr = two_runs / "simclr" / "version_0" / "checkpoints" / "last.ckpt"  # with diagnostics, whatever ran before
+    evaluate("--ckpt_path", str(simclr), "--wandb", "false", "--map_points", "0", "--linear_probe", "false")
     report_command([str(two_runs), "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
     header = "| method | run | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "

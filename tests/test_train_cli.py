@@ -40,7 +40,12 @@ def train(*args: str, root: Path, method: str = "simclr") -> SelfSupCLI:
 def train_in_a_process(*args: str, root: Path, method: str = "simclr") -> subprocess.CompletedProcess:
     """`python train.py fit` as its own process: for what only a process shows (its stderr from the first line on,
     DDP's launched ranks, a kill)."""
-    command = [sys.executable, "train.py", *fit_command(*args, root=root, method=method)]
+    return run_train_py(*fit_command(*args, root=root, method=method))
+
+
+def run_train_py(*args: str) -> subprocess.CompletedProcess:
+    """`python train.py <args>` in the checkout, with offline wandb; it must succeed."""
+    command = [sys.executable, "train.py", *args]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
