@@ -95,15 +95,19 @@ class InfoNCELoss(nn.Module):
         return LossAndHardness(info_nce(logits, positive_column, self.decoupled), hardness)
 
 
-def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float) -> Tensor:
+def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float, decoupled: bool = False) -> Tensor:
     """InfoNCE of each local anchor (N, D) against the candidates (N, D) of every rank: the positive of anchor i
     is candidate i (the other view of the same image), the negatives are the candidates of every other image.
 
     NNCLR's loss ("With a Little Help from My Friends", Dwibedi et al., ICCV 2021, eq. 2), where the anchors are
     nearest neighbours from the support set (no gradient) and the candidates are predictions; the candidates
     are gathered with gradient, so the mean over ranks equals the loss of one process on the whole batch.
+    Anchors (N, k, D), k neighbours per image, give the mean of the loss over the k (`selfsup.models.neighbours`).
     """
-    anchors = F.normalize(anchors.float(), dim=1)
+    anchors = F.normalize(anchors.float(), dim=-1)
     candidates = gather_with_grad(F.normalize(candidates.float(), dim=1))  # (M, D), M = N * world size
     positive = torch.arange(anchors.shape[0], device=anchors.device) + rank() * anchors.shape[0]
-    return info_nce(anchors @ candidates.T / temperature, positive)
+    logits = anchors @ candidates.T / temperature  # (N, M), or (N, k, M) with k anchors per image
+    if anchors.ndim == 3:
+        logits, positive = logits.flatten(0, 1), positive.repeat_interleave(anchors.shape[1])
+    return info_nce(logits, positive, decoupled)

@@ -1,14 +1,18 @@
 """SimCLR: two views of each image are pulled together and pushed away from every other view in the global
-batch ("A Simple Framework for Contrastive Learning of Visual Representations", Chen et al., ICML 2020)."""
+batch ("A Simple Framework for Contrastive Learning of Visual Representations", Chen et al., ICML 2020).
+
+With `neighbours` on, each view's positive is replaced by nearest neighbours from a support set of earlier
+embeddings, which is NNCLR (`selfsup.methods.nnclr`)."""
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from selfsup.errors import at_least, check_options, positive
-from selfsup.losses import InfoNCELoss
+from selfsup.losses import InfoNCELoss, cross_view_info_nce
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
+from selfsup.models.neighbours import NearestNeighbours
 
 
 class SimCLR(Method):
@@ -18,6 +22,8 @@ class SimCLR(Method):
     Expects exactly two views per image (`views`); the projector is an MLP on the backbone's features.
     `decoupled=True` gives DCL (Yeh et al., ECCV 2022) and `mixing` adds MoCHi's synthetic negatives from the
     in-batch negatives. Logs `train/hard_negative_sim` (and the synthetic negatives' metrics with mixing on).
+    `neighbours` replaces each positive by its nearest neighbours in a support set (NNCLR's eq. 2: the neighbours of
+    one view against the other view's predictions) and logs `train/nn_accuracy` instead.
     The other options (backbone, optimizer, data values) are `Method`'s."""
 
     VIEWS_PER_IMAGE = (2, 2)
@@ -28,7 +34,10 @@ class SimCLR(Method):
         decoupled: bool = False,
         projector_hidden_dim: int = 2048,
         projector_output_dim: int = 256,
+        projector_num_layers: int = 2,
+        predictor_hidden_dim: int = 0,
         mixing: HardNegativeMixing = HardNegativeMixing(),
+        neighbours: NearestNeighbours = NearestNeighbours(),
         **kwargs,
     ) -> None:
         """
@@ -37,15 +46,47 @@ class SimCLR(Method):
             decoupled: use the decoupled contrastive loss (DCL, Yeh et al. 2022): no positive in the denominator.
             projector_hidden_dim: width of the projection MLP's hidden layer.
             projector_output_dim: dimension of the embeddings the loss compares.
+            projector_num_layers: linear layers of the projection MLP (SimCLR: 2; NNCLR: 3).
+            predictor_hidden_dim: hidden width of a 2-layer predictor on the embeddings, which the neighbours are
+                contrasted with (NNCLR: 4096); 0: no predictor. Only with neighbours.
             mixing: hard negative mixing over the in-batch negatives (MoCHi; off by default).
+            neighbours: nearest-neighbour positives from a support set (NNCLR; off by default).
         """
-        dims = at_least(1, projector_hidden_dim=projector_hidden_dim, projector_output_dim=projector_output_dim)
-        check_options(positive(temperature=temperature) + dims, "--model.init_args")
+        mixing, neighbours = HardNegativeMixing.from_dict(mixing), NearestNeighbours.from_dict(neighbours)
+        dims = dict(projector_hidden_dim=projector_hidden_dim, projector_output_dim=projector_output_dim)
+        problems = positive(temperature=temperature) + at_least(1, **dims, projector_num_layers=projector_num_layers)
+        problems += at_least(0, predictor_hidden_dim=predictor_hidden_dim)
+        if predictor_hidden_dim and not neighbours.support_size:
+            problems.append("predictor_hidden_dim needs neighbours (a predictor predicts the neighbours): set "
+                            "neighbours.support_size, or predictor_hidden_dim 0")  # fmt: skip
+        if mixing.num_hard and neighbours.support_size:
+            problems.append("mixing and neighbours do not combine: switch one off (mixing.num_hard 0 or "
+                            "neighbours.support_size 0)")  # fmt: skip
+        check_options(problems, "--model.init_args")
         super().__init__(**kwargs)
-        self.projector = projection_mlp(self.feature_dim, projector_hidden_dim, projector_output_dim)
+        self.projector = projection_mlp(
+            self.feature_dim, projector_hidden_dim, projector_output_dim, num_layers=projector_num_layers
+        )
+        self.predictor = (
+            projection_mlp(projector_output_dim, predictor_hidden_dim, projector_output_dim)
+            if predictor_hidden_dim
+            else nn.Identity()
+        )
         self.criterion = InfoNCELoss(temperature, decoupled)
-        self.mixing = HardNegativeMixing.from_dict(mixing)
+        self.mixing = mixing
+        self.support_set = neighbours.support_set(projector_output_dim)
 
     def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        z_a, z_b = self.projector(torch.cat(features)).chunk(2)  # (N, D) each; one BN over both views
-        return self.criterion.loss_and_hardness(z_a, z_b, self.mixing.at_epoch(self.current_epoch))
+        embeddings = self.projector(torch.cat(features))  # (2N, D); one BN over both views
+        if self.support_set is None:
+            z_a, z_b = embeddings.chunk(2)
+            return self.criterion.loss_and_hardness(z_a, z_b, self.mixing.at_epoch(self.current_epoch))
+        predictions = self.predictor(embeddings).chunk(2)
+        # NNCLR eq. 2, symmetrised (Sec. 3): each view's neighbours against the other view's predictions
+        neighbours, metrics = self.support_set.swap(list(embeddings.chunk(2)), labels if self.labelled else None)
+        hp = self.hparams
+        loss = (
+            cross_view_info_nce(neighbours[0], predictions[1], hp.temperature, hp.decoupled)
+            + cross_view_info_nce(neighbours[1], predictions[0], hp.temperature, hp.decoupled)
+        ) / 2
+        return loss, metrics

@@ -4,7 +4,8 @@ The keys live in registered buffers, so they are saved in and restored from chec
 same on every rank, they load unchanged when training resumes on a different number of GPUs. `enqueue`
 gathers the keys of every rank before writing, which keeps all ranks' queues identical. Writes wrap around,
 so the queue size need not be a multiple of the global batch. `filled` counts the slots written so far:
-MoCo uses the random initial keys as negatives from the start, while NNCLR and SwAV use written entries only.
+MoCo uses the random initial keys as negatives from the start, while the support sets of nearest-neighbour methods
+(`selfsup.models.neighbours`) and SwAV use written entries only.
 """
 
 import torch
@@ -48,22 +49,6 @@ class EmbeddingQueue(nn.Module):
     @property
     def is_full(self) -> bool:
         return int(self.filled) == self.size
-
-    @torch.no_grad()
-    def nearest_neighbours(self, queries: Tensor) -> tuple[Tensor, Tensor]:
-        """The written entry nearest to each query (B, D) by cosine similarity: (keys (B, D), labels (B,)).
-
-        NNCLR's support-set lookup; no gradient flows through it. With nothing written yet, each query is its
-        own neighbour. Unwritten slots are masked rather than sliced off, so shapes do not depend on the fill
-        and a compiled step needs no host sync.
-        """
-        queries = queries.detach()
-        written = torch.arange(self.size, device=self.keys.device) < self.filled  # slots fill in order
-        similarity = F.normalize(queries.to(self.keys.dtype), dim=1) @ self.keys.T
-        index = similarity.masked_fill(~written, float("-inf")).argmax(dim=1)
-        any_written = written[0]
-        keys = torch.where(any_written, self.keys[index], queries.to(self.keys.dtype))
-        return keys, torch.where(any_written, self.labels[index], -1)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, labels: Tensor | None = None) -> None:

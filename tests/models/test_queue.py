@@ -2,7 +2,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from selfsup.errors import ConfigurationError
 from selfsup.models.queue import EmbeddingQueue
@@ -80,23 +79,3 @@ def test_filled_counts_written_slots_up_to_the_size() -> None:
     legacy = EmbeddingQueue(size=5, dim=2)  # a MoCo checkpoint from before `filled` existed: its queue was full
     legacy.load_state_dict({k: v for k, v in queue.state_dict().items() if k != "filled"})
     assert legacy.is_full
-
-
-def test_nearest_neighbour_is_the_brute_force_nearest_among_written_entries() -> None:
-    torch.manual_seed(0)
-    queue = EmbeddingQueue(size=64, dim=8)
-    written = F.normalize(torch.randn(40, 8), dim=1)
-    queue.enqueue(written, torch.arange(40))
-    queries = torch.randn(10, 8, requires_grad=True)
-    neighbours, labels = queue.nearest_neighbours(queries)
-    expected = [max(range(40), key=lambda j: F.cosine_similarity(q, written[j], dim=0).item()) for q in queries]
-    assert labels.tolist() == expected  # never one of the 24 random initial slots
-    torch.testing.assert_close(neighbours, written[expected])
-    assert not neighbours.requires_grad  # no gradient through the lookup
-
-
-def test_nearest_neighbour_of_an_empty_support_set_is_the_query_itself() -> None:
-    queries = F.normalize(torch.randn(3, 4), dim=1)
-    neighbours, labels = EmbeddingQueue(size=8, dim=4).nearest_neighbours(queries)
-    torch.testing.assert_close(neighbours, queries)
-    assert labels.tolist() == [-1, -1, -1]
