@@ -53,7 +53,21 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
             ["--model.init_args.temperature", "-1", "--model.init_args.num_prototypes", "1"],
             "num_prototypes must",
         ),
-        ("nnclr", ["--model.init_args.queue_size", "0"], "--model.init_args.queue_size must be at least 1, got 0"),
+        (
+            "nnclr",
+            ["--model.init_args.neighbours.num_neighbours", "0"],
+            "--model.init_args.neighbours.num_neighbours must be at least 1, got 0",
+        ),
+        (
+            "msf",
+            ["--model.init_args.neighbours.support_size", "4"],
+            "--model.init_args.neighbours.num_neighbours (5) must not exceed support_size (4)",
+        ),
+        (
+            "nnclr",
+            ["--model.init_args.neighbours.support_size", "0"],
+            "--model.init_args.predictor_hidden_dim needs neighbours",
+        ),
         ("byol", ["--model.init_args.tau_base", "1.5"], "--model.init_args.tau_base must lie in [0, 1], got 1.5"),
         ("mochi", ["--model.init_args.mixing.num_hard", "-8"], "--model.init_args.mixing.num_hard must be at least 0"),
         ("simclr", ["--model.init_args.base_lr", "0"], "--model.init_args.base_lr must be greater than 0, got 0"),

@@ -6,6 +6,7 @@ from selfsup.augment.recipe import (
     ViewRecipe,
     byol_views,
     mocov2_views,
+    msf_views,
     multicrop_views,
     simclr_views,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "batch_view_bytes",
     "byol_views",
     "mocov2_views",
+    "msf_views",
     "multicrop_views",
     "simclr_views",
     "view_seed",

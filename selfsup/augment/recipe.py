@@ -6,7 +6,7 @@ are the same at every resolution (multi-crop's local crops keep their proportion
 needs to touch them.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from selfsup.errors import ConfigurationError
@@ -149,4 +149,18 @@ def multicrop_views(num_local: int = 4, local_relative_size: float = 0.5) -> tup
     )
 
 
-RECIPES = {"simclr": simclr_views, "mocov2": mocov2_views, "byol": byol_views, "multicrop": multicrop_views}
+def msf_views() -> tuple[ViewRecipe, ...]:
+    """Mean Shift's weak-strong pair ("Mean Shift for Self-Supervised Learning", Koohpayegani et al., ICCV 2021,
+    Sec. 4): MoCo v2's strong view for the query, then a weak view for the target, only cropped (scale (0.2, 1))
+    and flipped."""
+    weak = ViewRecipe(num_views=1, crop_scale=(0.2, 1.0), jitter_prob=0.0, grayscale_prob=0.0)
+    return (replace(mocov2_views()[0], num_views=1), weak)
+
+
+RECIPES = {
+    "simclr": simclr_views,
+    "mocov2": mocov2_views,
+    "byol": byol_views,
+    "multicrop": multicrop_views,
+    "msf": msf_views,
+}

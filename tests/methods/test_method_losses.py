@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.methods import BYOL, NNCLR, MoCoV2, SwAV
+from selfsup.methods import BYOL, METHODS, NNCLR, MoCoV2, SwAV
 from selfsup.methods.base import Method, MomentumMethod
 from tests.losses.test_byol import reference_normalized_mse
 from tests.losses.test_moco import reference_moco
@@ -108,7 +108,8 @@ def test_nnclr_takes_neighbours_from_the_support_set_before_this_batch_and_as_co
     """NNCLR eq. (2), symmetrised (Sec. 3): view a's nearest neighbour in the support set as it was before this
     batch (among the entries written so far; none: the embedding itself) against view b's predictions, and the
     reverse. The lookup carries no gradient, and only then are view a's embeddings written."""
-    method = build(NNCLR, views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32, queue_size=20)
+    support_set = {"support_size": 20}
+    method = build(NNCLR, views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32, neighbours=support_set)
     method.support_set.enqueue(F.normalize(torch.randn(written, 8), dim=1), torch.arange(written) % 3)
     support = method.support_set.keys[:written].clone()
     views, features, labels = step_inputs(method)
@@ -161,3 +162,42 @@ def test_swav_codes_come_from_the_global_crops_and_the_queue_before_this_batch_w
     assert_same_loss_and_gradient(loss, reference_swapped_prediction(list(scores), codes, 0.1), features)
     for queue, before, crop in zip(method.queues, queues, embeddings.detach().split(BATCH), strict=False):
         torch.testing.assert_close(queue.keys, torch.cat([crop, before[BATCH:]]))
+
+
+def brute_force_k_nearest(targets: Tensor, bank: Tensor, k: int) -> Tensor:
+    """(B, k, D): each target's k most cosine-similar bank rows, nearest first."""
+    similarity = F.normalize(targets, dim=1) @ F.normalize(bank, dim=1).T
+    return torch.stack([bank[row.argsort(descending=True)[:k]] for row in similarity])
+
+
+@pytest.mark.parametrize("name", ["nnbyol", "msf"])
+def test_neighbour_targets_are_the_support_sets_nearest_as_constants(name: str) -> None:
+    """NNBYOL: BYOL eq. (2) and its mirror, each target replaced by its nearest neighbour in the support set as it was
+    before this batch. Mean Shift (Sec. 3): the first view's prediction q against the k = 5 nearest neighbours v_i of
+    the second view's target in the memory bank with this batch's targets written in, mean_i ||q/|q| - v_i||^2."""
+    neighbours = {
+        "nnbyol": {"support_size": 20},
+        "msf": {"support_size": 20, "num_neighbours": 5, "include_batch": True},
+    }
+    method = build(METHODS[name], views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32,
+                   neighbours=neighbours[name])  # fmt: skip
+    drift_momentum_copies(method)
+    method.support_set.enqueue(F.normalize(torch.randn(10, 8), dim=1))
+    support = method.support_set.keys[:10].double()
+    views, features, labels = step_inputs(method)
+    loss, _ = method.ssl_loss(features, views, labels)
+
+    predictions = method.predictor(method.projector(torch.cat(features))).double().chunk(2)
+    target_views = torch.cat(views) if name == "nnbyol" else views[1]  # Mean Shift needs the second view's only
+    with torch.no_grad():
+        targets = F.normalize(method.target_projector(method.target_backbone(target_views)).double(), dim=1)
+    targets = targets.chunk(2) if name == "nnbyol" else (None, targets)
+    if name == "nnbyol":
+        nearest = [brute_force_k_nearest(targets[v], support, 1)[:, 0] for v in (0, 1)]
+        expected = sum(reference_normalized_mse(predictions[v], nearest[1 - v]) for v in (0, 1))
+    else:
+        bank = torch.cat([support, targets[1]])  # the batch's targets joined the bank before the lookup
+        v = brute_force_k_nearest(targets[1], bank, 5)  # (B, 5, D)
+        q = F.normalize(predictions[0], dim=1)[:, None]
+        expected = ((q - v) ** 2).sum(dim=2).mean()
+    assert_same_loss_and_gradient(loss, expected, features)

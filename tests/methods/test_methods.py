@@ -60,7 +60,9 @@ ACTIVE_PATHS = {  # the options that take each method through its optional branc
     "mochi": dict(queue_size=64, mixing=MIXING),
     "byol": {},
     "swav": {},  # its optional queue joins Sinkhorn once full: that check is a host sync (a break)
-    "nnclr": dict(queue_size=64),
+    "nnclr": dict(neighbours={"support_size": 64}),
+    "nnbyol": dict(neighbours={"support_size": 64}),
+    "msf": dict(neighbours={"support_size": 64, "num_neighbours": 5, "include_batch": True}),
 }
 
 

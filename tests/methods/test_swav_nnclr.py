@@ -1,6 +1,7 @@
-"""SwAV and NNCLR as methods: prototype freezing, and a step on 2 gloo ranks equal to one process on the whole
-batch (loss, parameter gradients after DDP's averaging, queues). The networks run in eval mode so that batch
-norm uses the same statistics on every rank; in training, SyncBatchNorm gives the same guarantee on GPUs."""
+"""SwAV and the nearest-neighbour methods: prototype freezing, neighbour accuracy, and a step of SwAV, NNCLR and Mean
+Shift on 2 gloo ranks equal to one process on the whole batch (loss, parameter gradients after DDP's averaging, queues
+and support sets). The networks run in eval mode so that batch norm uses the same statistics on every rank; in
+training, SyncBatchNorm gives the same guarantee on GPUs."""
 
 import functools
 import math
@@ -11,8 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from selfsup.methods import NNCLR, SwAV
-from selfsup.methods.nnclr import neighbour_accuracy
+from selfsup.methods import MSF, NNCLR, SwAV
 from selfsup.methods.swav import assignment_metrics
 from selfsup.runs import Metric
 from tests.conftest import free_port
@@ -25,12 +25,15 @@ METHOD_OPTIONS = {
         num_prototypes=6,
         queue_size=12,
     ),
-    "nnclr": dict(**SMALL, views=[{"num_views": 2}], predictor_hidden_dim=32, queue_size=20),
-}
-METHOD_CLASSES = {"swav": SwAV, "nnclr": NNCLR}
+    "nnclr": dict(**SMALL, views=[{"num_views": 2}], predictor_hidden_dim=32, neighbours={"support_size": 20}),
+    # Mean Shift: this batch's targets, gathered from both ranks, join the bank before the lookup
+    "msf": dict(**SMALL, views=[{"num_views": 2}], predictor_hidden_dim=32,
+                neighbours={"support_size": 20, "num_neighbours": 3, "include_batch": True}),
+}  # fmt: skip
+METHOD_CLASSES = {"swav": SwAV, "nnclr": NNCLR, "msf": MSF}
 
 
-def build(name: str) -> SwAV | NNCLR:
+def build(name: str) -> SwAV | NNCLR | MSF:
     torch.manual_seed(0)
     method = METHOD_CLASSES[name](**METHOD_OPTIONS[name]).eval()
     queues = method.queues if name == "swav" else [method.support_set]
@@ -39,13 +42,13 @@ def build(name: str) -> SwAV | NNCLR:
     return method
 
 
-def batch(method: SwAV | NNCLR) -> tuple[list[torch.Tensor], torch.Tensor]:
+def batch(method: SwAV | NNCLR | MSF) -> tuple[list[torch.Tensor], torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (8, 1, 20, 20), dtype=torch.uint8, generator=generator)
     return method.multiview(images, generator), torch.arange(8) % 3
 
 
-def step(method: SwAV | NNCLR, views: list[torch.Tensor], labels: torch.Tensor) -> tuple:
+def step(method: SwAV | NNCLR | MSF, views: list[torch.Tensor], labels: torch.Tensor) -> tuple:
     loss, _ = method.ssl_loss(method.embed(views), views, labels)
     loss.backward()
     gradient = torch.cat([p.grad.flatten() for p in method.parameters() if p.grad is not None])
@@ -114,7 +117,7 @@ def test_nnclr_logs_neighbour_accuracy_from_support_set_labels() -> None:
     method = build("nnclr")
     views, labels = batch(method)
     z = F.normalize(method.projector(torch.cat(method.embed(views)))[:8].float(), dim=1)
-    _, neighbour_labels = method.support_set.nearest_neighbours(z)
+    neighbour_labels = method.support_set.nearest(z).labels[:, 0]
     _, metrics = method.ssl_loss(method.embed(views), views, labels)
     assert metrics[Metric.NN_ACCURACY].item() == pytest.approx((neighbour_labels == labels).float().mean().item())
 
@@ -127,9 +130,3 @@ def test_swav_assignment_metrics_count_used_prototypes_and_their_entropy() -> No
     assert metrics[Metric.PROTOTYPE_USAGE].item() == 0.5
     expected = -(1 / 3 * math.log(1 / 3) + 2 / 3 * math.log(2 / 3))
     assert metrics[Metric.ASSIGNMENT_ENTROPY].item() == pytest.approx(expected)
-
-
-def test_nnclr_neighbour_accuracy_counts_only_known_labels_and_is_nan_without_any() -> None:
-    neighbours, labels = torch.tensor([0, 1, -1, 2]), torch.tensor([0, 2, 1, -1])
-    assert neighbour_accuracy(neighbours, labels).item() == 0.5  # pairs 0 and 1 are known; pair 0 agrees
-    assert neighbour_accuracy(torch.full((4,), -1), labels).isnan()  # an empty support set: nothing to score
