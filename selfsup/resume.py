@@ -162,3 +162,13 @@ def restore_global_random_state(state: Tensor, device: torch.device) -> None:
     torch.set_rng_state(state[:cpu_bytes].clone())
     if device.type == "cuda":
         torch.cuda.set_rng_state(state[cpu_bytes:].clone(), device)
+
+
+def restart_epoch_iterator(trainer: pl.Trainer) -> None:
+    """Make the training loader's iterator again, after the global random state was restored, when the run resumes at
+    an epoch boundary. Lightning makes the new epoch's iterator before `on_train_start`, where the state is restored,
+    and a torch DataLoader's iterator draws from the global generator (its workers' base seed; a shuffling sampler,
+    its order): in the uninterrupted run those draws followed the checkpoint's state. A checkpoint written within an
+    epoch already holds the state after that epoch's iterator was made, so its iterator stays."""
+    if not trainer.fit_loop.restarted_mid_epoch:
+        iter(trainer.fit_loop._data_fetcher)  # what Lightning's epoch loop does at the start of every epoch

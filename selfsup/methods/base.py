@@ -36,7 +36,12 @@ from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_per_epoch, weight_decay_groups
-from selfsup.resume import align_resumed_epoch, global_random_state, restore_global_random_state
+from selfsup.resume import (
+    align_resumed_epoch,
+    global_random_state,
+    restart_epoch_iterator,
+    restore_global_random_state,
+)
 from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
 
 # The batch hooks are the method's on purpose: it owns its batch contract and its augmentation, whatever the data.
@@ -328,12 +333,14 @@ class Method(pl.LightningModule):
     def on_train_start(self) -> None:
         """A run resumed within an epoch trains the rest of that epoch as its data loader deals it (on another number
         of ranks, Lightning's restored count is in other batches) and re-plans its schedule over those steps. On as
-        many ranks, each rank's global random state continues from the checkpoint's."""
+        many ranks, each rank's global random state continues from the checkpoint's, and the loader's iterator of a
+        new epoch is made from it (`restart_epoch_iterator`)."""
         served = getattr(self.trainer.datamodule, "resumed_batches", lambda: None)()
         if served is not None and align_resumed_epoch(self.trainer, served):
             self.lr_schedulers().replan()
         if self._resumed_random is not None and len(self._resumed_random) == self.trainer.world_size:
             restore_global_random_state(self._resumed_random[self.global_rank], self.device)
+            restart_epoch_iterator(self.trainer)
         self._resumed_random = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,0 +1,58 @@
+"""Every registered method, on a plain `pl.Trainer`: a run stopped at an epoch boundary and resumed from its checkpoint
+ends bit for bit where the uninterrupted run ends (weights, momentum copies, queues, support sets, centers, prototypes,
+optimizer and schedule), and its backbones export, the momentum encoder too where the method has one."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, TensorDataset
+
+from selfsup.export import export
+from selfsup.methods import METHODS, Method
+from tests.methods.test_methods import ACTIVE_PATHS, TINY
+
+IMAGES = torch.randint(0, 256, (16, 1, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+LABELS = torch.arange(16) % 3
+
+
+class CheckpointFirstEpoch(pl.Callback):
+    """Write a checkpoint at the end of the first epoch, what a run preempted there leaves."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            trainer.save_checkpoint(self.path)
+
+
+def fit(name: str, callbacks: list[pl.Callback] = (), ckpt_path: Path | None = None) -> Method:
+    """Two epochs of 2 steps on 16 images (the views and the run seeded with 0), or what is left of them."""
+    pl.seed_everything(0, verbose=False)
+    method = METHODS[name](**{**TINY, **ACTIVE_PATHS[name]}, warmup_epochs=0.5)
+    loader = DataLoader(TensorDataset(IMAGES, LABELS), batch_size=8, shuffle=True)  # its order from the global seed
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))  # fmt: skip
+    trainer.fit(method, loader, ckpt_path=ckpt_path)
+    return method
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run_and_exports(name: str, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "epoch_0.ckpt"
+    uninterrupted = fit(name, callbacks=[CheckpointFirstEpoch(checkpoint)]).state_dict()
+    resumed = fit(name, ckpt_path=checkpoint)
+    changed = [key for key, value in resumed.state_dict().items() if not torch.equal(value, uninterrupted[key])]
+    assert changed == []
+
+    for encoder, attribute in resumed.ENCODERS.items():
+        written = tmp_path / f"{encoder}.safetensors"
+        export(str(checkpoint), out=str(written), encoder=encoder)
+        saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+        prefix = f"{attribute}."
+        expected = {key.removeprefix(prefix): value for key, value in saved.items() if key.startswith(prefix)}
+        exported = load_file(written)
+        assert exported.keys() and all(torch.equal(exported[key], expected[key]) for key in exported), encoder
