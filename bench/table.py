@@ -190,7 +190,8 @@ OPTION_VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "lr0.2": model_options(base_lr=0.2), "lr0.8": model_options(base_lr=0.8),
         "temp0.2": model_options(temperature=0.2), "wd1e-4": model_options(weight_decay=1e-4),
         "warmup2": model_options(warmup_epochs=2),
-        "support8192": model_options(queue_size=8192), "support32768": model_options(queue_size=32768),
+        "support8192": model_options("--model.init_args.neighbours", support_size=8192),
+        "support32768": model_options("--model.init_args.neighbours", support_size=32768),
     },
 }  # fmt: skip
 

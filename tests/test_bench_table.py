@@ -16,6 +16,7 @@ import pytest
 
 from selfsup.methods import METHODS
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
+from selfsup.models.neighbours import NearestNeighbours
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,8 @@ def test_plan_covers_every_method_and_names_only_real_options() -> None:
             if option.startswith("--data."):
                 assert option == "--data.holdout"
             elif len(path) == 2:
-                assert path[0] == "mixing" and path[1] in {f.name for f in dataclasses.fields(HardNegativeMixing)}
+                groups = {"mixing": HardNegativeMixing, "neighbours": NearestNeighbours}
+                assert path[1] in {field.name for field in dataclasses.fields(groups[path[0]])}, (chunk.name, option)
             else:
                 assert path[0] in options_of(METHODS[chunk.method]), (chunk.name, option)
 
