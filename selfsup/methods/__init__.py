@@ -2,6 +2,7 @@
 
 from selfsup.methods.base import Method, MomentumMethod
 from selfsup.methods.byol import BYOL
+from selfsup.methods.dino import DINO
 from selfsup.methods.mochi import MoCHi
 from selfsup.methods.mocov2 import MoCoV2
 from selfsup.methods.nnclr import NNCLR
@@ -10,6 +11,6 @@ from selfsup.methods.swav import SwAV
 from selfsup.runs import method_name
 
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
-METHODS: dict[str, type[Method]] = {method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR)}
+METHODS: dict[str, type[Method]] = {method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, DINO)}
 
-__all__ = ["BYOL", "METHODS", "Method", "MoCHi", "MoCoV2", "MomentumMethod", "NNCLR", "SimCLR", "SwAV"]
+__all__ = ["BYOL", "DINO", "METHODS", "Method", "MoCHi", "MoCoV2", "MomentumMethod", "NNCLR", "SimCLR", "SwAV"]

@@ -41,9 +41,9 @@ def test_online_probe_learns_from_detached_global_crop_features_only() -> None:
 
 @pytest.mark.parametrize("name", MOMENTUM_METHODS)
 def test_momentum_copies_are_frozen_and_computed_without_gradient(name: str) -> None:
-    """MoCo's key encoder and BYOL's target network change only by the EMA: their parameters require no gradient,
-    and the method computes their outputs without a graph, so even unfrozen copies would get none."""
-    queue = {} if name == "byol" else dict(queue_size=16)
+    """MoCo's key encoder, BYOL's target network and DINO's teacher change only by the EMA: their parameters require
+    no gradient, and the method computes their outputs without a graph, so even unfrozen copies would get none."""
+    queue = {} if name in ("byol", "dino") else dict(queue_size=16)
     method = build(METHODS[name], views=TWO_VIEWS, **queue)
     copies = {
         f"copy{index}.{parameter_name}": parameter
