@@ -1,11 +1,6 @@
-"""DINO: self-distillation with no labels ("Emerging Properties in Self-Supervised Vision Transformers", Caron et
-al., ICCV 2021).
-
-The student (backbone + DINO head) sees every crop, the teacher (an EMA copy of both) only the global crops; the
-student's softmax on each crop matches the teacher's centred, sharpened softmax on every other global crop
-(`selfsup.losses.dino`). The center follows the teacher's mean output over the global batch; the teacher's
-temperature warms up per epoch; the head's last layer gets no gradient during the first epoch(s).
-"""
+"""DINO: a student matches the centred, sharpened output of its momentum teacher on the other global crops
+("Emerging Properties in Self-Supervised Vision Transformers", Caron et al., ICCV 2021); loss in
+`selfsup.losses.dino`, head in `selfsup.models.heads`."""
 
 from typing import Any
 
@@ -59,7 +54,7 @@ class DINO(MomentumMethod):
             norm_last_layer: fix the norm of the last layer's weight rows to 1 (the paper's default).
             freeze_last_layer_epochs: epochs during which the last layer gets no gradient (paper: 1).
             student_temperature: tau_s (paper: 0.1).
-            teacher_temperature: tau_t after the warmup (paper: 0.04 to 0.07).
+            teacher_temperature: tau_t after the warmup (paper: 0.07).
             warmup_teacher_temperature: tau_t in the first epoch (paper: 0.04).
             warmup_teacher_temperature_epochs: epochs of linear tau_t warmup (paper: 30; 0: none).
             center_momentum: m of the center's moving average (paper: 0.9).
