@@ -40,6 +40,8 @@ class Metric:
     NN_ACCURACY = "train/nn_accuracy"  # NNCLR: the support-set neighbour's label agrees with the sample's
     PROTOTYPE_USAGE = "train/prototype_usage"  # SwAV: fraction of prototypes that some sample's argmax is
     ASSIGNMENT_ENTROPY = "train/assignment_entropy"  # SwAV: entropy of the hard assignments (nats)
+    TEACHER_ENTROPY = "train/teacher_entropy"  # DINO: mean entropy of the teacher's centred, sharpened output (nats)
+    TEACHER_STUDENT_KL = "train/teacher_student_kl"  # DINO: KL(teacher || student) over the crop pairs (nats)
     LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe
     KNN_TOP1 = "val/knn_top1"
     PROBE_TOP1 = "val/online_linear_top1"

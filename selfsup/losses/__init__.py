@@ -6,14 +6,19 @@ returns how hard the negatives were, for the methods to log.
 """
 
 from selfsup.losses.byol import normalized_mse
+from selfsup.losses.dino import DinoLossTerms, dino_center_update, dino_loss, dino_loss_terms
 from selfsup.losses.info_nce import InfoNCELoss, LossAndHardness, cross_view_info_nce, info_nce
 from selfsup.losses.moco import queue_info_nce, queue_info_nce_and_hardness
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
 
 __all__ = [
+    "DinoLossTerms",
     "InfoNCELoss",
     "LossAndHardness",
     "cross_view_info_nce",
+    "dino_center_update",
+    "dino_loss",
+    "dino_loss_terms",
     "info_nce",
     "normalized_mse",
     "queue_info_nce",

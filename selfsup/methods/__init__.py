@@ -2,6 +2,7 @@
 
 from selfsup.methods.base import Method, MomentumMethod
 from selfsup.methods.byol import BYOL
+from selfsup.methods.dino import DINO
 from selfsup.methods.mochi import MoCHi
 from selfsup.methods.mocov2 import MoCoV2
 from selfsup.methods.msf import MSF
@@ -13,11 +14,12 @@ from selfsup.runs import method_name
 
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
 METHODS: dict[str, type[Method]] = {
-    method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, NNBYOL, MSF)
+    method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, NNBYOL, MSF, DINO)
 }
 
 __all__ = [
     "BYOL",
+    "DINO",
     "METHODS",
     "MSF",
     "Method",

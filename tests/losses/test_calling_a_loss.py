@@ -21,6 +21,7 @@ def unit(rows: int, seed: int) -> Tensor:
 CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "InfoNCELoss": lambda z: losses.InfoNCELoss(0.2)(z, unit(6, 1)),
     "cross_view_info_nce": lambda z: losses.cross_view_info_nce(unit(6, 1), z, 0.2),
+    "dino_loss": lambda z: losses.dino_loss([z, unit(6, 1)], [unit(6, 2), unit(6, 3)], torch.zeros(8)),
     "info_nce": lambda z: losses.info_nce(z @ unit(6, 1).T, torch.arange(6)),
     "normalized_mse": lambda z: losses.normalized_mse(z, unit(6, 1)),
     "queue_info_nce": lambda z: losses.queue_info_nce(F.normalize(z, dim=1), unit(6, 1), unit(16, 2), 0.2),
@@ -32,6 +33,9 @@ NOT_LOSSES = {
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
     "LossAndHardness": "the type the *_and_hardness entry points return",
     "queue_info_nce_and_hardness": "the methods' entry point, checked against queue_info_nce below",
+    "dino_loss_terms": "DINO's entry point, with its collapse metrics (tests/losses/test_dino.py checks its loss)",
+    "DinoLossTerms": "the type dino_loss_terms returns",
+    "dino_center_update": "DINO's center, computed without gradient",
 }
 
 

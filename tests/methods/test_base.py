@@ -41,8 +41,8 @@ def test_online_probe_learns_from_detached_global_crop_features_only() -> None:
 
 @pytest.mark.parametrize("name", MOMENTUM_METHODS)
 def test_momentum_copies_are_frozen_and_computed_without_gradient(name: str) -> None:
-    """MoCo's key encoder and BYOL's target network change only by the EMA: their parameters require no gradient,
-    and the method computes their outputs without a graph, so even unfrozen copies would get none."""
+    """MoCo's key encoder, BYOL's target network and DINO's teacher change only by the EMA: their parameters require
+    no gradient, and the method computes their outputs without a graph, so even unfrozen copies would get none."""
     queue = dict(queue_size=16) if name in ("mocov2", "mochi") else {}
     method = build(METHODS[name], views=TWO_VIEWS, **queue)
     copies = {

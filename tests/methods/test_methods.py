@@ -59,6 +59,7 @@ ACTIVE_PATHS = {  # the options that take each method through its optional branc
     "mocov2": dict(queue_size=64),
     "mochi": dict(queue_size=64, mixing=MIXING),
     "byol": {},
+    "dino": dict(head_batch_norm=True, norm_last_layer=False),
     "swav": {},  # its optional queue joins Sinkhorn once full: that check is a host sync (a break)
     "nnclr": dict(neighbours={"support_size": 64}),
     "nnbyol": dict(neighbours={"support_size": 64}),
