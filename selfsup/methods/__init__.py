@@ -1,5 +1,6 @@
 """LightningModules: the shared `Method` base and one short file per method, registered by name."""
 
+from selfsup.methods.barlowtwins import BarlowTwins
 from selfsup.methods.base import Method, MomentumMethod
 from selfsup.methods.byol import BYOL
 from selfsup.methods.mochi import MoCHi
@@ -7,9 +8,24 @@ from selfsup.methods.mocov2 import MoCoV2
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.swav import SwAV
+from selfsup.methods.vicreg import VICReg
 from selfsup.runs import method_name
 
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
-METHODS: dict[str, type[Method]] = {method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR)}
+METHODS: dict[str, type[Method]] = {
+    method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, BarlowTwins, VICReg)
+}
 
-__all__ = ["BYOL", "METHODS", "Method", "MoCHi", "MoCoV2", "MomentumMethod", "NNCLR", "SimCLR", "SwAV"]
+__all__ = [
+    "BYOL",
+    "METHODS",
+    "BarlowTwins",
+    "Method",
+    "MoCHi",
+    "MoCoV2",
+    "MomentumMethod",
+    "NNCLR",
+    "SimCLR",
+    "SwAV",
+    "VICReg",
+]
