@@ -65,6 +65,12 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ("simclr", ["--model", "Foo"], "Unknown method 'Foo'. Registered methods: simclr (SimCLR), mocov2 (MoCoV2)"),
         ("simclr", ["--model", "torch.nn.Linear"], "Unknown method 'torch.nn.Linear'. Registered methods: simclr"),
         ("byol", ["--model.init_args.predictor_hidden_dim", "0"], "--model.init_args.predictor_hidden_dim must be"),
+        (
+            "barlowtwins",
+            ["--model.init_args.off_diagonal_weight", "-1"],
+            "--model.init_args.off_diagonal_weight must be at least 0, got -1",
+        ),
+        ("vicreg", ["--model.init_args.variance_weight", "-1"], "--model.init_args.variance_weight must be at least 0"),
         ("simclr", ["--seed_everything", "-1"], "--seed_everything must lie in [0, 4294967295], got -1"),
         ("simclr", ["--trainer.accelerator", "mps"], "fix the --trainer options for this machine"),
         ("simclr", ["--data.dataset", "packed"], "--data.dataset packed needs --data.root pointing at the packed"),
