@@ -41,22 +41,24 @@ def projector() -> nn.Linear:
 
 
 def with_other_ranks_detached(z: Tensor) -> Tensor:
-    """The global batch as a gather without gradient gives it, this rank's rows still in the graph: lightly's form of
-    the bug, where only the local samples' gradient reaches this rank."""
+    """The global batch as a gather without gradient gives it, this rank's rows still in the graph: only the gradient
+    of the local samples' share reaches this rank, as with lightly's cross-correlation all-reduced without a
+    backward (its issues #1920 and #1977)."""
     everyone = gather(z)
     start = rank() * LOCAL_BATCH
     return torch.cat([everyone[:start], z, everyone[start + LOCAL_BATCH :]])
 
 
 def average_gradients_as_ddp_does(model: nn.Module) -> None:
+    """DDP's reduction: each parameter's gradient summed over the ranks and divided by their number."""
     for parameter in model.parameters():
         dist.all_reduce(parameter.grad)
         parameter.grad /= WORLD_SIZE
 
 
-def _ddp_worker(rank: int, port: int, results) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
-    local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+def _ddp_worker(process_rank: int, port: int, results) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=process_rank, world_size=WORLD_SIZE)
+    local = slice(process_rank * LOCAL_BATCH, (process_rank + 1) * LOCAL_BATCH)
     outcome = {}
     for name, loss_function in LOSSES.items():
         inputs = [x[local].clone().requires_grad_() for x in global_batch()]
@@ -74,7 +76,7 @@ def _ddp_worker(rank: int, port: int, results) -> None:
             "parameters": [p.grad.tolist() for p in model.parameters()],
             "naive_parameters": [p.grad.tolist() for p in naive_model.parameters()],
         }
-    results.put((rank, outcome))  # plain data outlives the process
+    results.put((process_rank, outcome))  # plain data outlives the process
     dist.destroy_process_group()
 
 
@@ -131,8 +133,8 @@ def test_gradients_after_ddp_averaging_equal_one_process(name: str, ranks: list[
 @pytest.mark.parametrize("name", LOSSES)
 def test_gradient_is_not_one_over_world_size_too_small(name: str, ranks: list[dict]) -> None:
     """The gradient DDP applies is the one-process gradient, not 1/world_size of it; the other ranks' embeddings
-    gathered without gradient (lightly's bug, its issues #1920 and #1977) give exactly that 1/2 here, so this test
-    would catch it."""
+    gathered without gradient (the kind of bug lightly shipped, its issues #1920 and #1977) give exactly that 1/2
+    here, so this test would catch it."""
     _, _, parameter_gradients = one_process(name)
     weight_gradient = parameter_gradients[0]
     ddp = torch.tensor(ranks[0][name]["parameters"][0])
