@@ -42,6 +42,11 @@ class Metric:
     ASSIGNMENT_ENTROPY = "train/assignment_entropy"  # SwAV: entropy of the hard assignments (nats)
     TEACHER_ENTROPY = "train/teacher_entropy"  # DINO: mean entropy of the teacher's centred, sharpened output (nats)
     TEACHER_STUDENT_KL = "train/teacher_student_kl"  # DINO: KL(teacher || student) over the crop pairs (nats)
+    ON_DIAGONAL = "train/on_diagonal"  # Barlow Twins: sum_i (1 - C_ii)^2 of the cross-correlation C, invariance
+    OFF_DIAGONAL = "train/off_diagonal"  # Barlow Twins: sum_{i != j} C_ij^2, redundancy, not weighted by lambda
+    INVARIANCE = "train/invariance"  # VICReg: s, mean squared error between the views' embeddings, not weighted
+    VARIANCE = "train/variance"  # VICReg: v(Z_a) + v(Z_b), hinge on each dimension's std, not weighted
+    COVARIANCE = "train/covariance"  # VICReg: c(Z_a) + c(Z_b), squared off-diagonal covariances / D, not weighted
     LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe
     KNN_TOP1 = "val/knn_top1"
     PROBE_TOP1 = "val/online_linear_top1"

@@ -84,6 +84,12 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
             ["--model.init_args.warmup_teacher_temperature", "0", "--model.init_args.center_momentum", "1.5"],
             "warmup_teacher_temperature must be greater than 0, got 0.0; --model.init_args.center_momentum must lie in",
         ),
+        (
+            "barlowtwins",
+            ["--model.init_args.off_diagonal_weight", "-1"],
+            "--model.init_args.off_diagonal_weight must be at least 0, got -1",
+        ),
+        ("vicreg", ["--model.init_args.variance_weight", "-1"], "--model.init_args.variance_weight must be at least 0"),
         ("simclr", ["--seed_everything", "-1"], "--seed_everything must lie in [0, 4294967295], got -1"),
         ("simclr", ["--trainer.accelerator", "mps"], "fix the --trainer options for this machine"),
         ("simclr", ["--data.dataset", "packed"], "--data.dataset packed needs --data.root pointing at the packed"),

@@ -1,5 +1,6 @@
 """LightningModules: the shared `Method` base and one short file per method, registered by name."""
 
+from selfsup.methods.barlowtwins import BarlowTwins
 from selfsup.methods.base import Method, MomentumMethod
 from selfsup.methods.byol import BYOL
 from selfsup.methods.dino import DINO
@@ -10,11 +11,12 @@ from selfsup.methods.nnbyol import NNBYOL
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.swav import SwAV
+from selfsup.methods.vicreg import VICReg
 from selfsup.runs import method_name
 
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
 METHODS: dict[str, type[Method]] = {
-    method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, NNBYOL, MSF, DINO)
+    method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, NNBYOL, MSF, DINO, BarlowTwins, VICReg)
 }
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "DINO",
     "METHODS",
     "MSF",
+    "BarlowTwins",
     "Method",
     "MoCHi",
     "MoCoV2",
@@ -30,4 +33,5 @@ __all__ = [
     "NNCLR",
     "SimCLR",
     "SwAV",
+    "VICReg",
 ]

@@ -28,6 +28,8 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "swapped_prediction_loss": lambda z: losses.swapped_prediction_loss(
         [z, unit(6, 1)], [losses.sinkhorn_knopp(z), losses.sinkhorn_knopp(unit(6, 1))]
     ),
+    "barlow_twins_loss": lambda z: losses.barlow_twins_loss(z, unit(6, 1)),
+    "vicreg_loss": lambda z: losses.vicreg_loss(z, unit(6, 1)),
 }
 NOT_LOSSES = {
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
@@ -36,6 +38,10 @@ NOT_LOSSES = {
     "dino_loss_terms": "DINO's entry point, with its collapse metrics (tests/losses/test_dino.py checks its loss)",
     "DinoLossTerms": "the type dino_loss_terms returns",
     "dino_center_update": "DINO's center, computed without gradient",
+    "barlow_twins_terms": "the methods' entry point, its terms' loss checked against barlow_twins_loss in its tests",
+    "vicreg_terms": "the methods' entry point, its terms' loss checked against vicreg_loss in its tests",
+    "BarlowTwinsTerms": "the type barlow_twins_terms returns",
+    "VICRegTerms": "the type vicreg_terms returns",
 }
 
 

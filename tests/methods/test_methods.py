@@ -64,6 +64,8 @@ ACTIVE_PATHS = {  # the options that take each method through its optional branc
     "nnclr": dict(neighbours={"support_size": 64}),
     "nnbyol": dict(neighbours={"support_size": 64}),
     "msf": dict(neighbours={"support_size": 64, "num_neighbours": 5, "include_batch": True}),
+    "barlowtwins": {},
+    "vicreg": {},
 }
 
 
