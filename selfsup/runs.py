@@ -40,7 +40,9 @@ class Metric:
     NN_ACCURACY = "train/nn_accuracy"  # NNCLR: the support-set neighbour's label agrees with the sample's
     PROTOTYPE_USAGE = "train/prototype_usage"  # SwAV: fraction of prototypes that some sample's argmax is
     ASSIGNMENT_ENTROPY = "train/assignment_entropy"  # SwAV: entropy of the hard assignments (nats)
-    LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe
+    OUTPUT_STD = "train/output_std"  # SimSiam: per-channel std of the unit-norm projections; 0 means collapse
+    # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe, lr/<module> for constant-rate modules
+    LEARNING_RATE = "lr"
     KNN_TOP1 = "val/knn_top1"
     PROBE_TOP1 = "val/online_linear_top1"
     IMAGES_PER_SECOND = "perf/img_per_s"

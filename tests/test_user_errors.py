@@ -65,6 +65,11 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ("simclr", ["--model", "Foo"], "Unknown method 'Foo'. Registered methods: simclr (SimCLR), mocov2 (MoCoV2)"),
         ("simclr", ["--model", "torch.nn.Linear"], "Unknown method 'torch.nn.Linear'. Registered methods: simclr"),
         ("byol", ["--model.init_args.predictor_hidden_dim", "0"], "--model.init_args.predictor_hidden_dim must be"),
+        (
+            "simsiam",
+            ["--model.init_args.projector_layers", "0"],
+            "--model.init_args.projector_layers must be at least 1",
+        ),
         ("simclr", ["--seed_everything", "-1"], "--seed_everything must lie in [0, 4294967295], got -1"),
         ("simclr", ["--trainer.accelerator", "mps"], "fix the --trainer options for this machine"),
         ("simclr", ["--data.dataset", "packed"], "--data.dataset packed needs --data.root pointing at the packed"),

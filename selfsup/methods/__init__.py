@@ -6,10 +6,24 @@ from selfsup.methods.mochi import MoCHi
 from selfsup.methods.mocov2 import MoCoV2
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.swav import SwAV
 from selfsup.runs import method_name
 
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
-METHODS: dict[str, type[Method]] = {method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR)}
+METHODS: dict[str, type[Method]] = {
+    method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, SimSiam)
+}
 
-__all__ = ["BYOL", "METHODS", "Method", "MoCHi", "MoCoV2", "MomentumMethod", "NNCLR", "SimCLR", "SwAV"]
+__all__ = [
+    "BYOL",
+    "METHODS",
+    "Method",
+    "MoCHi",
+    "MoCoV2",
+    "MomentumMethod",
+    "NNCLR",
+    "SimCLR",
+    "SimSiam",
+    "SwAV",
+]
