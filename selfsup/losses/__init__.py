@@ -8,6 +8,7 @@ returns how hard the negatives were, for the methods to log.
 from selfsup.losses.byol import normalized_mse
 from selfsup.losses.info_nce import InfoNCELoss, LossAndHardness, cross_view_info_nce, info_nce
 from selfsup.losses.moco import queue_info_nce, queue_info_nce_and_hardness
+from selfsup.losses.mocov3 import mocov3_info_nce
 from selfsup.losses.simsiam import negative_cosine_similarity, normalized_output_std
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
 
@@ -16,6 +17,7 @@ __all__ = [
     "LossAndHardness",
     "cross_view_info_nce",
     "info_nce",
+    "mocov3_info_nce",
     "negative_cosine_similarity",
     "normalized_mse",
     "normalized_output_std",

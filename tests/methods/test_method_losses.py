@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.methods import BYOL, NNCLR, MoCoV2, SimSiam, SwAV
+from selfsup.methods import BYOL, NNCLR, MoCoV2, MoCoV3, SimSiam, SwAV
 from selfsup.methods.base import Method, MomentumMethod
 from tests.losses.test_byol import reference_normalized_mse
 from tests.losses.test_moco import reference_moco
+from tests.losses.test_mocov3 import reference_ctr
 from tests.losses.test_simsiam import reference_negative_cosine
 from tests.losses.test_swav import reference_sinkhorn
 
@@ -100,6 +101,21 @@ def test_simsiam_predicts_each_views_projection_from_the_other_view_as_a_constan
     assert_same_loss_and_gradient(loss, expected, features)
     unit = F.normalize(projections.detach().double(), dim=1)
     torch.testing.assert_close(metrics, {"train/output_std": unit.std(dim=0).mean().float()})
+
+
+def test_mocov3_contrasts_each_views_queries_with_the_other_views_momentum_keys() -> None:
+    """MoCo v3 Algorithm 1: ctr(q1, k2) + ctr(q2, k1), q = predictor(projector(backbone(x))) and k from the momentum
+    backbone and projector, without gradient."""
+    method = build(MoCoV3, views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32, temperature=0.2)
+    drift_momentum_copies(method)
+    views, features, labels = step_inputs(method)
+    loss, _ = method.ssl_loss(features, views, labels)
+
+    q1, q2 = method.predictor(method.projector(torch.cat(features))).chunk(2)
+    with torch.no_grad():
+        k1, k2 = method.momentum_projector(method.momentum_backbone(torch.cat(views))).chunk(2)
+    expected = reference_ctr(q1, k2, 0.2) + reference_ctr(q2, k1, 0.2)
+    assert_same_loss_and_gradient(loss, expected, features)
 
 
 def reference_cross_view(anchors: Tensor, predictions: Tensor, temperature: float) -> Tensor:

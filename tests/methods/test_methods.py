@@ -62,6 +62,7 @@ ACTIVE_PATHS = {  # the options that take each method through its optional branc
     "swav": {},  # its optional queue joins Sinkhorn once full: that check is a host sync (a break)
     "nnclr": dict(queue_size=64),
     "simsiam": {},
+    "mocov3": {},
 }
 
 
