@@ -62,31 +62,49 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def weight_decay_groups(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def weight_decay_groups(
+    model: nn.Module, exclude: tuple[str, ...] = (), constant_lr: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """The trained parameters of `model` (less its submodules named in `exclude`) in two groups, by timm's rule
     (`timm.optim.param_groups_weight_decay`): biases and every parameter of at most one dimension (normalisation
     layers) get neither weight decay nor LARS scaling, and neither do the parameters a module declares exempt
     with timm's `no_weight_decay()` (a ViT's position embedding and class token); every other weight decays.
 
-    Unlike timm's function, a weight decay of 0 keeps the groups apart, so LARS still scales the weights."""
+    Unlike timm's function, a weight decay of 0 keeps the groups apart, so LARS still scales the weights. Each
+    submodule named in `constant_lr` gets its own two groups, `<name>` and `<name>_no_weight_decay`, marked
+    `constant_lr`: `WarmupCosineSchedule` keeps them at their peak rate (SimSiam's predictor)."""
+    unknown = set(constant_lr) - {name for name, _ in model.named_children()}
+    if unknown:
+        raise ValueError(f"constant_lr names no submodule of {type(model).__name__}: {sorted(unknown)}")
     exempt_patterns = [
         f"{prefix}.{pattern}" if prefix else pattern
         for prefix, module in model.named_modules()
         if callable(getattr(module, "no_weight_decay", None))
         for pattern in module.no_weight_decay()
     ]
-    decayed, exempt = [], []
+    owners = ("", *constant_lr)  # "": the parameters that follow the schedule
+    decayed: dict[str, list[nn.Parameter]] = {owner: [] for owner in owners}
+    exempt: dict[str, list[nn.Parameter]] = {owner: [] for owner in owners}
     for name, param in model.named_parameters():
-        if not param.requires_grad or name.split(".", 1)[0] in exclude:
+        top = name.split(".", 1)[0]
+        if not param.requires_grad or top in exclude:
             continue
+        owner = top if top in constant_lr else ""
         if param.ndim <= 1 or name.endswith(".bias") or any(fnmatch(name, p) for p in exempt_patterns):
-            exempt.append(param)
+            exempt[owner].append(param)
         else:
-            decayed.append(param)
-    return [
-        {"name": "weights", "params": decayed},
-        {"name": "no_weight_decay", "params": exempt, "weight_decay": 0.0, "lars_exclude": True},
+            decayed[owner].append(param)
+    groups = [
+        {"name": "weights", "params": decayed[""]},
+        {"name": "no_weight_decay", "params": exempt[""], "weight_decay": 0.0, "lars_exclude": True},
     ]
+    for owner in constant_lr:
+        groups += [
+            {"name": owner, "params": decayed[owner], "constant_lr": True},
+            {"name": f"{owner}_no_weight_decay", "params": exempt[owner], "weight_decay": 0.0, "lars_exclude": True,
+             "constant_lr": True},
+        ]  # fmt: skip
+    return groups
 
 
 def ended_optimizer_step(trainer: Any, batch_idx: int) -> bool:
@@ -157,7 +175,8 @@ class WarmupCosineSchedule(LRScheduler):
     at the same number of epochs trained instead: progress and warmup are rescaled to its epochs first, so a
     finished run continued for more epochs resumes within the cosine rather than at its end. The peak rates come
     from the loading run, so the rate scales with its global batch, and its first step already uses the rate of
-    its own position.
+    its own position. Parameter groups marked `constant_lr` (`weight_decay_groups`) stay at their peak rate
+    throughout, neither warmed up nor decayed, wherever the run resumes.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, trainer: Any, warmup_steps: int, global_batch: int) -> None:
@@ -181,9 +200,13 @@ class WarmupCosineSchedule(LRScheduler):
         return 1.0 - self._progress_left_after(self.last_epoch)
 
     def get_lr(self) -> list[float]:
+        """Each group's peak rate times the schedule's factor; groups marked `constant_lr` keep their peak rate."""
         step_size = self.progress_left / self.plan_steps
         factor = warmup_cosine(self.progress, self.warmup_end, 1.0, step_size)
-        return [peak * factor for peak in self.peak_lrs]
+        return [
+            peak if group.get("constant_lr") else peak * factor
+            for peak, group in zip(self.peak_lrs, self.optimizer.param_groups, strict=True)
+        ]
 
     def replan(self) -> None:
         """Share the progress left among the optimizer steps the trainer still takes, unless the plan has that many

@@ -47,7 +47,9 @@ class Metric:
     INVARIANCE = "train/invariance"  # VICReg: s, mean squared error between the views' embeddings, not weighted
     VARIANCE = "train/variance"  # VICReg: v(Z_a) + v(Z_b), hinge on each dimension's std, not weighted
     COVARIANCE = "train/covariance"  # VICReg: c(Z_a) + c(Z_b), squared off-diagonal covariances / D, not weighted
-    LEARNING_RATE = "lr"  # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe
+    OUTPUT_STD = "train/output_std"  # SimSiam: per-channel std of the unit-norm projections; 0 means collapse
+    # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe, lr/<module> for constant-rate modules
+    LEARNING_RATE = "lr"
     KNN_TOP1 = "val/knn_top1"
     PROBE_TOP1 = "val/online_linear_top1"
     IMAGES_PER_SECOND = "perf/img_per_s"

@@ -10,10 +10,13 @@ from torch import nn
 
 from selfsup.augment import ViewRecipe
 from selfsup.cli import SelfSupCLI
+from selfsup.methods import METHODS, MoCoV3
 from tests.conftest import PACKED_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD_CONFIGS = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
+# configs named after no method: another setting of a registered method (mocov3_vit), with that method's views
+VARIANT_CONFIGS = [name for name in METHOD_CONFIGS if name not in METHODS]
 DATA_IMAGE_SIZES = {
     "cifar10": 32, "cifar100": 32, "fashion_mnist": 32, "image_folder": 224, "packed": PACKED_SIZE, "stl10": 96,
 }  # fmt: skip
@@ -57,8 +60,12 @@ def data_root(request: pytest.FixtureRequest, image_folder: Path) -> Path:
     )
 
 
+def test_every_method_has_its_config() -> None:
+    assert set(METHODS) <= set(METHOD_CONFIGS)
+
+
 @pytest.mark.parametrize("data", sorted(DATA_IMAGE_SIZES))
-@pytest.mark.parametrize("method", METHOD_CONFIGS)
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_data_configs_keep_the_methods_views_at_the_datas_image_size(method: str, data: str, data_root: Path) -> None:
     method_config, data_config = REPO / "configs" / f"{method}.yaml", REPO / "configs" / "data" / f"{data}.yaml"
     cli = instantiate(
@@ -70,6 +77,26 @@ def test_data_configs_keep_the_methods_views_at_the_datas_image_size(method: str
     assert cli.model.multiview.recipes == recipes
     assert cli.model.multiview.sizes == tuple(recipe.size(size) for recipe in recipes)
     assert cli.model.clean_view.size == size
+
+
+def test_a_config_named_after_no_method_sets_a_registered_method() -> None:
+    """A variant trains a registered method, whose name its runs take (runs/mocov3/ for mocov3_vit)."""
+    registered = {f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}" for cls in METHODS.values()}
+    assert "mocov3_vit" in VARIANT_CONFIGS
+    for name in VARIANT_CONFIGS:
+        assert yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())["model"]["class_path"] in registered
+
+
+def test_mocov3s_vit_config_builds_on_the_default_data(tmp_path: Path) -> None:
+    """MoCo v3's ViT setting builds on the default data (Fashion-MNIST at 32 px): AdamW, the patch embedding frozen
+    (the random patch projection), MoCo v3's own views. A ViT-Ti and narrow heads stand in for the ViT-S and its
+    4096-wide heads, which take seconds to build."""
+    small = ["--model.init_args.backbone", "vit_tiny_patch16_224", "--model.init_args.projector_hidden_dim", "64",
+             "--model.init_args.predictor_hidden_dim", "64"]  # fmt: skip
+    cli = instantiate("--config", str(REPO / "configs" / "mocov3_vit.yaml"), *small, root=tmp_path)
+    assert isinstance(cli.model, MoCoV3) and cli.model.hparams.optimizer == "adamw"
+    assert not any(parameter.requires_grad for parameter in cli.model.backbone.patch_embed.parameters())
+    assert cli.model.multiview.recipes == own_views(MoCoV3) and cli.model.clean_view.size == 32
 
 
 @pytest.mark.parametrize("data", sorted(DATA_IMAGE_SIZES))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from timm.optim import param_groups_weight_decay
 
-from selfsup.methods import SimCLR
+from selfsup.methods import SimCLR, SimSiam
 from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_left, warmup_cosine
 
 
@@ -328,3 +328,56 @@ def test_a_fit_of_no_training_batches_gets_a_schedule() -> None:
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
     schedule = WarmupCosineSchedule(optimizer, trainer, warmup_steps=0, global_batch=8)
     assert schedule.progress == 0.0 and 0 < optimizer.param_groups[0]["lr"] <= 0.5
+
+
+def _simsiam_schedule(
+    restored_epochs: int = 0, **options: Any
+) -> tuple[SimSiam, torch.optim.Optimizer, WarmupCosineSchedule]:
+    """SimSiam's optimizer and schedule for 10 epochs of 10 steps of 2 x 64 images, 2 of them warmup, in a trainer
+    that restored `restored_epochs` whole epochs of a checkpoint."""
+    method = SimSiam(backbone="test_resnet", small_image_stem=False, base_lr=0.05, warmup_epochs=2, batch_size=64,
+                     num_classes=10, **options)  # fmt: skip
+    method.trainer = SimpleNamespace(estimated_stepping_batches=100, world_size=2, accumulate_grad_batches=1,
+                                     train_dataloader=(), num_training_batches=10, max_epochs=10,
+                                     **restored_loops(restored_epochs))  # fmt: skip
+    configured = method.configure_optimizers()
+    return method, configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+
+
+def test_simsiams_predictor_keeps_its_peak_rate_while_the_rest_warms_up_and_decays_also_after_a_resume() -> None:
+    """SimSiam's "pred. fixed lr" (Chen and He, Sec. 4.2, Table 1): the predictor's groups, and only they, stay at
+    the peak rate at every step; the other groups (the probe too) follow warmup and cosine. A run resumed from the
+    checkpoint of epoch 5 continues every group's rate where the uninterrupted run had it."""
+    method, optimizer, schedule = _simsiam_schedule()
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    names = {id(parameter): name for name, parameter in method.named_parameters()}
+    predictor = {names[id(p)] for name in ("predictor", "predictor_no_weight_decay") for p in groups[name]["params"]}
+    assert predictor == {name for name in names.values() if name.startswith("predictor.")}
+    assert not any(
+        names[id(p)].startswith("predictor.") for name in ("weights", "probe") for p in groups[name]["params"]
+    )
+
+    def rates(optimizer: torch.optim.Optimizer, schedule: WarmupCosineSchedule, steps: int) -> list[dict[str, float]]:
+        taken = []
+        for _ in range(steps):
+            taken.append({group["name"]: group["lr"] for group in optimizer.param_groups})
+            optimizer.step()
+            schedule.step()
+        return taken
+
+    peak = 0.05 * 128 / 256
+    first_half = rates(optimizer, schedule, 50)
+    saved = optimizer.state_dict(), schedule.state_dict()
+    uninterrupted = first_half + rates(optimizer, schedule, 50)
+    _, optimizer, schedule = _simsiam_schedule(restored_epochs=5)
+    optimizer.load_state_dict(saved[0])
+    schedule.load_state_dict(saved[1])
+    assert first_half + rates(optimizer, schedule, 50) == uninterrupted
+    for step, rate in enumerate(uninterrupted):
+        assert rate["predictor"] == rate["predictor_no_weight_decay"] == peak
+        factor = warmup_cosine(step, 20, 100)
+        assert rate["weights"] == pytest.approx(peak * factor) and rate["probe"] == pytest.approx(0.1 * factor)
+    assert uninterrupted[-1]["weights"] < 0.01 * peak
+
+    _, optimizer, _ = _simsiam_schedule(fixed_predictor_lr=False)  # the predictor decays with the rest
+    assert [group["name"] for group in optimizer.param_groups] == ["weights", "no_weight_decay", "probe"]

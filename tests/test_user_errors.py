@@ -90,6 +90,16 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
             "--model.init_args.off_diagonal_weight must be at least 0, got -1",
         ),
         ("vicreg", ["--model.init_args.variance_weight", "-1"], "--model.init_args.variance_weight must be at least 0"),
+        (
+            "simsiam",
+            ["--model.init_args.projector_num_layers", "0"],
+            "--model.init_args.projector_num_layers must be at least 1",
+        ),
+        (
+            "mocov3",
+            ["--model.init_args.random_patch_projection", "true"],
+            "random_patch_projection freezes a ViT's patch embedding (patch_embed), and 'resnet18' has none",
+        ),
         ("simclr", ["--seed_everything", "-1"], "--seed_everything must lie in [0, 4294967295], got -1"),
         ("simclr", ["--trainer.accelerator", "mps"], "fix the --trainer options for this machine"),
         ("simclr", ["--data.dataset", "packed"], "--data.dataset packed needs --data.root pointing at the packed"),

@@ -11,6 +11,8 @@ from selfsup.losses.byol import normalized_mse
 from selfsup.losses.dino import DinoLossTerms, dino_center_update, dino_loss, dino_loss_terms
 from selfsup.losses.info_nce import InfoNCELoss, LossAndHardness, cross_view_info_nce, info_nce
 from selfsup.losses.moco import queue_info_nce, queue_info_nce_and_hardness
+from selfsup.losses.mocov3 import mocov3_info_nce
+from selfsup.losses.simsiam import negative_cosine_similarity, normalized_output_std
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
 from selfsup.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
 
@@ -27,7 +29,10 @@ __all__ = [
     "dino_loss",
     "dino_loss_terms",
     "info_nce",
+    "mocov3_info_nce",
+    "negative_cosine_similarity",
     "normalized_mse",
+    "normalized_output_std",
     "queue_info_nce",
     "queue_info_nce_and_hardness",
     "sinkhorn_knopp",

@@ -6,17 +6,20 @@ from selfsup.methods.byol import BYOL
 from selfsup.methods.dino import DINO
 from selfsup.methods.mochi import MoCHi
 from selfsup.methods.mocov2 import MoCoV2
+from selfsup.methods.mocov3 import MoCoV3
 from selfsup.methods.msf import MSF
 from selfsup.methods.nnbyol import NNBYOL
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.swav import SwAV
 from selfsup.methods.vicreg import VICReg
 from selfsup.runs import method_name
 
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
 METHODS: dict[str, type[Method]] = {
-    method_name(cls): cls for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, NNBYOL, MSF, DINO, BarlowTwins, VICReg)
+    method_name(cls): cls
+    for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, NNBYOL, MSF, DINO, BarlowTwins, VICReg, SimSiam, MoCoV3)
 }
 
 __all__ = [
@@ -28,10 +31,12 @@ __all__ = [
     "Method",
     "MoCHi",
     "MoCoV2",
+    "MoCoV3",
     "MomentumMethod",
     "NNBYOL",
     "NNCLR",
     "SimCLR",
+    "SimSiam",
     "SwAV",
     "VICReg",
 ]

@@ -196,6 +196,12 @@ class Method(pl.LightningModule):
         """
         raise NotImplementedError
 
+    def constant_lr_modules(self) -> tuple[str, ...]:
+        """Names of the submodules trained at the peak learning rate throughout, neither warmed up nor decayed:
+        their parameters get param groups of their own that the schedule leaves alone (SimSiam's predictor,
+        Chen and He, CVPR 2021, Sec. 4.2). None by default."""
+        return ()
+
     # -- data to views ------------------------------------------------------------------------------------
 
     def _view_generator(self) -> torch.Generator:
@@ -404,7 +410,7 @@ class Method(pl.LightningModule):
         global_batch = hp.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
         lr = hp.base_lr * global_batch / 256
 
-        groups = weight_decay_groups(self, exclude=("probe",))
+        groups = weight_decay_groups(self, exclude=("probe",), constant_lr=self.constant_lr_modules())
         if self.labelled:
             groups.append({"name": "probe", "params": list(self.probe.parameters()), "lr": hp.probe_lr,
                            "weight_decay": 0.0, "lars_exclude": True})  # fmt: skip

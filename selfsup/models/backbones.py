@@ -69,6 +69,20 @@ def build_backbone(
     return model
 
 
+def freeze_patch_embedding(model: nn.Module, name: str) -> None:
+    """Keep a ViT's patch embedding at its random initialisation: the random fixed patch projection of MoCo v3
+    ("An Empirical Study of Training Self-Supervised Vision Transformers", Chen, Xie and He, ICCV 2021, Sec. 4.2),
+    which removes the training instability that starts in the first layer. Its parameters get no gradient, so the
+    optimizer leaves them out."""
+    patch_embedding = getattr(model, "patch_embed", None)
+    if not isinstance(patch_embedding, nn.Module):
+        raise ConfigurationError(
+            f"random_patch_projection freezes a ViT's patch embedding (patch_embed), and {name!r} has none. Set "
+            "--model.init_args.random_patch_projection false, or choose a timm ViT backbone."
+        )
+    patch_embedding.requires_grad_(False)
+
+
 def has_small_image_stem(model: nn.Module) -> bool:
     """Whether `model` has the small-image stem (and so cannot load into a stock ResNet)."""
     return _has_resnet_stem(model) and isinstance(model.maxpool, nn.Identity) and model.conv1.kernel_size == (3, 3)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from selfsup.augment import view_seed
-from selfsup.methods import BYOL, METHODS, SimCLR, SwAV
+from selfsup.methods import BYOL, METHODS, MoCoV2, SimCLR, SwAV
 from selfsup.methods.base import Method, MomentumMethod
 from tests.methods.test_method_losses import MULTI_CROP, TWO_VIEWS, build, drift_momentum_copies
 
@@ -43,7 +43,7 @@ def test_online_probe_learns_from_detached_global_crop_features_only() -> None:
 def test_momentum_copies_are_frozen_and_computed_without_gradient(name: str) -> None:
     """MoCo's key encoder, BYOL's target network and DINO's teacher change only by the EMA: their parameters require
     no gradient, and the method computes their outputs without a graph, so even unfrozen copies would get none."""
-    queue = dict(queue_size=16) if name in ("mocov2", "mochi") else {}
+    queue = dict(queue_size=16) if issubclass(METHODS[name], MoCoV2) else {}  # MoCo v2 and MoCHi: a small queue
     method = build(METHODS[name], views=TWO_VIEWS, **queue)
     copies = {
         f"copy{index}.{parameter_name}": parameter

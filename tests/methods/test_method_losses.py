@@ -7,10 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.methods import BYOL, METHODS, NNCLR, MoCoV2, SwAV
+from selfsup.methods import BYOL, METHODS, NNCLR, MoCoV2, MoCoV3, SimSiam, SwAV
 from selfsup.methods.base import Method, MomentumMethod
 from tests.losses.test_byol import reference_normalized_mse
 from tests.losses.test_moco import reference_moco
+from tests.losses.test_mocov3 import reference_ctr
+from tests.losses.test_simsiam import reference_negative_cosine
 from tests.losses.test_swav import reference_sinkhorn
 
 SMALL = dict(backbone="test_resnet", small_image_stem=False, image_size=16, num_classes=3, projector_hidden_dim=32)
@@ -82,6 +84,37 @@ def test_byol_regresses_each_views_prediction_on_the_other_views_target() -> Non
     with torch.no_grad():
         targets = method.target_projector(method.target_backbone(torch.cat(views))).chunk(2)
     expected = sum(reference_normalized_mse(predictions[v], targets[1 - v]) for v in (0, 1))
+    assert_same_loss_and_gradient(loss, expected, features)
+
+
+def test_simsiam_predicts_each_views_projection_from_the_other_view_as_a_constant() -> None:
+    """SimSiam eq. (4): D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2, with p = h(z) and z = f(x); the gradient
+    reaches the backbone through the predictions only, never through the projection used as the target."""
+    method = build(SimSiam, views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=4)
+    views, features, labels = step_inputs(method)
+    loss, metrics = method.ssl_loss(features, views, labels)
+
+    projections = method.projector(torch.cat(features))
+    z1, z2 = projections.chunk(2)
+    p1, p2 = method.predictor(projections).chunk(2)
+    expected = reference_negative_cosine(p1, z2) / 2 + reference_negative_cosine(p2, z1) / 2
+    assert_same_loss_and_gradient(loss, expected, features)
+    unit = F.normalize(projections.detach().double(), dim=1)
+    torch.testing.assert_close(metrics, {"train/output_std": unit.std(dim=0).mean().float()})
+
+
+def test_mocov3_contrasts_each_views_queries_with_the_other_views_momentum_keys() -> None:
+    """MoCo v3 Algorithm 1: ctr(q1, k2) + ctr(q2, k1), q = predictor(projector(backbone(x))) and k from the momentum
+    backbone and projector, without gradient."""
+    method = build(MoCoV3, views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32, temperature=0.2)
+    drift_momentum_copies(method)
+    views, features, labels = step_inputs(method)
+    loss, _ = method.ssl_loss(features, views, labels)
+
+    q1, q2 = method.predictor(method.projector(torch.cat(features))).chunk(2)
+    with torch.no_grad():
+        k1, k2 = method.momentum_projector(method.momentum_backbone(torch.cat(views))).chunk(2)
+    expected = reference_ctr(q1, k2, 0.2) + reference_ctr(q2, k1, 0.2)
     assert_same_loss_and_gradient(loss, expected, features)
 
 

@@ -66,6 +66,8 @@ ACTIVE_PATHS = {  # the options that take each method through its optional branc
     "msf": dict(neighbours={"support_size": 64, "num_neighbours": 5, "include_batch": True}),
     "barlowtwins": {},
     "vicreg": {},
+    "simsiam": {},
+    "mocov3": {},
 }
 
 

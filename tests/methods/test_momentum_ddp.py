@@ -1,4 +1,5 @@
-"""MoCo's and BYOL's losses on 2 gloo ranks equal the single-process losses on the concatenated batch, and the
+"""MoCo's, BYOL's and MoCo v3's losses on 2 gloo ranks equal the single-process losses on the concatenated batch
+(MoCo v3's parameter gradients after DDP's averaging and gathered keys too: tests/losses/test_mocov3.py), and the
 MoCo queue after the step is the same. (The heads' BatchNorm statistics differ per rank unless SyncBatchNorm is
 on, as configs/mocov2.yaml does on GPUs, so the comparison starts from projections.)"""
 
@@ -11,6 +12,7 @@ from selfsup.losses import normalized_mse, queue_info_nce
 from selfsup.methods import MoCHi
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from tests.conftest import free_port
+from tests.losses.test_mocov3 import check_two_ranks, share_of_this_rank
 
 OPTIONS = dict(
     backbone="test_resnet",
@@ -41,11 +43,11 @@ def _worker(rank: int, port: int, results) -> None:
     method = MoCHi(**OPTIONS)  # mixing on: its top-N uses the shared queue, so it must agree across ranks too
     mine = slice(4 * rank, 4 * rank + 4)
     losses = step(method, *(t[mine] for t in batch()))
-    results.put((rank, losses, method.queue.keys.tolist()))
+    results.put((rank, losses, method.queue.keys.tolist(), share_of_this_rank()))
     dist.destroy_process_group()
 
 
-def test_moco_and_byol_losses_and_queue_match_single_process() -> None:
+def test_moco_byol_and_mocov3_losses_and_queue_match_single_process() -> None:
     single = MoCHi(**OPTIONS)
     expected = step(single, *batch())
     results = mp.get_context("spawn").SimpleQueue()
@@ -56,3 +58,4 @@ def test_moco_and_byol_losses_and_queue_match_single_process() -> None:
         assert abs(sum(r[1][index] for r in ranks) / 2 - expected[index]) < 1e-5
     assert ranks[0][2] == ranks[1][2]
     torch.testing.assert_close(torch.tensor(ranks[0][2]), single.queue.keys)
+    check_two_ranks([r[3] for r in ranks])
