@@ -23,8 +23,14 @@ from selfsup.losses.info_nce import info_nce
 
 def mocov3_info_nce(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
     """ctr(q, k) of Algorithm 1: queries (N, D) of this rank against the keys (N, D) of every rank, query i's
-    positive being this rank's key i; the keys carry no gradient."""
+    positive being this rank's key i; the keys carry no gradient. Keys (N, k, D), k nearest neighbours in place of
+    each key (`selfsup.models.neighbours`), give the mean of ctr over the k: the j-th neighbours of every rank's keys
+    are the candidates of the j-th term."""
     queries = F.normalize(queries.float(), dim=1)
-    all_keys = gather(F.normalize(keys.detach().float(), dim=1))  # (M, D), M = N * world size, in rank order
+    all_keys = gather(F.normalize(keys.detach().float(), dim=-1))  # (M, [k,] D), M = N * world size, in rank order
     positive = torch.arange(queries.shape[0], device=queries.device) + rank() * queries.shape[0]
-    return info_nce(queries @ all_keys.T / temperature, positive) * (2 * temperature)  # logits (N, M)
+    if all_keys.ndim == 2:
+        return info_nce(queries @ all_keys.T / temperature, positive) * (2 * temperature)  # logits (N, M)
+    logits = torch.einsum("nd,mkd->nkm", queries, all_keys) / temperature  # (N, k, M)
+    positive = positive.repeat_interleave(all_keys.shape[1])
+    return info_nce(logits.flatten(0, 1), positive) * (2 * temperature)

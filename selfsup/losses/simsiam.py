@@ -16,8 +16,10 @@ from torch import Tensor
 
 
 def negative_cosine_similarity(prediction: Tensor, target: Tensor) -> Tensor:
-    """D(p, stopgrad(z)): the mean over the batch of -cos(prediction, target); gradient reaches only `prediction`."""
-    return -F.cosine_similarity(prediction.float(), target.detach().float(), dim=1).mean()
+    """D(p, stopgrad(z)): the mean over the batch of -cos(prediction, target); gradient reaches only `prediction`
+    (B, D). A target (B, k, D) of k embeddings per prediction (nearest neighbours) gives the mean over the k too."""
+    prediction = prediction.float() if target.ndim == 2 else prediction.float()[:, None]
+    return -F.cosine_similarity(prediction, target.detach().float(), dim=-1).mean()
 
 
 def normalized_output_std(projections: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from selfsup.methods.mocov3 import MoCoV3
 from selfsup.methods.msf import MSF
 from selfsup.methods.nnbyol import NNBYOL
 from selfsup.methods.nnclr import NNCLR
+from selfsup.methods.nnsiam import NNSiam
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.swav import SwAV
@@ -19,7 +20,10 @@ from selfsup.runs import method_name
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
 METHODS: dict[str, type[Method]] = {
     method_name(cls): cls
-    for cls in (SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR, NNBYOL, MSF, DINO, BarlowTwins, VICReg, SimSiam, MoCoV3)
+    for cls in (
+        *(SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR),
+        *(NNBYOL, MSF, DINO, BarlowTwins, VICReg, SimSiam, NNSiam, MoCoV3),
+    )
 }
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "MomentumMethod",
     "NNBYOL",
     "NNCLR",
+    "NNSiam",
     "SimCLR",
     "SimSiam",
     "SwAV",

@@ -17,6 +17,7 @@ from selfsup.losses import mocov3_info_nce
 from selfsup.methods.base import MomentumMethod
 from selfsup.models import projection_mlp
 from selfsup.models.backbones import freeze_patch_embedding
+from selfsup.models.neighbours import NearestNeighbours
 
 
 class MoCoV3(MomentumMethod):
@@ -26,7 +27,8 @@ class MoCoV3(MomentumMethod):
     backbone -> projector (batch norm on every layer, the last without affine) -> predictor gives the queries;
     an EMA copy of backbone and projector gives the keys, with momentum from `tau_base` to `tau_final` on a cosine
     schedule (logs `train/tau`). Expects exactly two views per image (BYOL's recipe, as the paper).
-    `random_patch_projection` freezes a ViT's patch embedding at its random initialisation (Sec. 4.2)."""
+    `random_patch_projection` freezes a ViT's patch embedding at its random initialisation (Sec. 4.2); `neighbours`
+    contrasts each query with nearest neighbours of the keys (logs `train/nn_accuracy`)."""
 
     VIEWS_PER_IMAGE = (2, 2)
     ENCODERS = {"online": "backbone", "momentum": "momentum_backbone"}
@@ -39,6 +41,7 @@ class MoCoV3(MomentumMethod):
         projector_output_dim: int = 256,
         predictor_hidden_dim: int = 4096,
         random_patch_projection: bool = False,
+        neighbours: NearestNeighbours = NearestNeighbours(),
         views: tuple[ViewRecipe, ...] = byol_views(),
         optimizer: Literal["lars", "sgd", "adamw"] = "lars",
         base_lr: float = 0.3,
@@ -56,6 +59,8 @@ class MoCoV3(MomentumMethod):
             predictor_hidden_dim: hidden width of the 2-layer predictor.
             random_patch_projection: keep a ViT's patch embedding at its random initialisation (Sec. 4.2); an
                 error for a backbone without one.
+            neighbours: replace each key by its nearest neighbours among earlier keys, the candidates of every
+                query too (as NNCLR does for SimCLR).
             views: the augmentation recipe (BYOL's asymmetric pair, as the paper).
             optimizer: LARS for a ResNet (AdamW for a ViT).
             base_lr: learning rate per 256 images: the official ResNet-50 setting for 300 and 1000 epochs, LARS at
@@ -69,6 +74,7 @@ class MoCoV3(MomentumMethod):
             1, projector_num_layers=projector_num_layers, predictor_hidden_dim=predictor_hidden_dim, **dims
         )
         check_options(positive(temperature=temperature) + sizes, "--model.init_args")
+        neighbours = NearestNeighbours.from_dict(neighbours)
         super().__init__(
             views=views, optimizer=optimizer, base_lr=base_lr, weight_decay=weight_decay, tau_base=tau_base,
             tau_final=tau_final, **kwargs,
@@ -79,6 +85,7 @@ class MoCoV3(MomentumMethod):
         self.predictor = projection_mlp(projector_output_dim, predictor_hidden_dim, projector_output_dim)
         self.momentum_backbone = self.momentum_copy(self.backbone)
         self.momentum_projector = self.momentum_copy(self.projector)
+        self.support_set = neighbours.support_set(projector_output_dim)
 
     def _build_backbone(self) -> nn.Module:
         """The backbone, with its patch embedding frozen under `random_patch_projection` (also when `setup`
@@ -92,6 +99,9 @@ class MoCoV3(MomentumMethod):
         q1, q2 = self.predictor(self.projector(torch.cat(features))).chunk(2)  # (N, D) each
         with torch.no_grad():
             k1, k2 = self.momentum_projector(self.momentum_backbone(torch.cat(views))).chunk(2)
+        metrics = {}
+        if self.support_set is not None:  # each key replaced by its neighbours among earlier keys
+            (k2, k1), metrics = self.support_set.swap([k2, k1], labels if self.labelled else None)
         temperature = self.hparams.temperature
         # Algorithm 1: each view's queries against the other view's keys of the global batch
-        return mocov3_info_nce(q1, k2, temperature) + mocov3_info_nce(q2, k1, temperature), {}
+        return mocov3_info_nce(q1, k2, temperature) + mocov3_info_nce(q2, k1, temperature), metrics

@@ -30,6 +30,8 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     ),
     "barlow_twins_loss": lambda z: losses.barlow_twins_loss(z, unit(6, 1)),
     "vicreg_loss": lambda z: losses.vicreg_loss(z, unit(6, 1)),
+    "mocov3_info_nce": lambda z: losses.mocov3_info_nce(z, unit(6, 1), 0.2),
+    "negative_cosine_similarity": lambda z: losses.negative_cosine_similarity(z, unit(6, 1)),
 }
 NOT_LOSSES = {
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
@@ -42,6 +44,7 @@ NOT_LOSSES = {
     "vicreg_terms": "the methods' entry point, its terms' loss checked against vicreg_loss in its tests",
     "BarlowTwinsTerms": "the type barlow_twins_terms returns",
     "VICRegTerms": "the type vicreg_terms returns",
+    "normalized_output_std": "SimSiam's collapse monitor, computed without gradient",
 }
 
 

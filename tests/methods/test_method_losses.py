@@ -9,6 +9,7 @@ from torch import Tensor
 
 from selfsup.methods import BYOL, METHODS, NNCLR, MoCoV2, MoCoV3, SimSiam, SwAV
 from selfsup.methods.base import Method, MomentumMethod
+from selfsup.runs import Metric
 from tests.losses.test_byol import reference_normalized_mse
 from tests.losses.test_moco import reference_moco
 from tests.losses.test_mocov3 import reference_ctr
@@ -203,34 +204,55 @@ def brute_force_k_nearest(targets: Tensor, bank: Tensor, k: int) -> Tensor:
     return torch.stack([bank[row.argsort(descending=True)[:k]] for row in similarity])
 
 
-@pytest.mark.parametrize("name", ["nnbyol", "msf"])
-def test_neighbour_targets_are_the_support_sets_nearest_as_constants(name: str) -> None:
-    """NNBYOL: BYOL eq. (2) and its mirror, each target replaced by its nearest neighbour in the support set as it was
-    before this batch. Mean Shift (Sec. 3): the first view's prediction q against the k = 5 nearest neighbours v_i of
-    the second view's target in the memory bank with this batch's targets written in, mean_i ||q/|q| - v_i||^2."""
-    neighbours = {
-        "nnbyol": {"support_size": 20},
-        "msf": {"support_size": 20, "num_neighbours": 5, "include_batch": True},
-    }
-    method = build(METHODS[name], views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32,
-                   neighbours=neighbours[name])  # fmt: skip
-    drift_momentum_copies(method)
-    method.support_set.enqueue(F.normalize(torch.randn(10, 8), dim=1))
-    support = method.support_set.keys[:10].double()
-    views, features, labels = step_inputs(method)
-    loss, _ = method.ssl_loss(features, views, labels)
+NEIGHBOURS = {  # per method: the support set of the test below
+    "nnbyol": {"support_size": 20},
+    "msf": {"support_size": 20, "num_neighbours": 5, "include_batch": True},
+    "nnsiam": {"support_size": 20},
+    "mocov3": {"support_size": 20, "num_neighbours": 2},
+}
 
+
+def expected_neighbour_loss(
+    name: str, method: Method, views: list[Tensor], features: list[Tensor], support: Tensor
+) -> Tensor:
+    """Each method's loss from its paper's equation, with its targets replaced by their nearest neighbours in
+    `support` (float64); Mean Shift's bank holds this batch's targets too."""
+    if name == "nnsiam":  # SimSiam eq. (4) against the neighbours of the stop-gradient projections
+        projections = method.projector(torch.cat(features))
+        p1, p2 = method.predictor(projections).chunk(2)
+        z1, z2 = (brute_force_k_nearest(z, support, 1)[:, 0] for z in projections.detach().double().chunk(2))
+        return reference_negative_cosine(p1, z2) / 2 + reference_negative_cosine(p2, z1) / 2
     predictions = method.predictor(method.projector(torch.cat(features))).double().chunk(2)
+    if name == "mocov3":  # Algorithm 1, each key replaced by its 2 neighbours: the mean of ctr over them
+        with torch.no_grad():
+            keys = method.momentum_projector(method.momentum_backbone(torch.cat(views))).double().chunk(2)
+        nearest = [brute_force_k_nearest(k, support, 2) for k in keys]
+        return sum(reference_ctr(predictions[v], nearest[1 - v][:, j], 0.2) for v in (0, 1) for j in (0, 1)) / 2
     target_views = torch.cat(views) if name == "nnbyol" else views[1]  # Mean Shift needs the second view's only
     with torch.no_grad():
         targets = F.normalize(method.target_projector(method.target_backbone(target_views)).double(), dim=1)
-    targets = targets.chunk(2) if name == "nnbyol" else (None, targets)
-    if name == "nnbyol":
-        nearest = [brute_force_k_nearest(targets[v], support, 1)[:, 0] for v in (0, 1)]
-        expected = sum(reference_normalized_mse(predictions[v], nearest[1 - v]) for v in (0, 1))
-    else:
-        bank = torch.cat([support, targets[1]])  # the batch's targets joined the bank before the lookup
-        v = brute_force_k_nearest(targets[1], bank, 5)  # (B, 5, D)
-        q = F.normalize(predictions[0], dim=1)[:, None]
-        expected = ((q - v) ** 2).sum(dim=2).mean()
-    assert_same_loss_and_gradient(loss, expected, features)
+    if name == "nnbyol":  # BYOL eq. (2) and its mirror against the neighbours of the targets
+        nearest = [brute_force_k_nearest(t, support, 1)[:, 0] for t in targets.chunk(2)]
+        return sum(reference_normalized_mse(predictions[v], nearest[1 - v]) for v in (0, 1))
+    v = brute_force_k_nearest(targets, torch.cat([support, targets]), 5)  # (B, 5, D), each target among them
+    q = F.normalize(predictions[0], dim=1)[:, None]
+    return ((q - v) ** 2).sum(dim=2).mean()
+
+
+@pytest.mark.parametrize("name", sorted(NEIGHBOURS))
+def test_neighbour_targets_are_the_support_sets_nearest_as_constants(name: str) -> None:
+    """NNBYOL, NNSiam and MoCo v3 with neighbours: each target (BYOL's momentum target, SimSiam's projection, MoCo
+    v3's key) replaced by its nearest neighbours in the support set as it was before this batch, the loss the mean
+    over them. Mean Shift (Sec. 3): the first view's prediction q against the k = 5 nearest neighbours v_i of the
+    second view's target in the memory bank with this batch's targets written in, mean_i ||q/|q| - v_i||^2."""
+    options = dict(temperature=0.2) if name == "mocov3" else {}
+    method = build(METHODS[name], views=TWO_VIEWS, projector_output_dim=8, predictor_hidden_dim=32,
+                   neighbours=NEIGHBOURS[name], **options)  # fmt: skip
+    if isinstance(method, MomentumMethod):
+        drift_momentum_copies(method)
+    method.support_set.enqueue(F.normalize(torch.randn(10, 8), dim=1))
+    support = method.support_set.keys[:10].double()
+    views, features, labels = step_inputs(method)
+    loss, metrics = method.ssl_loss(features, views, labels)
+    assert_same_loss_and_gradient(loss, expected_neighbour_loss(name, method, views, features, support), features)
+    assert Metric.NN_ACCURACY in metrics

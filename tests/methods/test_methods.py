@@ -67,7 +67,8 @@ ACTIVE_PATHS = {  # the options that take each method through its optional branc
     "barlowtwins": {},
     "vicreg": {},
     "simsiam": {},
-    "mocov3": {},
+    "nnsiam": dict(neighbours={"support_size": 64}),
+    "mocov3": dict(neighbours={"support_size": 64, "num_neighbours": 2}),
 }
 
 
