@@ -9,20 +9,13 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.losses import normalized_mse, queue_info_nce
-from selfsup.methods import MoCHi
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
+from selfsup.models.queue import EmbeddingQueue
 from tests.conftest import free_port
 from tests.losses.test_mocov3 import check_two_ranks, share_of_this_rank
 
-OPTIONS = dict(
-    backbone="test_resnet",
-    small_image_stem=False,
-    views=[{"num_views": 2}],
-    image_size=16,
-    queue_size=50,
-    mixing=HardNegativeMixing(num_hard=10),
-    num_classes=3,
-)
+# MoCHi's pieces, without the method: the ranks import neither Lightning nor the backbones (seconds per process)
+MIXING = HardNegativeMixing(num_hard=10)
 
 
 def batch() -> tuple[torch.Tensor, ...]:
@@ -32,23 +25,23 @@ def batch() -> tuple[torch.Tensor, ...]:
     return queries, keys, predictions, targets
 
 
-def step(method: MoCHi, queries, keys, predictions, targets) -> tuple[float, float]:
-    moco = queue_info_nce(queries, keys, method.queue.keys.clone(), 0.2, mixing=method.mixing)
-    method.queue.enqueue(keys)
+def step(queue: EmbeddingQueue, queries, keys, predictions, targets) -> tuple[float, float]:
+    moco = queue_info_nce(queries, keys, queue.keys.clone(), 0.2, mixing=MIXING)
+    queue.enqueue(keys)
     return moco.item(), normalized_mse(predictions, targets).item()
 
 
 def _worker(rank: int, port: int, results) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    method = MoCHi(**OPTIONS)  # mixing on: its top-N uses the shared queue, so it must agree across ranks too
+    queue = EmbeddingQueue(50, 128)  # mixing on: its top-N uses the shared queue, so it must agree across ranks too
     mine = slice(4 * rank, 4 * rank + 4)
-    losses = step(method, *(t[mine] for t in batch()))
-    results.put((rank, losses, method.queue.keys.tolist(), share_of_this_rank()))
+    losses = step(queue, *(t[mine] for t in batch()))
+    results.put((rank, losses, queue.keys.tolist(), share_of_this_rank()))
     dist.destroy_process_group()
 
 
 def test_moco_byol_and_mocov3_losses_and_queue_match_single_process() -> None:
-    single = MoCHi(**OPTIONS)
+    single = EmbeddingQueue(50, 128)
     expected = step(single, *batch())
     results = mp.get_context("spawn").SimpleQueue()
     workers = mp.spawn(_worker, args=(free_port(), results), nprocs=2, join=False)
@@ -57,5 +50,5 @@ def test_moco_byol_and_mocov3_losses_and_queue_match_single_process() -> None:
     for index in range(2):  # MoCo, BYOL: the mean of the two ranks' losses is the single-process loss
         assert abs(sum(r[1][index] for r in ranks) / 2 - expected[index]) < 1e-5
     assert ranks[0][2] == ranks[1][2]
-    torch.testing.assert_close(torch.tensor(ranks[0][2]), single.queue.keys)
+    torch.testing.assert_close(torch.tensor(ranks[0][2]), single.keys)
     check_two_ranks([r[3] for r in ranks])

@@ -1,6 +1,7 @@
 """Every registered method, on a plain `pl.Trainer`: a run stopped at an epoch boundary and resumed from its checkpoint
 ends bit for bit where the uninterrupted run ends (weights, momentum copies, queues, support sets, centers, prototypes,
-optimizer and schedule), and its backbones export, the momentum encoder too where the method has one."""
+optimizer and schedule), the checkpoint loads with weights_only=True into the method rebuilt from its hyperparameters,
+and its backbones export, the momentum encoder too where the method has one."""
 
 from pathlib import Path
 
@@ -48,11 +49,15 @@ def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run_and_exp
     changed = [key for key, value in resumed.state_dict().items() if not torch.equal(value, uninterrupted[key])]
     assert changed == []
 
+    saved = torch.load(checkpoint, weights_only=True)  # plain data only: the method rebuilds from its hparams
+    rebuilt = METHODS[name](**saved["hyper_parameters"])
+    rebuilt.load_state_dict(saved["state_dict"])
+    assert all(torch.equal(value, saved["state_dict"][key]) for key, value in rebuilt.state_dict().items())
+
     for encoder, attribute in resumed.ENCODERS.items():
         written = tmp_path / f"{encoder}.safetensors"
         export(str(checkpoint), out=str(written), encoder=encoder)
-        saved = torch.load(checkpoint, weights_only=True)["state_dict"]
         prefix = f"{attribute}."
-        expected = {key.removeprefix(prefix): value for key, value in saved.items() if key.startswith(prefix)}
+        expected = {k.removeprefix(prefix): value for k, value in saved["state_dict"].items() if k.startswith(prefix)}
         exported = load_file(written)
         assert exported.keys() and all(torch.equal(exported[key], expected[key]) for key in exported), encoder
