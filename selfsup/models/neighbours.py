@@ -85,10 +85,12 @@ class SupportSet(EmbeddingQueue):
         """The `num_neighbours` written entries nearest to each target (B, D), nearest first. Where fewer are written,
         the target stands in for the missing ones (with nothing written yet, each target is its own neighbour).
         Unwritten slots are masked rather than sliced off: shapes never depend on the fill, and a compiled step
-        needs no host sync."""
+        needs no host sync. The similarities are float32 also under bf16 autocast, whose 8 bits of mantissa would
+        tell apart similarities near 1 only to about 0.004 and change which entries are nearest."""
         targets = F.normalize(targets.detach().to(self.keys.dtype), dim=1)
         written = torch.arange(self.size, device=self.keys.device) < self.filled  # slots fill in order
-        similarity = (targets @ self.keys.T).masked_fill(~written, float("-inf"))  # (B, size)
+        with torch.autocast(self.keys.device.type, enabled=False):
+            similarity = (targets @ self.keys.T).masked_fill(~written, float("-inf"))  # (B, size)
         nearest_similarity, index = similarity.topk(self.num_neighbours, dim=1)  # (B, k)
         found = (nearest_similarity > float("-inf"))[..., None]
         embeddings = torch.where(found, self.keys[index], targets[:, None])  # (B, k, D)
