@@ -165,10 +165,21 @@ def restore_global_random_state(state: Tensor, device: torch.device) -> None:
 
 
 def restart_epoch_iterator(trainer: pl.Trainer) -> None:
-    """Make the training loader's iterator again, after the global random state was restored, when the run resumes at
-    an epoch boundary. Lightning makes the new epoch's iterator before `on_train_start`, where the state is restored,
-    and a torch DataLoader's iterator draws from the global generator (its workers' base seed; a shuffling sampler,
-    its order): in the uninterrupted run those draws followed the checkpoint's state. A checkpoint written within an
-    epoch already holds the state after that epoch's iterator was made, so its iterator stays."""
-    if not trainer.fit_loop.restarted_mid_epoch:
-        iter(trainer.fit_loop._data_fetcher)  # what Lightning's epoch loop does at the start of every epoch
+    """Make the training loader's iterator again when the run resumes at an epoch boundary, for the new epoch and
+    from the restored global random state. Lightning makes that epoch's iterator before `on_train_start`, where the
+    state is restored, and before it tells the samplers their epoch; but a torch DataLoader's iterator draws from the
+    global generator as it is made (its workers' base seed; a shuffling sampler, its order), and one with workers
+    takes the sampler's first indices at once. In the uninterrupted run both followed the checkpoint's state and the
+    new epoch. A checkpoint written within an epoch already holds the state after that epoch's iterator was made, so
+    its iterator stays."""
+    fit_loop = trainer.fit_loop
+    if fit_loop.restarted_mid_epoch:
+        return
+    for loader in fit_loop._combined_loader.flattened:
+        for sampler in (
+            getattr(loader, "sampler", None),
+            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+        ):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(fit_loop.epoch_progress.current.processed)  # as Lightning does at each epoch's start
+    iter(fit_loop._data_fetcher)  # what Lightning's epoch loop does at the start of every epoch

@@ -344,8 +344,9 @@ class Method(pl.LightningModule):
         served = getattr(self.trainer.datamodule, "resumed_batches", lambda: None)()
         if served is not None and align_resumed_epoch(self.trainer, served):
             self.lr_schedulers().replan()
-        if self._resumed_random is not None and len(self._resumed_random) == self.trainer.world_size:
-            restore_global_random_state(self._resumed_random[self.global_rank], self.device)
+        if self._resumed_random is not None:  # resumed from a checkpoint of this version
+            if len(self._resumed_random) == self.trainer.world_size:
+                restore_global_random_state(self._resumed_random[self.global_rank], self.device)
             restart_epoch_iterator(self.trainer)
         self._resumed_random = None
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
+from selfsup.data.image_folder import EpochShuffle
 from selfsup.export import export
 from selfsup.methods import METHODS, Method
 from tests.methods.test_methods import ACTIVE_PATHS, TINY
@@ -30,11 +31,12 @@ class CheckpointFirstEpoch(pl.Callback):
             trainer.save_checkpoint(self.path)
 
 
-def fit(name: str, callbacks: list[pl.Callback] = (), ckpt_path: Path | None = None) -> Method:
-    """Two epochs of 2 steps on 16 images (the views and the run seeded with 0), or what is left of them."""
+def fit(name: str, callbacks: list[pl.Callback] = (), ckpt_path: Path | None = None, **loader_options) -> Method:
+    """Two epochs of 2 steps on 16 images (the views and the run seeded with 0), or what is left of them; the loader
+    shuffles from the global random state unless `loader_options` say otherwise."""
     pl.seed_everything(0, verbose=False)
     method = METHODS[name](**{**TINY, **ACTIVE_PATHS[name]}, warmup_epochs=0.5)
-    loader = DataLoader(TensorDataset(IMAGES, LABELS), batch_size=8, shuffle=True)  # its order from the global seed
+    loader = DataLoader(TensorDataset(IMAGES, LABELS), batch_size=8, **({"shuffle": True} | loader_options))
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))  # fmt: skip
     trainer.fit(method, loader, ckpt_path=ckpt_path)
@@ -61,3 +63,16 @@ def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run_and_exp
         expected = {k.removeprefix(prefix): value for k, value in saved["state_dict"].items() if k.startswith(prefix)}
         exported = load_file(written)
         assert exported.keys() and all(torch.equal(exported[key], expected[key]) for key in exported), encoder
+
+
+def test_a_loader_with_workers_resumes_at_an_epoch_boundary_in_that_epochs_order(tmp_path: Path) -> None:
+    """The image-folder training loader's setting: a sampler shuffled per (seed, epoch), read by a persistent worker.
+    Its iterator takes the sampler's indices as it is made, so the epoch it is made for must be set first."""
+    def loader() -> dict:  # each run its own sampler, at epoch 0, as in a new process
+        sampler = EpochShuffle(TensorDataset(IMAGES, LABELS), seed=0)
+        return dict(shuffle=None, sampler=sampler, num_workers=1, persistent_workers=True)
+
+    checkpoint = tmp_path / "epoch_0.ckpt"
+    uninterrupted = fit("simclr", callbacks=[CheckpointFirstEpoch(checkpoint)], **loader()).state_dict()
+    resumed = fit("simclr", ckpt_path=checkpoint, **loader())
+    assert [key for key, value in resumed.state_dict().items() if not torch.equal(value, uninterrupted[key])] == []
