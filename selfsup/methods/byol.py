@@ -67,7 +67,9 @@ class BYOL(MomentumMethod):
     def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         # (view predicting, view whose target it regresses): eq. 2 and its mirror, or eq. 2 alone
         pairs = ((0, 1), (1, 0)) if self.hparams.symmetric else ((0, 1),)
-        predictions = self.predictor(self.projector(torch.cat(features[:2]))).chunk(2)
+        predicting = sorted({view for view, _ in pairs})  # the heads (and their batch norm) see only these views
+        projected = self.projector(torch.cat([features[view] for view in predicting]))
+        predictions = dict(zip(predicting, self.predictor(projected).chunk(len(predicting)), strict=True))
         with torch.no_grad():
             target_views = torch.cat([views[target] for _, target in pairs])
             targets = list(self.target_projector(self.target_backbone(target_views)).chunk(len(pairs)))

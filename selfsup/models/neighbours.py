@@ -97,9 +97,11 @@ class SupportSet(EmbeddingQueue):
         return Neighbours(embeddings, torch.where(found[..., 0], self.labels[index], -1))
 
     def swap(self, targets: list[Tensor], labels: Tensor | None) -> tuple[list[Tensor], dict[str, Tensor]]:
-        """Each view's targets (B, D) replaced by their neighbours (B, k, D), and the first view's targets, unit-norm,
-        written into the support set (before the lookup with `include_batch`, after it otherwise). With labels, the
-        step's neighbour accuracy of the first view's targets is returned as a metric."""
+        """Each entry of `targets` (B, D) replaced by its neighbours (B, k, D), and the first entry, unit-norm, written
+        into the support set (before the lookup with `include_batch`, after it otherwise): the caller orders the list
+        so that the targets it wants remembered come first. With labels, the first entry's neighbour accuracy is
+        returned as a metric (with `include_batch`, each target counts among its own neighbours, as Mean Shift's
+        purity does)."""
         targets = [F.normalize(view_targets.detach().float(), dim=1) for view_targets in targets]
         labels_or_unknown = labels if labels is not None else torch.full_like(targets[0][:, 0], -1, dtype=torch.long)
         if self.include_batch:

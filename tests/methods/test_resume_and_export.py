@@ -68,6 +68,7 @@ def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run_and_exp
 def test_a_loader_with_workers_resumes_at_an_epoch_boundary_in_that_epochs_order(tmp_path: Path) -> None:
     """The image-folder training loader's setting: a sampler shuffled per (seed, epoch), read by a persistent worker.
     Its iterator takes the sampler's indices as it is made, so the epoch it is made for must be set first."""
+
     def loader() -> dict:  # each run its own sampler, at epoch 0, as in a new process
         sampler = EpochShuffle(TensorDataset(IMAGES, LABELS), seed=0)
         return dict(shuffle=None, sampler=sampler, num_workers=1, persistent_workers=True)
