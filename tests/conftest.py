@@ -2,11 +2,13 @@
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from PIL import Image
 
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never sync to wandb, whatever the machine's setup
@@ -22,6 +24,17 @@ needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST.is_dir(),
     reason="Debian package dataset-fashion-mnist not installed (make test installs it as root)",
 )
+
+
+# The ranks of the 2-process tests fork from one server per pytest process, started once with torch, Lightning and
+# selfsup imported: a spawned rank would import them again, about 8 s of the 2 cores for every rank of every test.
+RANKS = mp.get_context("forkserver")
+RANKS.set_forkserver_preload(["tests.conftest", "selfsup.methods", "selfsup.evaluation"])
+
+
+def start_ranks(worker: Callable, args: tuple, nprocs: int = 2, join: bool = True) -> mp.ProcessContext | None:
+    """`worker(rank, *args)` on `nprocs` processes of RANKS, as `torch.multiprocessing.spawn` would start them."""
+    return mp.start_processes(worker, args=args, nprocs=nprocs, join=join, start_method="forkserver")
 
 
 def free_port() -> int:

@@ -1,12 +1,11 @@
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.evaluation import knn_predict, knn_sweep
 from selfsup.evaluation.online import KnnMonitor
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 
 
 def brute_force_knn(queries, bank, labels, num_classes, k, temperature):
@@ -93,8 +92,8 @@ def test_sharded_sweep_and_monitor_over_two_ranks_equal_one_process_and_hold_onl
     expected_monitor = KnnMonitor(5, k=20, temperature=0.1)
     expected_monitor.add_bank(bank, labels)
     expected_monitor.add_queries(queries, query_labels)
-    results = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(_sharded_worker, args=(free_port(), results), nprocs=2, join=True)
+    results = RANKS.SimpleQueue()
+    start_ranks(_sharded_worker, (free_port(), results), join=True)
     for _, sweep, tiny, accuracy, held_rows, largest_gather in sorted(results.get() for _ in range(2)):
         assert sweep == expected_sweep
         assert tiny == [row for row in expected_sweep if row["temperature"] == 0.1]

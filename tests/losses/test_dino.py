@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup.losses import dino_center_update, dino_loss, dino_loss_terms
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 
 K = 7
 
@@ -115,8 +114,8 @@ def _worker(rank: int, port: int, results) -> None:
 def test_two_ranks_equal_one_process_on_the_concatenated_batch() -> None:
     """The loss: the mean over ranks; the student's gradients: their mean (DDP's averaging); the center: equal on
     every rank to the concatenated batch's, also when the ranks hold 3 and 5 rows."""
-    results = mp.get_context("spawn").SimpleQueue()
-    workers = mp.spawn(_worker, args=(free_port(), results), nprocs=2, join=False)
+    results = RANKS.SimpleQueue()
+    workers = start_ranks(_worker, (free_port(), results), join=False)
     ranks = sorted(results.get() for _ in range(2))
     workers.join()
     loss, gradient, center = step(slice(0, 8))

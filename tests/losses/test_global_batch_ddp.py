@@ -9,12 +9,11 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 from selfsup.distributed import gather, rank
 from selfsup.losses import barlow_twins_loss, vicreg_loss
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 from tests.losses.test_barlow_twins import reference_barlow_twins
 from tests.losses.test_vicreg import reference_vicreg
 
@@ -83,8 +82,8 @@ def _ddp_worker(process_rank: int, port: int, results) -> None:
 @pytest.fixture(scope="module")
 def ranks() -> list[dict]:
     """What each rank computed, in rank order."""
-    results = mp.get_context("spawn").SimpleQueue()
-    workers = mp.spawn(_ddp_worker, args=(free_port(), results), nprocs=WORLD_SIZE, join=False)
+    results = RANKS.SimpleQueue()
+    workers = start_ranks(_ddp_worker, (free_port(), results), nprocs=WORLD_SIZE, join=False)
     outcomes = [outcome for _, outcome in sorted(results.get() for _ in range(WORLD_SIZE))]
     workers.join()
     return outcomes

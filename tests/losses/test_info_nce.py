@@ -3,13 +3,12 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.errors import ConfigurationError
 from selfsup.losses import InfoNCELoss
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, mix_hard_negatives
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 
 
 def reference_nt_xent(
@@ -88,9 +87,8 @@ def test_two_process_ddp_equals_single_process(decoupled: bool) -> None:
     loss = InfoNCELoss(0.2, decoupled)(z_a, z_b)
     loss.backward()
 
-    context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
-    mp.spawn(_ddp_worker, args=(2, free_port(), decoupled, queue), nprocs=2, join=True)
+    queue = RANKS.SimpleQueue()
+    start_ranks(_ddp_worker, (2, free_port(), decoupled, queue), join=True)
     results = sorted(queue.get() for _ in range(2))
     assert sum(r[1] for r in results) / 2 == pytest.approx(loss.item(), rel=1e-5)
     torch.testing.assert_close(torch.tensor([row for r in results for row in r[2]]), z_a.grad)

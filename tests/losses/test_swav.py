@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.losses import sinkhorn_knopp, swapped_prediction_loss
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 
 
 def scores(batch: int = 48, prototypes: int = 12, seed: int = 0) -> torch.Tensor:
@@ -68,8 +67,8 @@ def _ddp_worker(rank: int, port: int, results) -> None:
 
 
 def test_two_ranks_equal_one_process_on_the_concatenated_batch() -> None:
-    results = mp.get_context("spawn").SimpleQueue()
-    workers = mp.spawn(_ddp_worker, args=(free_port(), results), nprocs=2, join=False)
+    results = RANKS.SimpleQueue()
+    workers = start_ranks(_ddp_worker, (free_port(), results), join=False)
     parts = [codes for _, codes in sorted(results.get() for _ in range(2))]
     workers.join()
     torch.testing.assert_close(torch.tensor(parts[0] + parts[1]), sinkhorn_knopp(scores()))

@@ -5,13 +5,12 @@ on, as configs/mocov2.yaml does on GPUs, so the comparison starts from projectio
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.losses import normalized_mse, queue_info_nce
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from selfsup.models.queue import EmbeddingQueue
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 from tests.losses.test_mocov3 import check_two_ranks, share_of_this_rank
 
 # MoCHi's pieces, without the method: the ranks import neither Lightning nor the backbones (seconds per process)
@@ -43,8 +42,8 @@ def _worker(rank: int, port: int, results) -> None:
 def test_moco_byol_and_mocov3_losses_and_queue_match_single_process() -> None:
     single = EmbeddingQueue(50, 128)
     expected = step(single, *batch())
-    results = mp.get_context("spawn").SimpleQueue()
-    workers = mp.spawn(_worker, args=(free_port(), results), nprocs=2, join=False)
+    results = RANKS.SimpleQueue()
+    workers = start_ranks(_worker, (free_port(), results), join=False)
     ranks = sorted(results.get() for _ in range(2))  # read before joining: a full pipe would block the workers
     workers.join()
     for index in range(2):  # MoCo, BYOL: the mean of the two ranks' losses is the single-process loss

@@ -9,13 +9,12 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.methods import MSF, NNCLR, SwAV
 from selfsup.methods.swav import assignment_metrics
 from selfsup.runs import Metric
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 
 SMALL = dict(backbone="test_resnet", small_image_stem=False, image_size=16, projector_hidden_dim=32, num_classes=3)
 METHOD_OPTIONS = {
@@ -71,8 +70,8 @@ def _worker(rank: int, port: int, results) -> None:
 
 
 def test_two_ranks_equal_one_process_on_the_whole_batch() -> None:
-    results = mp.get_context("spawn").SimpleQueue()
-    workers = mp.spawn(_worker, args=(free_port(), results), nprocs=2, join=False)
+    results = RANKS.SimpleQueue()
+    workers = start_ranks(_worker, (free_port(), results), join=False)
     outputs = [results.get() for _ in range(2 * len(METHOD_OPTIONS))]  # read before joining: a full pipe blocks
     workers.join()
     for name in METHOD_OPTIONS:

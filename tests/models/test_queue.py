@@ -1,11 +1,10 @@
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup.errors import ConfigurationError
 from selfsup.models.queue import EmbeddingQueue
-from tests.conftest import free_port
+from tests.conftest import RANKS, free_port, start_ranks
 
 
 def test_fifo_order_and_wrap_around() -> None:
@@ -47,8 +46,8 @@ def _ddp_worker(rank: int, port: int, results) -> None:
 
 
 def test_two_ranks_hold_identical_queues_equal_to_single_process_and_resumable_anywhere() -> None:
-    results = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(_ddp_worker, args=(free_port(), results), nprocs=2, join=True)
+    results = RANKS.SimpleQueue()
+    start_ranks(_ddp_worker, (free_port(), results), join=True)
     (_, keys0, labels0, pointer0), (_, keys1, labels1, pointer1) = sorted(results.get() for _ in range(2))
     assert keys0 == keys1 and labels0 == labels1 and pointer0 == pointer1
 
