@@ -111,9 +111,7 @@ def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_
     for name in (*METRICS, "simclr", "image_folder", "pretrain"):
         assert name.encode() in record, f"{name} missing from the offline wandb run"
 
-    train_in_a_process(
-        *tiny_folder_args(image_folder), "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=runs
-    )
+    train(*tiny_folder_args(image_folder), "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), root=runs)
     resumed = read_metrics(runs / "simclr" / "version_1")
     assert {row["epoch"] for row in resumed} - {""} == {"1"}, "resuming must continue at epoch 1, not restart"
     assert min(int(row["step"]) for row in resumed) >= 6  # epoch 0 ran 48 / 8 = 6 steps
