@@ -1,7 +1,8 @@
-"""Every registered method, on a plain `pl.Trainer`: a run stopped at an epoch boundary and resumed from its checkpoint
-ends bit for bit where the uninterrupted run ends (weights, momentum copies, queues, support sets, centers, prototypes,
-optimizer and schedule), the checkpoint loads with weights_only=True into the method rebuilt from its hyperparameters,
-and its backbones export, the momentum encoder too where the method has one."""
+"""Every registered method's code (see ACTIVE_PATHS), on a plain `pl.Trainer`: a run stopped at an epoch boundary and
+resumed from its checkpoint ends bit for bit where the uninterrupted run ends (weights, momentum copies, queues,
+support sets, centers, prototypes, optimizer and schedule), the checkpoint loads with weights_only=True into the
+method rebuilt from its hyperparameters, and its backbones export, the momentum encoder too where the method has
+one."""
 
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def fit(name: str, callbacks: list[pl.Callback] = (), ckpt_path: Path | None = N
     return method
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(ACTIVE_PATHS))  # every code path: see test_methods.py
 def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run_and_exports(name: str, tmp_path: Path) -> None:
     checkpoint = tmp_path / "epoch_0.ckpt"
     uninterrupted = fit(name, callbacks=[CheckpointFirstEpoch(checkpoint)]).state_dict()
