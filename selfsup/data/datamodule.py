@@ -7,6 +7,7 @@ of data, registered in `SOURCES`); the module adds what every kind shares: optio
 rank and seed, and the loader's position in checkpoints.
 """
 
+import inspect
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -106,7 +107,9 @@ class SelfSupDataModule(pl.LightningDataModule):
         if path is not None and not os.access(path, os.R_OK | os.X_OK):
             raise ConfigurationError(f"Data root {path} is not readable. Fix its permissions or --data.root.")
         image_size, folder_image_size = kind.resolve_sizes(dataset, path, image_size, folder_image_size)
-        self.save_hyperparameters()  # as resolved, into checkpoints: `selfsup eval` finds the data again
+        # as resolved, into checkpoints: `selfsup eval` finds the data again. Given this frame, Lightning keeps none in
+        # a reference cycle, which held the caller's locals (its loaders and their workers) until garbage collection.
+        self.save_hyperparameters(frame=inspect.currentframe())
         options = (max_samples, folder_image_size, num_workers, placement, model_memory_gib, holdout)
         self.source = kind(DataOptions(dataset, path, *options))
         self.holdout = holdout

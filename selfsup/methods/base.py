@@ -15,6 +15,7 @@ given (`selfsup.data.values`), and every loader's first batch is checked against
 (`selfsup.data.batches`), so a plain `pl.Trainer` on any DataLoader trains what `selfsup fit` would.
 """
 
+import inspect
 import itertools
 import warnings
 from typing import Any, ClassVar, Literal
@@ -127,7 +128,7 @@ class Method(pl.LightningModule):
             "--model.init_args",
         )
         views = tuple(ViewRecipe.from_dict(v) for v in views)
-        self.save_hyperparameters()
+        self.save_hyperparameters(frame=inspect.currentframe())  # as datamodule.py says: no frame kept in a cycle
         for key, value in self.hparams.items():  # plain data only: checkpoints load with weights_only=True
             self.hparams[key] = plain(value)
 

@@ -1,3 +1,4 @@
+import gc
 import gzip
 import multiprocessing
 import shutil
@@ -157,6 +158,26 @@ def test_a_validation_pass_over_a_folder_stops_its_workers_and_the_training_load
     training = data.train_dataloader()
     assert sum(len(labels) for _, labels in training) == 48
     assert len(set(multiprocessing.active_children()) - before) == 2
+
+
+def test_a_training_loader_stops_its_workers_when_its_caller_returns(image_folder: Path) -> None:
+    """Lightning's `save_hyperparameters` kept its caller's frames in a reference cycle: the locals of whoever built
+    the data module (here its training loader) lived on until a garbage collection, whose arbitrary order then
+    stopped the workers by 5 s timeouts each (10 s in the suite)."""
+
+    def one_epoch() -> None:
+        data = SelfSupDataModule("image_folder", root=str(image_folder), batch_size=8, num_workers=2, image_size=16)
+        data.setup("fit")
+        loader = data.train_dataloader()
+        assert sum(len(labels) for _, labels in loader) == 48
+
+    before = set(multiprocessing.active_children())
+    gc.disable()
+    try:
+        one_epoch()
+        assert set(multiprocessing.active_children()) == before
+    finally:
+        gc.enable()
 
 
 def test_validation_labels_follow_the_training_classes_even_when_a_class_is_missing(image_folder: Path) -> None:

@@ -3,7 +3,9 @@ rank, epoch and training progress): the online probe learns from detached featur
 copies are frozen and follow the optimizer step with the scheduled tau, views are drawn per rank and epoch, and
 validation sees clean images."""
 
+import gc
 import math
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -124,3 +126,26 @@ def test_validation_banks_the_training_loader_and_scores_the_test_loader() -> No
         method.validation_step((method.clean_view(IMAGES), labels), 0, dataloader_idx=0)
         method.validation_step((method.clean_view(IMAGES[:2]), labels[:2]), 0, dataloader_idx=1)
     assert method.knn_monitor.compute() == 1.0
+
+
+def test_building_a_method_keeps_none_of_its_callers_locals() -> None:
+    """Lightning's `save_hyperparameters` kept the frames above it in a reference cycle, and with them whatever their
+    locals held (batches, loaders) until a garbage collection."""
+
+    class Held:
+        pass
+
+    def build_beside(held: Held) -> None:
+        SimCLR(backbone="test_resnet")
+
+    build_beside(Held())  # the first build imports timm, whose import keeps its frames until a collection
+    gc.collect()
+    gc.disable()
+    try:
+        held = Held()
+        freed = weakref.ref(held)
+        build_beside(held)
+        del held
+        assert freed() is None
+    finally:
+        gc.enable()
