@@ -35,6 +35,7 @@ from selfsup.distributed import gather
 from selfsup.errors import ConfigurationError, at_least, below, check_options, positive, within
 from selfsup.evaluation.online import KnnMonitor, OnlineProbe
 from selfsup.models import build_backbone
+from selfsup.models.backbones import check_view_sizes
 from selfsup.models.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.optim import LARS, WarmupCosineSchedule, optimizer_steps_per_epoch, weight_decay_groups
 from selfsup.resume import (
@@ -150,6 +151,8 @@ class Method(pl.LightningModule):
         kwargs = hp.backbone_kwargs or {}
         size = hp.image_size or (kwargs["img_size"] if isinstance(kwargs.get("img_size"), int) else None)
         backbone = build_backbone(hp.backbone, hp.small_image_stem, size or PROVISIONAL_IMAGE_SIZE, **kwargs)
+        if size:  # multi-crop's other view sizes, once the data's size is known
+            check_view_sizes(backbone, hp.backbone, {ViewRecipe.from_dict(view).size(size) for view in hp.views})
         backbone.to(memory_format=torch.channels_last)
         if hp.compile_backbone:
             backbone.compile()

@@ -11,6 +11,7 @@ leaves every other architecture as it is.
 """
 
 import difflib
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
@@ -130,18 +131,37 @@ def _use_small_image_stem(model: nn.Module, name: str) -> None:
 
 
 def _check_image_size(model: nn.Module, name: str, image_size: int) -> None:
-    """One forward pass of two blank images with the weights swapped for meta tensors (shapes only, no
-    computation, no memory): a ViT built for 224 px refuses 32 px images there, with timm's own message."""
+    problem = _refusal(model, image_size)
+    if problem is not None:
+        raise ConfigurationError(
+            f"Backbone {name!r} cannot take {image_size} px images ({problem}). Pass its size arguments, e.g. "
+            f"--model.init_args.backbone_kwargs '{{img_size: {image_size}, patch_size: 4}}' for a ViT, or choose "
+            "another backbone or --data.image_size."
+        )
+
+
+def check_view_sizes(model: nn.Module, name: str, sizes: Iterable[int]) -> None:
+    """The backbone built for the data's image size takes views of each of `sizes` too (multi-crop's local
+    views), which a timm ViT does only when built with `dynamic_img_size`: refused here, not at the first step."""
+    for size in sorted(set(sizes)):
+        problem = _refusal(model, size)
+        if problem is not None:
+            raise ConfigurationError(
+                f"Backbone {name!r} cannot take the method's {size} px views ({problem}). For a ViT, add "
+                "dynamic_img_size: true to --model.init_args.backbone_kwargs; or choose views of one size."
+            )
+
+
+def _refusal(model: nn.Module, image_size: int) -> str | None:
+    """Why the model refuses `image_size` px images, or None. One forward pass of two blank images with the weights
+    swapped for meta tensors (shapes only, no computation, no memory): a ViT built for 224 px refuses 32 px images
+    there, with timm's own message."""
     meta = {key: torch.empty_like(value, device="meta") for key, value in model.state_dict(keep_vars=True).items()}
     training = model.training
     try:
         torch.func.functional_call(model.eval(), meta, torch.zeros(2, 3, image_size, image_size, device="meta"))
     except (AssertionError, RuntimeError, ValueError) as error:
-        message = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
-        raise ConfigurationError(
-            f"Backbone {name!r} cannot take {image_size} px images ({message}). Pass its size arguments, e.g. "
-            f"--model.init_args.backbone_kwargs '{{img_size: {image_size}, patch_size: 4}}' for a ViT, or choose "
-            "another backbone or --data.image_size."
-        ) from None
+        return str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
     finally:
         model.train(training)
+    return None

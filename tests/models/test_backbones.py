@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from selfsup.errors import ConfigurationError
+from selfsup.methods import SwAV
 from selfsup.models import build_backbone, projection_mlp
 from selfsup.models.backbones import has_small_image_stem
 
@@ -38,6 +39,16 @@ def test_backbone_arguments_pass_through_so_a_vit_takes_32_px_images() -> None:
     model = build_backbone("vit_tiny_patch16_224", image_size=32, img_size=32, patch_size=4, drop_path_rate=0.1)
     assert model.patch_embed.num_patches == 64 and model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 192)
+
+
+def test_a_vit_refuses_multi_crops_smaller_views_until_built_with_dynamic_img_size() -> None:
+    """SwAV's 16 px local crops of 32 px images met a ViT built for 32 px at the first training step, as timm's
+    assertion; the method now refuses them when it is built, naming the option that fixes it."""
+    vit = dict(backbone="vit_tiny_patch16_224", image_size=32, views=[{"num_views": 2}, {"relative_size": 0.5}])
+    with pytest.raises(ConfigurationError, match=r"cannot take the method's 16 px views .* dynamic_img_size: true"):
+        SwAV(**vit, backbone_kwargs={"img_size": 32, "patch_size": 4})
+    dynamic = SwAV(**vit, backbone_kwargs={"img_size": 32, "patch_size": 4, "dynamic_img_size": True})
+    assert dynamic.backbone(torch.randn(2, 3, 16, 16)).shape == (2, 192)
 
 
 def test_an_argument_the_backbone_does_not_take_is_a_clear_error() -> None:
