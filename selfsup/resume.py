@@ -171,9 +171,9 @@ def restart_epoch_iterator(trainer: pl.Trainer) -> None:
     global generator as it is made (its workers' base seed; a shuffling sampler, its order), and one with workers
     takes the sampler's first indices at once. In the uninterrupted run both followed the checkpoint's state and the
     new epoch. A checkpoint written within an epoch already holds the state after that epoch's iterator was made, so
-    its iterator stays."""
+    its iterator stays; one written after an epoch's last batch resumes at the next epoch's start, as at a boundary."""
     fit_loop = trainer.fit_loop
-    if fit_loop.restarted_mid_epoch:
+    if fit_loop.restarted_mid_epoch and not fit_loop.epoch_loop.batch_progress.is_last_batch:
         return
     for loader in fit_loop._combined_loader.flattened:
         for sampler in (

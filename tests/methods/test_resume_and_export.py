@@ -32,6 +32,18 @@ class CheckpointFirstEpoch(pl.Callback):
             trainer.save_checkpoint(self.path)
 
 
+class CheckpointLastBatchOfFirstEpoch(CheckpointFirstEpoch):
+    """Write a checkpoint after the first epoch's last batch, before the epoch ends: what a time-based checkpoint
+    (`--checkpoint_every_minutes`) leaves when its time comes at that batch."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pass
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.current_epoch == 0 and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            trainer.save_checkpoint(self.path)
+
+
 def fit(name: str, callbacks: list[pl.Callback] = (), ckpt_path: Path | None = None, **loader_options) -> Method:
     """Two epochs of 2 steps on 16 images (the views and the run seeded with 0), or what is left of them; the loader
     shuffles from the global random state unless `loader_options` say otherwise."""
@@ -64,6 +76,16 @@ def test_a_run_resumed_at_an_epoch_boundary_equals_the_uninterrupted_run_and_exp
         expected = {k.removeprefix(prefix): value for k, value in saved["state_dict"].items() if k.startswith(prefix)}
         exported = load_file(written)
         assert exported.keys() and all(torch.equal(exported[key], expected[key]) for key in exported), encoder
+
+
+def test_a_run_resumed_from_the_last_batch_of_an_epoch_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Lightning resumes such a checkpoint as the start of the next epoch, but made that epoch's iterator before the
+    random state was restored: the shuffle, and the hard negative mixing after it, drew other numbers."""
+    checkpoint = tmp_path / "last_batch.ckpt"
+    uninterrupted = fit("simclr", callbacks=[CheckpointLastBatchOfFirstEpoch(checkpoint)]).state_dict()
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 2
+    resumed = fit("simclr", ckpt_path=checkpoint)
+    assert [key for key, value in resumed.state_dict().items() if not torch.equal(value, uninterrupted[key])] == []
 
 
 def test_a_loader_with_workers_resumes_at_an_epoch_boundary_in_that_epochs_order(tmp_path: Path) -> None:
