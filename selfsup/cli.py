@@ -48,6 +48,7 @@ from selfsup.export import main as export
 from selfsup.loggers import (
     AtomicCheckpointIO,
     LastCheckpoint,
+    ResolvedWandbConfig,
     RunProgressBar,
     StopBeforeTimeLimit,
     TrainingClock,
@@ -262,7 +263,8 @@ class SelfSupCLI(LightningCLI):
         config = self._subcommand_config()
         if config.trainer.logger in (None, True):  # the user did not choose loggers: ours
             kwargs["logger"] = self._default_loggers(config)
-        callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or []) + [TrainingClock()]
+        callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or [])
+        callbacks += [TrainingClock(), ResolvedWandbConfig()]
         if config.trainer.logger is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))  # a wrong schedule shows on the dashboard
         if config.trainer.enable_checkpointing is not False:

@@ -23,11 +23,12 @@ from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
 
 from selfsup.atomic import lacking_space, replacing
 from selfsup.errors import ConfigurationError
 from selfsup.optim import ended_optimizer_step
-from selfsup.runs import LAST_CHECKPOINT, Metric, run_name
+from selfsup.runs import LAST_CHECKPOINT, Metric, plain, run_name
 
 
 def wandb_configured_online() -> bool:
@@ -62,7 +63,7 @@ def run_loggers(
         job_type="pretrain",
         save_dir=csv.log_dir,
         offline=not wandb_configured_online(),
-        config=json.loads(json.dumps(config, default=str)),
+        config=json.loads(json.dumps(plain(config), default=str)),  # view recipes as their fields, not a repr
         id=wandb_id,
         resume="allow" if wandb_id else None,
     )
@@ -71,6 +72,21 @@ def run_loggers(
     if isinstance(init_options, dict):
         init_options.pop("anonymous", None)
     return [csv, wandb]
+
+
+class ResolvedWandbConfig(pl.Callback):
+    """Writes the method's options as it trains with them into the wandb run's nested config
+    (`model.init_args.*`). The CLI hands wandb the parsed config as the run starts, where the values a method takes
+    from the data (batch size, image size and normalisation, class count) are still unset; a dashboard filtering on
+    them would contradict the flat keys Lightning logs."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trained = {key: value for key, value in plain(dict(pl_module.hparams)).items() if not key.startswith("_")}
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                model = dict(logger.experiment.config.get("model") or {})
+                logger.experiment.config.update({"model": {**model, "init_args": trained}}, allow_val_change=True)
 
 
 def finish_wandb(loggers: list[Logger]) -> None:

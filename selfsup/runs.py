@@ -104,6 +104,14 @@ def run_folder_of_checkpoint(checkpoint: Path) -> Path:
     return checkpoint.parent.parent
 
 
+def eval_wandb_folder(checkpoint: Path, results: Path) -> Path:
+    """Where `selfsup eval` keeps its wandb run: in the run folder of a checkpoint that has one, beside the
+    pretraining run (one `wandb sync runs/<method>/version_N/wandb/offline-run-*` syncs both), else beside the
+    results."""
+    in_a_run = checkpoint.parent.name == CHECKPOINT_DIR
+    return run_folder_of_checkpoint(checkpoint) if in_a_run else results.parent
+
+
 def embedding_map_path(results: Path) -> Path:
     """Where `selfsup eval` draws its map, beside its results: embedding_map.png beside results.json, and
     <name>_map.png beside results written to another <name>.json."""

@@ -12,7 +12,7 @@ from selfsup.report import main as report_command
 from selfsup.report import write_report
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
-from tests.test_train_cli import REPO, read_metrics, run_train_py, train
+from tests.test_train_cli import REPO, read_metrics, read_offline_wandb_run, run_train_py, train
 
 TINY_MODEL = [
     "--model.init_args.backbone", "test_resnet", "--model.init_args.small_image_stem", "false",
@@ -64,11 +64,12 @@ def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two
     assert results["num_test"] == 40 and results["diagnostics"]["effective_rank"] >= 1
     assert results["map"]["points"] == 40 and "map: embedding_map.png (t-SNE of 40 test images" in result.stdout
     assert (checkpoint.parent / "embedding_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    runs = list((checkpoint.parent / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1
-    record = runs[0].read_bytes()
-    assert b"eval/knn_top1" in record and b"simclr-v0" in record and b"eval" in record
-    assert b"eval/embedding_map" in record and list(runs[0].parent.glob("files/media/images/eval/embedding_map*.png"))
+    run_folder = checkpoint.parent.parent  # beside the pretraining run: one `wandb sync` command takes both
+    wandb_run = read_offline_wandb_run(run_folder)
+    assert wandb_run["name"] == "simclr-v0" and wandb_run["config"]["method"] == "simclr"
+    assert wandb_run["summary"]["eval/knn_top1"] == pytest.approx(results["knn"]["top1"])
+    assert wandb_run["summary"]["eval/linear_top1"] == pytest.approx(results["linear"]["top1"])
+    assert list(run_folder.glob("wandb/offline-run-*/files/media/images/eval/embedding_map*.png"))
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ from selfsup.evaluation.features import extract_features
 from selfsup.evaluation.knn import KNN_KS, KNN_TEMPERATURES, knn_sweep
 from selfsup.evaluation.linear_probe import LinearProbeConfig, train_linear_probe
 from selfsup.loggers import wandb_configured_online
-from selfsup.runs import Metric, embedding_map_path, results_path
+from selfsup.runs import Metric, embedding_map_path, eval_wandb_folder, results_path
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,9 @@ def write(results: dict[str, Any], destination: Path, wandb_project: str | None)
         raise
     print(f"results written to {destination}")
     if wandb_project is not None:
-        _log_to_wandb(results, wandb_project, destination.parent)
+        _log_to_wandb(
+            results, wandb_project, destination.parent, eval_wandb_folder(Path(results["checkpoint"]), destination)
+        )
 
 
 def _datamodule(pretrained: Pretrained, data: EvalData) -> SelfSupDataModule:
@@ -380,7 +382,7 @@ def format_results(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _log_to_wandb(results: dict[str, Any], project: str, directory: Path) -> None:
+def _log_to_wandb(results: dict[str, Any], project: str, results_folder: Path, wandb_folder: Path) -> None:
     import wandb  # imported here: only runs that log to wandb need it installed
 
     config = {key: results[key] for key in ("method", "dataset", "backbone", "checkpoint", "epoch")}
@@ -389,7 +391,7 @@ def _log_to_wandb(results: dict[str, Any], project: str, directory: Path) -> Non
         name=results["run_name"],
         group=results["dataset"],
         job_type="eval",
-        dir=str(directory),
+        dir=str(wandb_folder),
         mode="online" if wandb_configured_online() else "offline",
         config=config,
     )
@@ -404,7 +406,9 @@ def _log_to_wandb(results: dict[str, Any], project: str, directory: Path) -> Non
             metrics[f"eval/{name}"] = value
     sweep = wandb.Table(columns=["k", "temperature", "top1"], data=[list(r.values()) for r in results["knn"]["sweep"]])
     images = (
-        {Metric.EVAL_EMBEDDING_MAP: wandb.Image(str(directory / results["map"]["file"]))} if "map" in results else {}
+        {Metric.EVAL_EMBEDDING_MAP: wandb.Image(str(results_folder / results["map"]["file"]))}
+        if "map" in results
+        else {}
     )
     run.log({**metrics, "eval/knn_sweep": sweep, **images})
     run.summary.update(metrics)

@@ -336,9 +336,9 @@ class Method(pl.LightningModule):
             self._build_monitors()
 
     def on_fit_start(self) -> None:
-        if self.logger is not None:  # what the comparison report needs to know about the run
-            global_batch = self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
-            self.logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
+        global_batch = self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        for logger in self.loggers:  # what the comparison report and a dashboard need to know about the run
+            logger.log_hyperparams({"devices": self.trainer.world_size, "global_batch": global_batch})
 
     def on_train_start(self) -> None:
         """A run resumed within an epoch trains the rest of that epoch as its data loader deals it (on another number
