@@ -70,6 +70,11 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ),
         ("byol", ["--model.init_args.tau_base", "1.5"], "--model.init_args.tau_base must lie in [0, 1], got 1.5"),
         ("mochi", ["--model.init_args.mixing.num_hard", "-8"], "--model.init_args.mixing.num_hard must be at least 0"),
+        (
+            "mochi",
+            ["--model.init_args.transformation.negative_alpha", "1.6"],
+            "--model.init_args.transformation and mixing do not combine (both synthesise negatives): switch one off",
+        ),
         ("simclr", ["--model.init_args.base_lr", "0"], "--model.init_args.base_lr must be greater than 0, got 0"),
         ("simclr", ["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
         ("simclr", ["--data.image_size", "0"], "--data.image_size must be at least 1, got 0"),

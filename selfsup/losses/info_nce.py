@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from selfsup.distributed import gather_with_grad, rank
 from selfsup.errors import ConfigurationError
+from selfsup.models.feature_transformation import FeatureTransformation
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
 
@@ -63,14 +64,28 @@ class InfoNCELoss(nn.Module):
         self.temperature = temperature
         self.decoupled = decoupled
 
-    def forward(self, z_a: Tensor, z_b: Tensor, mixing: HardNegativeMixing | None = None) -> Tensor:
+    def forward(
+        self,
+        z_a: Tensor,
+        z_b: Tensor,
+        mixing: HardNegativeMixing | None = None,
+        transformation: FeatureTransformation | None = None,
+    ) -> Tensor:
         """The loss () of z_a, z_b: (N, D) projections of two views of the same N images on this rank. With
-        `mixing`, each anchor also gets synthetic negatives mixed from its hardest in-batch negatives (MoCHi)."""
-        return self.loss_and_hardness(z_a, z_b, mixing).loss
+        `mixing`, each anchor also gets synthetic negatives mixed from its hardest in-batch negatives (MoCHi); with
+        `transformation`, positive pairs are extrapolated and negatives interpolated (FT)."""
+        return self.loss_and_hardness(z_a, z_b, mixing, transformation).loss
 
-    def loss_and_hardness(self, z_a: Tensor, z_b: Tensor, mixing: HardNegativeMixing | None = None) -> LossAndHardness:
+    def loss_and_hardness(
+        self,
+        z_a: Tensor,
+        z_b: Tensor,
+        mixing: HardNegativeMixing | None = None,
+        transformation: FeatureTransformation | None = None,
+    ) -> LossAndHardness:
         """The loss of `forward` and the step's hardness metrics: the mean similarity of each anchor's hardest
-        real negative, and with `mixing`, how hard the synthetic negatives were (`MixedNegatives.metrics`)."""
+        real negative, and with `mixing`, how hard the synthetic negatives were (`MixedNegatives.metrics`); with
+        `transformation`, how hard the interpolated negatives and the extrapolated positives were."""
         z_a = F.normalize(z_a.float(), dim=1)
         z_b = F.normalize(z_b.float(), dim=1)
         all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (M, D) each, M = N * world size
@@ -85,7 +100,11 @@ class InfoNCELoss(nn.Module):
         logits = similarity.scatter(1, self_column[:, None], float("-inf")) / self.temperature
         not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
         negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
-        if mixing is not None:
+        if transformation is not None:  # FT: the anchors' logits against their transformed pairs and negatives
+            transformed = transformation.in_batch(anchors, candidates, positive_column, negative_mask)
+            logits = transformed.negatives.scatter(1, positive_column[:, None], transformed.positive[:, None])
+            logits, hardness = logits / self.temperature, transformed.hardness
+        elif mixing is not None:
             mixed = mixing(anchors, candidates, negative_mask, negatives_per_query=candidates.shape[0] - 2)
             synthetic = torch.einsum("bd,bsd->bs", anchors, mixed.negatives) / self.temperature  # (2N, s + s')
             logits = torch.cat([logits, synthetic], dim=1)

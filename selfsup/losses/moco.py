@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from selfsup.losses.info_nce import LossAndHardness, info_nce
+from selfsup.models.feature_transformation import FeatureTransformation
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
 
@@ -26,13 +27,14 @@ def queue_info_nce(
     temperature: float,
     decoupled: bool = False,
     mixing: HardNegativeMixing | None = None,
+    transformation: FeatureTransformation | None = None,
 ) -> Tensor:
     """Mean InfoNCE (MoCo, eq. 1) of the queries (B, D) over [own key (B, D), queued keys (K, D), synthetic negatives].
 
     All inputs are unit-norm. Keys and queue are constants of the loss (the momentum encoder is never trained by
     it), detached here so that no caller has to. `decoupled` leaves the positive out of the denominator (DCL).
     """
-    return queue_info_nce_and_hardness(queries, keys, queue, temperature, decoupled, mixing).loss
+    return queue_info_nce_and_hardness(queries, keys, queue, temperature, decoupled, mixing, transformation).loss
 
 
 def queue_info_nce_and_hardness(
@@ -42,12 +44,18 @@ def queue_info_nce_and_hardness(
     temperature: float,
     decoupled: bool = False,
     mixing: HardNegativeMixing | None = None,
+    transformation: FeatureTransformation | None = None,
 ) -> LossAndHardness:
     """The loss of `queue_info_nce` and the step's hardness metrics (`selfsup.runs.Metric`): the hardest queued
-    key's similarity, and with `mixing` the synthetic negatives'."""
+    key's similarity, and with `mixing` the synthetic negatives'. With `transformation` (FT), the query and its key
+    are extrapolated apart and the queue is replaced by interpolations of its keys
+    (`selfsup.models.feature_transformation`)."""
     keys, queue = keys.detach(), queue.detach()
     logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
-    if mixing is not None:
+    if transformation is not None:
+        transformed = transformation.against_queue(queries, keys, queue)
+        logits, hardness = [transformed.positive[:, None], transformed.negatives], transformed.hardness
+    elif mixing is not None:
         mixed = mixing(queries, queue)
         logits.append(torch.einsum("bd,bsd->bs", queries, mixed.negatives))  # (B, s + s')
         hardness = mixed.metrics()

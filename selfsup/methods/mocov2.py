@@ -22,6 +22,7 @@ from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import queue_info_nce_and_hardness
 from selfsup.methods.base import MomentumMethod
 from selfsup.models import projection_mlp
+from selfsup.models.feature_transformation import FeatureTransformation, transformation_conflicts
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from selfsup.models.queue import EmbeddingQueue
 
@@ -32,7 +33,8 @@ class MoCoV2(MomentumMethod):
 
     Expects at least two views per image (the first two make the query-key pairs). The key encoder is an EMA
     copy of backbone and projector (`tau_base`, `tau_final`); the queue holds `queue_size` keys, shared by all
-    ranks. `mixing` turns it into MoCHi. Logs `train/hard_negative_sim` and `train/tau`. Under DDP the configs
+    ranks. `mixing` turns it into MoCHi; `transformation` extrapolates query-key pairs and interpolates the queue's
+    keys (FT, Zhu et al., ICCV 2021). Logs `train/hard_negative_sim` and `train/tau`. Under DDP the configs
     use SyncBatchNorm in place of shuffle-BN (see the module docstring)."""
 
     VIEWS_PER_IMAGE = (2, None)  # the first two views make the query-key pairs
@@ -47,6 +49,7 @@ class MoCoV2(MomentumMethod):
         symmetric: bool = True,
         decoupled: bool = False,
         mixing: HardNegativeMixing = HardNegativeMixing(),
+        transformation: FeatureTransformation = FeatureTransformation(),
         views: tuple[ViewRecipe, ...] = mocov2_views(),
         optimizer: Literal["lars", "sgd", "adamw"] = "sgd",
         base_lr: float = 0.3,
@@ -64,6 +67,7 @@ class MoCoV2(MomentumMethod):
             symmetric: also contrast the second view's query with the first view's key, and average.
             decoupled: leave the positive out of the denominator (DCL).
             mixing: hard negative mixing over the queue (off for MoCo v2, on for MoCHi).
+            transformation: positive extrapolation and interpolation of the queue's keys (FT; off by default).
             views: the augmentation recipe (MoCo v2's by default).
             optimizer: SGD, as MoCo v2.
             base_lr: learning rate per 256 images (solo-learn's CIFAR setting for MoCo v2+).
@@ -77,7 +81,9 @@ class MoCoV2(MomentumMethod):
             projector_hidden_dim=projector_hidden_dim,
             projector_output_dim=projector_output_dim,
         )
-        check_options(positive(temperature=temperature) + sizes, "--model.init_args")
+        mixing, transformation = HardNegativeMixing.from_dict(mixing), FeatureTransformation.from_dict(transformation)
+        conflicts = transformation_conflicts(transformation, mixing)
+        check_options(positive(temperature=temperature) + sizes + conflicts, "--model.init_args")
         super().__init__(
             views=views,
             optimizer=optimizer,
@@ -91,7 +97,8 @@ class MoCoV2(MomentumMethod):
         self.key_backbone = self.momentum_copy(self.backbone)
         self.key_projector = self.momentum_copy(self.projector)
         self.queue = EmbeddingQueue(queue_size, projector_output_dim)
-        self.mixing = HardNegativeMixing.from_dict(mixing)
+        self.mixing = mixing
+        self.transformation = transformation
 
     def _keys(self, view: Tensor) -> Tensor:
         with torch.no_grad():
@@ -103,9 +110,12 @@ class MoCoV2(MomentumMethod):
         queries = [F.normalize(self.projector(features[i]).float(), dim=1) for i in pairs]
         keys = [self._keys(views[1 - i]) for i in pairs]  # each query's positive: the key of the other view
         negatives = self.queue.keys.clone()  # autograd keeps it for backward, and enqueue writes in place
-        mixing = self.mixing.at_epoch(self.current_epoch)
+        mixing, transformation = (
+            self.mixing.at_epoch(self.current_epoch),
+            self.transformation.at_epoch(self.current_epoch),
+        )
         results = [
-            queue_info_nce_and_hardness(q, k, negatives, hp.temperature, hp.decoupled, mixing)
+            queue_info_nce_and_hardness(q, k, negatives, hp.temperature, hp.decoupled, mixing, transformation)
             for q, k in zip(queries, keys, strict=True)
         ]
         self.queue.enqueue(torch.cat(keys), labels.repeat(len(keys)))  # after the loss: never its own negative

@@ -11,6 +11,7 @@ from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import InfoNCELoss, cross_view_info_nce
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
+from selfsup.models.feature_transformation import FeatureTransformation, transformation_conflicts
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from selfsup.models.neighbours import NearestNeighbours
 
@@ -21,7 +22,9 @@ class SimCLR(Method):
 
     Expects exactly two views per image (`views`); the projector is an MLP on the backbone's features.
     `decoupled=True` gives DCL (Yeh et al., ECCV 2022) and `mixing` adds MoCHi's synthetic negatives from the
-    in-batch negatives. Logs `train/hard_negative_sim` (and the synthetic negatives' metrics with mixing on).
+    in-batch negatives; `transformation` extrapolates positive pairs and interpolates negatives (FT, Zhu et al., ICCV
+    2021). Logs `train/hard_negative_sim` (and the synthetic negatives' metrics with mixing or interpolation on,
+    `train/positive_sim_drop` with extrapolation on).
     `neighbours` replaces each positive by its nearest neighbours in a support set (NNCLR's eq. 2: the neighbours of
     one view against the other view's predictions) and logs `train/nn_accuracy` instead.
     The other options (backbone, optimizer, data values) are `Method`'s."""
@@ -38,6 +41,7 @@ class SimCLR(Method):
         predictor_hidden_dim: int = 0,
         mixing: HardNegativeMixing = HardNegativeMixing(),
         neighbours: NearestNeighbours = NearestNeighbours(),
+        transformation: FeatureTransformation = FeatureTransformation(),
         **kwargs,
     ) -> None:
         """
@@ -51,8 +55,10 @@ class SimCLR(Method):
                 contrasted with (NNCLR: 4096); 0: no predictor. Only with neighbours.
             mixing: hard negative mixing over the in-batch negatives (MoCHi; off by default).
             neighbours: nearest-neighbour positives from a support set (NNCLR; off by default).
+            transformation: positive extrapolation and negative interpolation in feature space (FT; off by default).
         """
         mixing, neighbours = HardNegativeMixing.from_dict(mixing), NearestNeighbours.from_dict(neighbours)
+        transformation = FeatureTransformation.from_dict(transformation)
         dims = dict(projector_hidden_dim=projector_hidden_dim, projector_output_dim=projector_output_dim)
         problems = positive(temperature=temperature) + at_least(1, **dims, projector_num_layers=projector_num_layers)
         problems += at_least(0, predictor_hidden_dim=predictor_hidden_dim)
@@ -62,6 +68,7 @@ class SimCLR(Method):
         if mixing.num_hard and neighbours.support_size:
             problems.append("mixing and neighbours do not combine: switch one off (mixing.num_hard 0 or "
                             "neighbours.support_size 0)")  # fmt: skip
+        problems += transformation_conflicts(transformation, mixing, neighbours.support_size)
         check_options(problems, "--model.init_args")
         super().__init__(**kwargs)
         self.projector = projection_mlp(
@@ -74,13 +81,17 @@ class SimCLR(Method):
         )
         self.criterion = InfoNCELoss(temperature, decoupled)
         self.mixing = mixing
+        self.transformation = transformation
         self.support_set = neighbours.support_set(projector_output_dim)
 
     def ssl_loss(self, features: list[Tensor], views: list[Tensor], labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         embeddings = self.projector(torch.cat(features))  # (2N, D); one BN over both views
         if self.support_set is None:
             z_a, z_b = embeddings.chunk(2)
-            return self.criterion.loss_and_hardness(z_a, z_b, self.mixing.at_epoch(self.current_epoch))
+            epoch = self.current_epoch
+            return self.criterion.loss_and_hardness(
+                z_a, z_b, self.mixing.at_epoch(epoch), self.transformation.at_epoch(epoch)
+            )
         predictions = self.predictor(embeddings).chunk(2)
         # NNCLR eq. 2, symmetrised (Sec. 3): each view's neighbours against the other view's predictions
         neighbours, metrics = self.support_set.swap(list(embeddings.chunk(2)), labels if self.labelled else None)

@@ -6,6 +6,7 @@ import torch
 import torch._dynamo
 
 from selfsup.methods import METHODS
+from selfsup.models.feature_transformation import FeatureTransformation
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 
 TINY = dict(backbone="test_resnet", small_image_stem=False, views=[{"num_views": 2}], image_size=16, num_classes=3)
@@ -46,7 +47,7 @@ NEIGHBOURS = dict(neighbours={"support_size": 64})
 # registry check below keeps every method whose class has code of its own in this list.
 ACTIVE_PATHS = {
     "simclr": dict(mixing=MIXING),
-    "mocov2": dict(queue_size=64),
+    "mocov2": dict(queue_size=64, transformation=FeatureTransformation(positive_alpha=2.0, negative_alpha=1.6)),
     "mochi": dict(queue_size=64, mixing=MIXING),
     "byol": NEIGHBOURS,
     "dino": dict(head_batch_norm=True, norm_last_layer=False),
