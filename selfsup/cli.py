@@ -58,7 +58,7 @@ from selfsup.loggers import (
 )
 from selfsup.methods import METHODS, Method
 from selfsup.resume import resumed_settings
-from selfsup.runs import RUNS_ROOT, RunRecord, method_name, plain, read_checkpoint
+from selfsup.runs import RUNS_ROOT, RunRecord, method_name, plain, read_checkpoint, seed_group
 
 # The seed is recorded in config.yaml and in every checkpoint; a line about it before every run (or error) is noise.
 logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
@@ -290,6 +290,7 @@ class SelfSupCLI(LightningCLI):
         resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
         # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
         resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
+        resolved["seed_group"] = seed_group(resolved)  # runs that differ only by seed share it
         self._kept_folder = nearest_existing(Path(config.trainer.default_root_dir) / method)
         loggers = run_loggers(
             config.trainer.default_root_dir,

@@ -9,6 +9,8 @@ benchmarks import these instead of rebuilding strings, so they cannot drift apar
     runs/<method>/version_N/checkpoints/backbone.safetensors (+ .json)   the exported backbone and its card
 """
 
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -83,6 +85,30 @@ def run_seed() -> int:
 def method_name(method_class: type) -> str:
     """The registry name of a method class (`SimCLR` -> `simclr`): its configs/<name>.yaml and run folder."""
     return method_class.__name__.lower()
+
+
+# Options of a run's config that do not change what it trains: where it reads and writes, how it reports, when it
+# checkpoints or stops. With the seed, they are left out of `seed_group`.
+NOT_TRAINING = (
+    ("seed_everything",), ("ckpt_path",), ("weights_only",), ("wandb",), ("wandb_project",),
+    ("checkpoint_every_minutes",), ("stop_after_minutes",), ("export_backbone",), ("data", "root"),
+    ("data", "num_workers"), ("data", "placement"), ("data", "model_memory_gib"), ("trainer", "default_root_dir"),
+    ("trainer", "enable_progress_bar"), ("trainer", "enable_model_summary"), ("trainer", "logger"),
+    ("trainer", "callbacks"), ("trainer", "log_every_n_steps"), ("trainer", "plugins"),
+)  # fmt: skip
+
+
+def seed_group(config: dict[str, Any]) -> str:
+    """A short key shared by runs whose configs differ only by their seed (and by where they read, write and
+    report, `NOT_TRAINING`): a dashboard or the report averages over seeds by grouping on it."""
+    trained = json.loads(json.dumps(plain(config), default=str))
+    for path in NOT_TRAINING:
+        section = trained
+        for key in path[:-1]:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_name(method: str, version: int | str) -> str:

@@ -124,6 +124,7 @@ def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_
     assert (config["method"], config["dataset"], config["devices"], config["global_batch"]) == (
         "simclr", "image_folder", 1, 8,
     )  # fmt: skip
+    assert len(config["seed_group"]) == 12  # runs that differ only by seed share it (tests/test_runs.py)
     # the nested options are those trained with, also those taken from the data, and the views are their fields
     for name in ("batch_size", "image_size", "image_mean", "num_classes", "views"):
         assert config["model"]["init_args"][name] == json.loads(json.dumps(trained[name])), name
