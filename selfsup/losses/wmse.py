@@ -14,7 +14,7 @@ averaged over the d(d - 1) / 2 pairs of an image's d views and over the N images
     dist(z_i, z_j) = || z_i / |z_i| - z_j / |z_j| ||^2 = 2 - 2 cos(z_i, z_j),
     L = 2 / (N d (d - 1)) sum over positive pairs of dist(z_i, z_j).
 
-Batch slicing (Sec. 3, Fig. 2): the whitening matrix is estimated on sub-batches of `w_size` images, each view
+Batch slicing (Sec. 3): the whitening matrix is estimated on sub-batches of `w_size` images, each view
 separately, and the whole computation is repeated `w_iter` times on new random splits of the batch, the loss being
 the mean over the repetitions. A sub-batch's covariance has rank at most w_size - 1, so Cholesky needs w_size to
 exceed the embedding dimension D (the paper's CIFAR setting: D = 64, w_size = 128).
@@ -33,10 +33,12 @@ What the paper leaves open follows the official code (github.com/htdt/self-super
 The whitening lives here rather than in `selfsup/models/`: it has no parameters and no state, it is the loss's own
 normalisation, and the loss is its only user.
 
-Under DDP each rank whitens its own batch, as the official code whitens whatever batch it is given: no gather.
-A sub-batch is a random set of w_size images either way, and DDP's mean of the ranks' gradients is the gradient
-of the mean of their losses, which is the loss one process computes on the whole batch with each rank's
-sub-batches (tested on 2 gloo ranks, tests/losses/test_wmse.py).
+Under DDP each rank whitens its own batch in sub-batches: nothing is gathered. (The official code trains in one
+process, with DataParallel, so its sub-batches are drawn from the whole batch.) A sub-batch is a random set of
+w_size images either way, since the sampler deals the images to the ranks at random; only sub-batches that would
+straddle two ranks are never drawn. DDP's mean of the ranks' gradients is the gradient of the mean of their
+losses, which is the loss one process computes on the whole batch whitening each rank's sub-batches (tested on 2
+gloo ranks, tests/losses/test_wmse.py).
 """
 
 from collections.abc import Sequence
