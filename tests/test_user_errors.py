@@ -95,6 +95,7 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
             "--model.init_args.off_diagonal_weight must be at least 0, got -1",
         ),
         ("vicreg", ["--model.init_args.variance_weight", "-1"], "--model.init_args.variance_weight must be at least 0"),
+        ("wmse", ["--data.batch_size", "192"], "the per-device batch must be a multiple of w_size; got 192"),
         (
             "simsiam",
             ["--model.init_args.projector_num_layers", "0"],

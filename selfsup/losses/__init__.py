@@ -3,7 +3,8 @@
 Calling a loss returns the loss tensor (`loss = InfoNCELoss(0.2)(z_a, z_b); loss.backward()`). The contrastive
 losses have a second entry point, `InfoNCELoss.loss_and_hardness` and `queue_info_nce_and_hardness`, that also
 returns how hard the negatives were, for the methods to log. Barlow Twins and VICReg return their unweighted terms
-from `barlow_twins_terms` and `vicreg_terms`, whose `loss` method weights them as the losses do.
+from `barlow_twins_terms` and `vicreg_terms`, whose `loss` method weights them as the losses do; W-MSE's
+`wmse_terms` returns its loss with the whitening's round-off, on the sub-batches the caller drew.
 """
 
 from selfsup.losses.barlow_twins import BarlowTwinsTerms, barlow_twins_loss, barlow_twins_terms
@@ -15,6 +16,7 @@ from selfsup.losses.mocov3 import mocov3_info_nce
 from selfsup.losses.simsiam import negative_cosine_similarity, normalized_output_std
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
 from selfsup.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
+from selfsup.losses.wmse import WMSETerms, whiten, wmse_loss, wmse_terms
 
 __all__ = [
     "BarlowTwinsTerms",
@@ -22,6 +24,7 @@ __all__ = [
     "InfoNCELoss",
     "LossAndHardness",
     "VICRegTerms",
+    "WMSETerms",
     "barlow_twins_loss",
     "barlow_twins_terms",
     "cross_view_info_nce",
@@ -39,4 +42,7 @@ __all__ = [
     "swapped_prediction_loss",
     "vicreg_loss",
     "vicreg_terms",
+    "whiten",
+    "wmse_loss",
+    "wmse_terms",
 ]

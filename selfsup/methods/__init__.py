@@ -15,6 +15,7 @@ from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.swav import SwAV
 from selfsup.methods.vicreg import VICReg
+from selfsup.methods.wmse import WMSE
 from selfsup.runs import method_name
 
 # name -> class; the name is also the method's configs/<name>.yaml and its run folder runs/<name>/
@@ -22,7 +23,7 @@ METHODS: dict[str, type[Method]] = {
     method_name(cls): cls
     for cls in (
         *(SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR),
-        *(NNBYOL, MSF, DINO, BarlowTwins, VICReg, SimSiam, NNSiam, MoCoV3),
+        *(NNBYOL, MSF, DINO, BarlowTwins, VICReg, WMSE, SimSiam, NNSiam, MoCoV3),
     )
 }
 
@@ -44,4 +45,5 @@ __all__ = [
     "SimSiam",
     "SwAV",
     "VICReg",
+    "WMSE",
 ]

@@ -32,6 +32,7 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "vicreg_loss": lambda z: losses.vicreg_loss(z, unit(6, 1)),
     "mocov3_info_nce": lambda z: losses.mocov3_info_nce(z, unit(6, 1), 0.2),
     "negative_cosine_similarity": lambda z: losses.negative_cosine_similarity(z, unit(6, 1)),
+    "wmse_loss": lambda z: losses.wmse_loss([z[:, :4], unit(6, 1)[:, :4]], w_size=6),
 }
 NOT_LOSSES = {
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
@@ -44,6 +45,9 @@ NOT_LOSSES = {
     "vicreg_terms": "the methods' entry point, its terms' loss checked against vicreg_loss in its tests",
     "BarlowTwinsTerms": "the type barlow_twins_terms returns",
     "VICRegTerms": "the type vicreg_terms returns",
+    "wmse_terms": "the method's entry point on sub-batches it drew, its loss checked against the paper in its tests",
+    "WMSETerms": "the type wmse_terms returns",
+    "whiten": "W-MSE's whitening transform, not a loss",
     "normalized_output_std": "SimSiam's collapse monitor, computed without gradient",
 }
 

@@ -10,12 +10,15 @@ from selfsup.models.feature_transformation import FeatureTransformation
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 
 TINY = dict(backbone="test_resnet", small_image_stem=False, views=[{"num_views": 2}], image_size=16, num_classes=3)
+# What a method needs to train on these tests' 16 images at all: W-MSE whitens sub-batches of more images than its
+# embedding has dimensions, and its paper's 128 images of 64 dimensions are more images than the tests have.
+SMALL_BATCH = {"wmse": dict(w_size=8, projector_output_dim=4)}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_step_reduces_loss_on_a_fixed_batch(name: str) -> None:
     torch.manual_seed(0)
-    method = METHODS[name](**TINY)
+    method = METHODS[name](**TINY, **SMALL_BATCH.get(name, {}))
     images, labels = torch.randint(0, 256, (16, 1, 20, 20), dtype=torch.uint8), torch.randint(0, 3, (16,))
     views = [v.clone() for v in method.multiview(images, torch.Generator().manual_seed(0))]
     optimizer = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
@@ -56,6 +59,7 @@ ACTIVE_PATHS = {
     "msf": dict(neighbours={"support_size": 64, "num_neighbours": 5, "include_batch": True}),
     "barlowtwins": {},
     "vicreg": {},
+    "wmse": dict(**SMALL_BATCH["wmse"], w_iter=2, views=[{"num_views": 4}]),  # 2 splits, 6 pairs of views
     "simsiam": NEIGHBOURS,
     "mocov3": dict(neighbours={"support_size": 64, "num_neighbours": 2}),
 }
