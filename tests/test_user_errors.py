@@ -70,6 +70,16 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ),
         ("byol", ["--model.init_args.tau_base", "1.5"], "--model.init_args.tau_base must lie in [0, 1], got 1.5"),
         ("mochi", ["--model.init_args.mixing.num_hard", "-8"], "--model.init_args.mixing.num_hard must be at least 0"),
+        (
+            "simclr",
+            ["--model.init_args.negatives.tau_plus", "0.1", "--model.init_args.decoupled", "true"],
+            "--model.init_args.negatives (debiasing, hard negative sampling) and decoupled do not combine",
+        ),
+        (
+            "mocov2",
+            ["--model.init_args.cacr.enabled", "true", "--model.init_args.negatives.beta", "1"],
+            "--model.init_args.cacr and negatives do not combine",
+        ),
         ("simclr", ["--model.init_args.base_lr", "0"], "--model.init_args.base_lr must be greater than 0, got 0"),
         ("simclr", ["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
         ("simclr", ["--data.image_size", "0"], "--data.image_size must be at least 1, got 0"),

@@ -34,6 +34,10 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "negative_cosine_similarity": lambda z: losses.negative_cosine_similarity(z, unit(6, 1)),
 }
 NOT_LOSSES = {
+    "DebiasedNegatives": "the option group of InfoNCELoss and queue_info_nce (tests/losses/test_debiased.py)",
+    "AttractionRepulsion": "CACR's option group of InfoNCELoss and queue_info_nce (tests/losses/test_cacr.py)",
+    "debiased_info_nce": "the estimator behind InfoNCELoss(negatives=...), with its metrics (test_debiased.py)",
+    "attraction_repulsion": "CACR behind InfoNCELoss(cacr=...), with its metrics (tests/losses/test_cacr.py)",
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
     "LossAndHardness": "the type the *_and_hardness entry points return",
     "queue_info_nce_and_hardness": "the methods' entry point, checked against queue_info_nce below",

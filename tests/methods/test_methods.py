@@ -46,7 +46,7 @@ NEIGHBOURS = dict(neighbours={"support_size": 64})
 # registry check below keeps every method whose class has code of its own in this list.
 ACTIVE_PATHS = {
     "simclr": dict(mixing=MIXING),
-    "mocov2": dict(queue_size=64),
+    "mocov2": dict(queue_size=64, negatives={"tau_plus": 0.1, "beta": 1.0}),  # debiased hard negatives
     "mochi": dict(queue_size=64, mixing=MIXING),
     "byol": NEIGHBOURS,
     "dino": dict(head_batch_norm=True, norm_last_layer=False),
