@@ -83,8 +83,9 @@ def negatives_conflicts(
     """The option combinations the contrastive variants refuse, one line each naming both options and the fix.
 
     Debiasing and hard negative sampling re-estimate InfoNCE's negative term from real negatives drawn from the data:
-    neither paper defines them without the positive in the denominator (DCL), with MoCHi's synthetic negatives (not
-    drawn from the data, so the class prior does not hold for them) or with NNCLR's neighbour positives. CACR replaces
+    neither paper defines them without the positive in the denominator (`decoupled`), with MoCHi's synthetic
+    negatives (not drawn from the data, so the class prior does not hold for them) or with NNCLR's neighbours as
+    positives. CACR replaces
     InfoNCE altogether, so none of these, nor debiasing, applies to it.
     """
     variants = []

@@ -35,8 +35,8 @@ class MoCoV2(MomentumMethod):
 
     Expects at least two views per image (the first two make the query-key pairs). The key encoder is an EMA
     copy of backbone and projector (`tau_base`, `tau_final`); the queue holds `queue_size` keys, shared by all
-    ranks. `mixing` turns it into MoCHi; `negatives` (DCL, HCL) and `cacr` (CACR) act on the queue as SimCLR's
-    options on its in-batch negatives. Logs `train/hard_negative_sim` and `train/tau`. Under DDP the configs
+    ranks. `mixing` turns it into MoCHi; `negatives` (debiased, hard negatives) and `cacr` act on the queue as
+    SimCLR's options on its in-batch negatives. Logs `train/hard_negative_sim` and `train/tau`. Under DDP the configs
     use SyncBatchNorm in place of shuffle-BN (see the module docstring)."""
 
     VIEWS_PER_IMAGE = (2, None)  # the first two views make the query-key pairs

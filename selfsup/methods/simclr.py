@@ -24,7 +24,7 @@ class SimCLR(Method):
 
     Expects exactly two views per image (`views`); the projector is an MLP on the backbone's features.
     `decoupled=True` gives DCL (Yeh et al., ECCV 2022) and `mixing` adds MoCHi's synthetic negatives from the
-    in-batch negatives; `negatives` debiases InfoNCE and samples hard negatives (DCL, HCL), `cacr` trains CACR.
+    in-batch negatives; `negatives` debiases InfoNCE and samples hard negatives, `cacr` trains CACR instead.
     Logs `train/hard_negative_sim` (and the synthetic negatives' metrics with mixing on, the variants' with theirs).
     `neighbours` replaces each positive by its nearest neighbours in a support set (NNCLR's eq. 2: the neighbours of
     one view against the other view's predictions) and logs `train/nn_accuracy` instead.
