@@ -9,8 +9,10 @@ c(a, b) = ||a - b||^2 = 2 - 2 cos(a, b) between unit-norm embeddings, the loss i
 
 where the conditional distributions are estimated on each anchor's sampled positives and negatives: a softmax over
 them of +t+ c (positives) and -t- c (negatives). The gradient flows through the weights, as in the authors' CIFAR
-code (`our_loss1`, `our_loss2`). There is no softmax over the positive and the negatives together, so the InfoNCE
-temperature plays no part. With SimCLR's and MoCo's single positive the positive weight is 1.
+code (`our_loss1`, `our_loss2`; their ImageNet code holds them fixed). There is no softmax over the positive and the
+negatives together, so the InfoNCE temperature plays no part. With SimCLR's and MoCo's single positive the positive
+weight is 1. An anchor's negatives are those of InfoNCE here: SimCLR's 2N - 2 other views of the global batch (the
+authors' CIFAR code takes the other view's N - 1) or MoCo's queue.
 """
 
 from dataclasses import dataclass

@@ -37,9 +37,9 @@ class DebiasedNegatives:
 
     Attributes:
         tau_plus: tau+, the class prior: the probability that a negative shares the anchor's class (Chuang et al.
-            2020; their STL-10 runs use 0.1, about one class in ten). 0: no debiasing.
+            2020; their best STL-10 model uses 0.1, about one class in ten). 0: no debiasing.
         beta: the concentration of the hard negative distribution q_beta on the negatives' logits (Robinson et al.
-            2021; 0.5 to 1 on CIFAR and STL-10). 0: every negative weighs alike.
+            2021; their code's default is 1, with tau+ 0.1). 0: every negative weighs alike.
     """
 
     tau_plus: float = 0.0
