@@ -40,6 +40,9 @@ class Metric:
     SYNTHETIC_NEGATIVE_SIM = "train/synthetic_negative_sim"  # the synthetic negatives' mean similarity
     SYNTHETIC_HARDER_FRACTION = "train/synthetic_harder_fraction"  # synthetic negatives harder than the hardest real
     POSITIVE_SIM_DROP = "train/positive_sim_drop"  # feature transformation: mean cos(q, k+) lost by extrapolation
+    # Hard negative sampling and CACR: the weight of each anchor's hardest negative relative to uniform (1: all alike)
+    HARDEST_NEGATIVE_WEIGHT = "train/hardest_negative_weight"
+    DEBIASED_CLAMPED_FRACTION = "train/debiased_clamped_fraction"  # anchors whose debiased estimator sat on its floor
     NN_ACCURACY = "train/nn_accuracy"  # nearest-neighbour methods: fraction of the k neighbours of the sample's class
     PROTOTYPE_USAGE = "train/prototype_usage"  # SwAV: fraction of prototypes that some sample's argmax is
     ASSIGNMENT_ENTROPY = "train/assignment_entropy"  # SwAV: entropy of the hard assignments (nats)

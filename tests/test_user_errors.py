@@ -75,6 +75,21 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
             ["--model.init_args.transformation.negative_alpha", "1.6"],
             "--model.init_args.transformation and mixing do not combine (both synthesise negatives): switch one off",
         ),
+        (
+            "simclr",
+            ["--model.init_args.negatives.tau_plus", "0.1", "--model.init_args.decoupled", "true"],
+            "--model.init_args.negatives (debiasing, hard negative sampling) and decoupled do not combine",
+        ),
+        (
+            "mocov2",
+            ["--model.init_args.cacr.enabled", "true", "--model.init_args.negatives.beta", "1"],
+            "--model.init_args.cacr and negatives do not combine",
+        ),
+        (
+            "simclr",
+            ["--model.init_args.transformation.positive_alpha", "2", "--model.init_args.negatives.tau_plus", "0.1"],
+            "--model.init_args.negatives (debiasing, hard negative sampling) and transformation do not combine",
+        ),
         ("simclr", ["--model.init_args.base_lr", "0"], "--model.init_args.base_lr must be greater than 0, got 0"),
         ("simclr", ["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
         ("simclr", ["--data.image_size", "0"], "--data.image_size must be at least 1, got 0"),

@@ -9,6 +9,8 @@ from `barlow_twins_terms` and `vicreg_terms`, whose `loss` method weights them a
 
 from selfsup.losses.barlow_twins import BarlowTwinsTerms, barlow_twins_loss, barlow_twins_terms
 from selfsup.losses.byol import normalized_mse
+from selfsup.losses.cacr import AttractionRepulsion, attraction_repulsion
+from selfsup.losses.debiased import DebiasedNegatives, debiased_info_nce
 from selfsup.losses.dino import DinoLossTerms, dino_center_update, dino_loss, dino_loss_terms
 from selfsup.losses.info_nce import InfoNCELoss, LossAndHardness, cross_view_info_nce, info_nce
 from selfsup.losses.moco import queue_info_nce, queue_info_nce_and_hardness
@@ -19,15 +21,19 @@ from selfsup.losses.vicreg import VICRegTerms, vicreg_loss, vicreg_terms
 from selfsup.losses.wmse import WMSETerms, whiten, wmse_loss, wmse_terms
 
 __all__ = [
+    "AttractionRepulsion",
     "BarlowTwinsTerms",
+    "DebiasedNegatives",
     "DinoLossTerms",
     "InfoNCELoss",
     "LossAndHardness",
     "VICRegTerms",
     "WMSETerms",
+    "attraction_repulsion",
     "barlow_twins_loss",
     "barlow_twins_terms",
     "cross_view_info_nce",
+    "debiased_info_nce",
     "dino_center_update",
     "dino_loss",
     "dino_loss_terms",

@@ -7,7 +7,9 @@ for the 2N augmented samples of a batch, anchor i with positive j,
 
 averaged over all 2N anchors, sim being cosine similarity. With `decoupled=True` the positive is left out
 of the denominator, which removes the negative-positive coupling that makes InfoNCE need large batches:
-"Decoupled Contrastive Learning" (Yeh et al., ECCV 2022), eq. (6).
+"Decoupled Contrastive Learning" (Yeh et al., ECCV 2022), eq. (6). `negatives` swaps the negative term for the
+debiased (and hard negative) estimator of `selfsup.losses.debiased`, `cacr` the whole loss for `selfsup.losses.cacr`:
+`contrastive_loss` is the one place where SimCLR's in-batch and MoCo's queue negatives meet them.
 
 Calling a loss returns the loss tensor, as lightly's and PyTorch's losses do. The methods also log how hard the
 negatives were, and get both from one computation, `InfoNCELoss.loss_and_hardness`: the metrics are returned, not
@@ -21,7 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.distributed import gather_with_grad, rank
-from selfsup.errors import ConfigurationError
+from selfsup.errors import ConfigurationError, check_options
+from selfsup.losses.cacr import AttractionRepulsion, attraction_repulsion
+from selfsup.losses.debiased import DebiasedNegatives, debiased_info_nce
 from selfsup.models.feature_transformation import FeatureTransformation
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
@@ -49,6 +53,68 @@ def info_nce(logits: Tensor, positive_index: Tensor, decoupled: bool = False) ->
     return (torch.logsumexp(negatives, dim=1) - positive).mean()
 
 
+def contrastive_loss(
+    logits: Tensor,
+    positive_index: Tensor,
+    negative_mask: Tensor | None,
+    temperature: float,
+    decoupled: bool = False,
+    negatives: DebiasedNegatives | None = None,
+    cacr: AttractionRepulsion | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss of SimCLR's in-batch and MoCo's queue negatives alike, and the metrics of its variant.
+
+    InfoNCE (or DCL) by default; with `negatives` active, the debiased (hard negative) estimator of the negative term
+    (`selfsup.losses.debiased`); with `cacr` enabled, contrastive attraction and repulsion (`selfsup.losses.cacr`).
+    `logits` (A, C) are similarities divided by `temperature`, -inf where a candidate is not one (the anchor itself);
+    `negative_mask` (A, C) marks each anchor's negatives, None meaning every column but the positive (a queue).
+    """
+    if cacr is not None and cacr.enabled:
+        similarity = logits * temperature
+        t_plus, t_minus = cacr.attraction_temperature, cacr.repulsion_temperature
+        return attraction_repulsion(similarity, positive_index[:, None], negative_mask, t_plus, t_minus)
+    if negatives is not None and negatives.active:
+        return debiased_info_nce(logits, positive_index, negative_mask, temperature, negatives.tau_plus, negatives.beta)
+    return info_nce(logits, positive_index, decoupled), {}
+
+
+def negatives_conflicts(
+    negatives: DebiasedNegatives,
+    cacr: AttractionRepulsion,
+    decoupled: bool,
+    mixing: bool,
+    neighbours: bool = False,
+    transformation: bool = False,
+) -> list[str]:
+    """The option combinations the contrastive variants refuse, one line each naming both options and the fix.
+
+    Debiasing and hard negative sampling re-estimate InfoNCE's negative term from real negatives drawn from the data:
+    neither paper defines them without the positive in the denominator (`decoupled`), with MoCHi's synthetic
+    negatives (not drawn from the data, so the class prior does not hold for them), with feature transformation's
+    interpolated ones (the same) or with NNCLR's neighbours as positives. CACR replaces InfoNCE altogether, so none of
+    these, nor debiasing, applies to it.
+    """
+    variants = []
+    if negatives.active:
+        variants.append(("negatives (debiasing, hard negative sampling)", "negatives.tau_plus 0 and negatives.beta 0"))
+    if cacr.enabled:
+        variants.append(("cacr", "cacr.enabled false"))
+    transformation_off = "transformation.positive_alpha 0 and transformation.negative_alpha 0"
+    others = [("decoupled", decoupled, "decoupled false"), ("mixing", mixing, "mixing.num_hard 0"),
+              ("neighbours", neighbours, "neighbours.support_size 0"),
+              ("transformation", transformation, transformation_off)]  # fmt: skip
+    problems = [
+        f"{name} and {other} do not combine: switch one off ({fix} or {other_fix})"
+        for name, fix in variants
+        for other, on, other_fix in others
+        if on
+    ]
+    if len(variants) == 2:
+        problems.append("cacr and negatives do not combine (CACR has no negative term to debias): switch one off "
+                        "(cacr.enabled false or negatives.tau_plus 0 and negatives.beta 0)")  # fmt: skip
+    return problems
+
+
 class InfoNCELoss(nn.Module):
     """NT-Xent over two views, contrasting each local sample with the samples of all ranks.
 
@@ -57,12 +123,20 @@ class InfoNCELoss(nn.Module):
     DDP's averaged gradients equal the single-process gradients.
     """
 
-    def __init__(self, temperature: float = 0.1, decoupled: bool = False) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        decoupled: bool = False,
+        negatives: DebiasedNegatives = DebiasedNegatives(),
+        cacr: AttractionRepulsion = AttractionRepulsion(),
+    ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ConfigurationError(f"the InfoNCE temperature must be greater than 0, got {temperature}")
         self.temperature = temperature
         self.decoupled = decoupled
+        check_options(negatives_conflicts(negatives, cacr, decoupled, mixing=False), "--model.init_args")
+        self.negatives, self.cacr = negatives, cacr
 
     def forward(
         self,
@@ -85,7 +159,8 @@ class InfoNCELoss(nn.Module):
     ) -> LossAndHardness:
         """The loss of `forward` and the step's hardness metrics: the mean similarity of each anchor's hardest
         real negative, and with `mixing`, how hard the synthetic negatives were (`MixedNegatives.metrics`); with
-        `transformation`, how hard the interpolated negatives and the extrapolated positives were."""
+        `transformation`, how hard the interpolated negatives and the extrapolated positives were; with
+        `negatives` or `cacr`, also their own (`contrastive_loss`)."""
         z_a = F.normalize(z_a.float(), dim=1)
         z_b = F.normalize(z_b.float(), dim=1)
         all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (M, D) each, M = N * world size
@@ -100,6 +175,11 @@ class InfoNCELoss(nn.Module):
         logits = similarity.scatter(1, self_column[:, None], float("-inf")) / self.temperature
         not_negative = torch.cat([self_column[:, None], positive_column[:, None]], dim=1)
         negative_mask = torch.ones_like(logits, dtype=torch.bool).scatter(1, not_negative, False)
+        if mixing is not None or transformation is not None:
+            conflicts = negatives_conflicts(
+                self.negatives, self.cacr, self.decoupled, mixing is not None, transformation=transformation is not None
+            )
+            check_options(conflicts, "--model.init_args")
         if transformation is not None:  # FT: the anchors' logits against their transformed pairs and negatives
             transformed = transformation.in_batch(anchors, candidates, positive_column, negative_mask)
             logits = transformed.negatives.scatter(1, positive_column[:, None], transformed.positive[:, None])
@@ -111,7 +191,10 @@ class InfoNCELoss(nn.Module):
             hardness = mixed.metrics()
         else:
             hardness = unmixed_hardness_metrics(similarity.detach().masked_fill(~negative_mask, float("-inf")))
-        return LossAndHardness(info_nce(logits, positive_column, self.decoupled), hardness)
+        loss, metrics = contrastive_loss(
+            logits, positive_column, negative_mask, self.temperature, self.decoupled, self.negatives, self.cacr
+        )
+        return LossAndHardness(loss, hardness | metrics)
 
 
 def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float, decoupled: bool = False) -> Tensor:

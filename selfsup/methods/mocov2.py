@@ -20,6 +20,9 @@ from torch import Tensor
 from selfsup.augment import ViewRecipe, mocov2_views
 from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import queue_info_nce_and_hardness
+from selfsup.losses.cacr import AttractionRepulsion
+from selfsup.losses.debiased import DebiasedNegatives
+from selfsup.losses.info_nce import negatives_conflicts
 from selfsup.methods.base import MomentumMethod
 from selfsup.models import projection_mlp
 from selfsup.models.feature_transformation import FeatureTransformation, transformation_conflicts
@@ -33,8 +36,9 @@ class MoCoV2(MomentumMethod):
 
     Expects at least two views per image (the first two make the query-key pairs). The key encoder is an EMA
     copy of backbone and projector (`tau_base`, `tau_final`); the queue holds `queue_size` keys, shared by all
-    ranks. `mixing` turns it into MoCHi; `transformation` extrapolates query-key pairs and interpolates the queue's
-    keys (FT, Zhu et al., ICCV 2021). Logs `train/hard_negative_sim` and `train/tau`. Under DDP the configs
+    ranks. `mixing` turns it into MoCHi; `negatives` (debiased, hard negatives) and `cacr` act on the queue as
+    SimCLR's options on its in-batch negatives; `transformation` extrapolates query-key pairs and interpolates the
+    queue's keys (FT, Zhu et al., ICCV 2021). Logs `train/hard_negative_sim` and `train/tau`. Under DDP the configs
     use SyncBatchNorm in place of shuffle-BN (see the module docstring)."""
 
     VIEWS_PER_IMAGE = (2, None)  # the first two views make the query-key pairs
@@ -49,6 +53,8 @@ class MoCoV2(MomentumMethod):
         symmetric: bool = True,
         decoupled: bool = False,
         mixing: HardNegativeMixing = HardNegativeMixing(),
+        negatives: DebiasedNegatives = DebiasedNegatives(),
+        cacr: AttractionRepulsion = AttractionRepulsion(),
         transformation: FeatureTransformation = FeatureTransformation(),
         views: tuple[ViewRecipe, ...] = mocov2_views(),
         optimizer: Literal["lars", "sgd", "adamw"] = "sgd",
@@ -67,6 +73,9 @@ class MoCoV2(MomentumMethod):
             symmetric: also contrast the second view's query with the first view's key, and average.
             decoupled: leave the positive out of the denominator (DCL).
             mixing: hard negative mixing over the queue (off for MoCo v2, on for MoCHi).
+            negatives: the debiased estimator of the negative term over the queue (tau_plus, Chuang et al. 2020) and
+                hard negative sampling on top of it (beta, Robinson et al. 2021); off by default.
+            cacr: contrastive attraction and repulsion in place of InfoNCE (Zheng et al. 2021); off by default.
             transformation: positive extrapolation and interpolation of the queue's keys (FT; off by default).
             views: the augmentation recipe (MoCo v2's by default).
             optimizer: SGD, as MoCo v2.
@@ -82,7 +91,11 @@ class MoCoV2(MomentumMethod):
             projector_output_dim=projector_output_dim,
         )
         mixing, transformation = HardNegativeMixing.from_dict(mixing), FeatureTransformation.from_dict(transformation)
+        negatives, cacr = DebiasedNegatives.from_dict(negatives), AttractionRepulsion.from_dict(cacr)
         conflicts = transformation_conflicts(transformation, mixing)
+        conflicts += negatives_conflicts(
+            negatives, cacr, decoupled, mixing.num_hard > 0, transformation=transformation.enabled
+        )
         check_options(positive(temperature=temperature) + sizes + conflicts, "--model.init_args")
         super().__init__(
             views=views,
@@ -97,7 +110,7 @@ class MoCoV2(MomentumMethod):
         self.key_backbone = self.momentum_copy(self.backbone)
         self.key_projector = self.momentum_copy(self.projector)
         self.queue = EmbeddingQueue(queue_size, projector_output_dim)
-        self.mixing = mixing
+        self.mixing, self.negatives, self.cacr = mixing, negatives, cacr
         self.transformation = transformation
 
     def _keys(self, view: Tensor) -> Tensor:
@@ -109,15 +122,11 @@ class MoCoV2(MomentumMethod):
         pairs = range(2 if hp.symmetric else 1)
         queries = [F.normalize(self.projector(features[i]).float(), dim=1) for i in pairs]
         keys = [self._keys(views[1 - i]) for i in pairs]  # each query's positive: the key of the other view
-        negatives = self.queue.keys.clone()  # autograd keeps it for backward, and enqueue writes in place
-        mixing, transformation = (
-            self.mixing.at_epoch(self.current_epoch),
-            self.transformation.at_epoch(self.current_epoch),
-        )
-        results = [
-            queue_info_nce_and_hardness(q, k, negatives, hp.temperature, hp.decoupled, mixing, transformation)
-            for q, k in zip(queries, keys, strict=True)
-        ]
+        queued = self.queue.keys.clone()  # autograd keeps it for backward, and enqueue writes in place
+        mixing = self.mixing.at_epoch(self.current_epoch)
+        transformation = self.transformation.at_epoch(self.current_epoch)
+        options = (hp.temperature, hp.decoupled, mixing, self.negatives, self.cacr, transformation)
+        results = [queue_info_nce_and_hardness(q, k, queued, *options) for q, k in zip(queries, keys, strict=True)]
         self.queue.enqueue(torch.cat(keys), labels.repeat(len(keys)))  # after the loss: never its own negative
         loss = torch.stack([result.loss for result in results]).mean()
         return loss, results[0].hardness  # the first view's queries report the step's hardness

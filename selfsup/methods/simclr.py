@@ -9,6 +9,9 @@ from torch import Tensor, nn
 
 from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import InfoNCELoss, cross_view_info_nce
+from selfsup.losses.cacr import AttractionRepulsion
+from selfsup.losses.debiased import DebiasedNegatives
+from selfsup.losses.info_nce import negatives_conflicts
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
 from selfsup.models.feature_transformation import FeatureTransformation, transformation_conflicts
@@ -22,9 +25,10 @@ class SimCLR(Method):
 
     Expects exactly two views per image (`views`); the projector is an MLP on the backbone's features.
     `decoupled=True` gives DCL (Yeh et al., ECCV 2022) and `mixing` adds MoCHi's synthetic negatives from the
-    in-batch negatives; `transformation` extrapolates positive pairs and interpolates negatives (FT, Zhu et al., ICCV
-    2021). Logs `train/hard_negative_sim` (and the synthetic negatives' metrics with mixing or interpolation on,
-    `train/positive_sim_drop` with extrapolation on).
+    in-batch negatives; `negatives` debiases InfoNCE and samples hard negatives, `cacr` trains CACR instead;
+    `transformation` extrapolates positive pairs and interpolates negatives (FT, Zhu et al., ICCV 2021). Logs
+    `train/hard_negative_sim` (and the synthetic negatives' metrics with mixing or interpolation on,
+    `train/positive_sim_drop` with extrapolation on, the other variants' with theirs).
     `neighbours` replaces each positive by its nearest neighbours in a support set (NNCLR's eq. 2: the neighbours of
     one view against the other view's predictions) and logs `train/nn_accuracy` instead.
     The other options (backbone, optimizer, data values) are `Method`'s."""
@@ -41,6 +45,8 @@ class SimCLR(Method):
         predictor_hidden_dim: int = 0,
         mixing: HardNegativeMixing = HardNegativeMixing(),
         neighbours: NearestNeighbours = NearestNeighbours(),
+        negatives: DebiasedNegatives = DebiasedNegatives(),
+        cacr: AttractionRepulsion = AttractionRepulsion(),
         transformation: FeatureTransformation = FeatureTransformation(),
         **kwargs,
     ) -> None:
@@ -55,6 +61,9 @@ class SimCLR(Method):
                 contrasted with (NNCLR: 4096); 0: no predictor. Only with neighbours.
             mixing: hard negative mixing over the in-batch negatives (MoCHi; off by default).
             neighbours: nearest-neighbour positives from a support set (NNCLR; off by default).
+            negatives: the debiased estimator of the negative term (tau_plus, Chuang et al. 2020) and hard negative
+                sampling on top of it (beta, Robinson et al. 2021); off by default.
+            cacr: contrastive attraction and repulsion in place of InfoNCE (Zheng et al. 2021); off by default.
             transformation: positive extrapolation and negative interpolation in feature space (FT; off by default).
         """
         mixing, neighbours = HardNegativeMixing.from_dict(mixing), NearestNeighbours.from_dict(neighbours)
@@ -69,6 +78,10 @@ class SimCLR(Method):
             problems.append("mixing and neighbours do not combine: switch one off (mixing.num_hard 0 or "
                             "neighbours.support_size 0)")  # fmt: skip
         problems += transformation_conflicts(transformation, mixing, neighbours.support_size)
+        negatives, cacr = DebiasedNegatives.from_dict(negatives), AttractionRepulsion.from_dict(cacr)
+        problems += negatives_conflicts(
+            negatives, cacr, decoupled, mixing.num_hard > 0, neighbours.support_size > 0, transformation.enabled
+        )
         check_options(problems, "--model.init_args")
         super().__init__(**kwargs)
         self.projector = projection_mlp(
@@ -79,7 +92,7 @@ class SimCLR(Method):
             if predictor_hidden_dim
             else nn.Identity()
         )
-        self.criterion = InfoNCELoss(temperature, decoupled)
+        self.criterion = InfoNCELoss(temperature, decoupled, negatives, cacr)
         self.mixing = mixing
         self.transformation = transformation
         self.support_set = neighbours.support_set(projector_output_dim)

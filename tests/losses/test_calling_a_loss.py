@@ -35,6 +35,10 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "wmse_loss": lambda z: losses.wmse_loss([z[:, :4], unit(6, 1)[:, :4]], w_size=6),
 }
 NOT_LOSSES = {
+    "DebiasedNegatives": "the option group of InfoNCELoss and queue_info_nce (tests/losses/test_debiased.py)",
+    "AttractionRepulsion": "CACR's option group of InfoNCELoss and queue_info_nce (tests/losses/test_cacr.py)",
+    "debiased_info_nce": "the estimator behind InfoNCELoss(negatives=...), with its metrics (test_debiased.py)",
+    "attraction_repulsion": "CACR behind InfoNCELoss(cacr=...), with its metrics (tests/losses/test_cacr.py)",
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
     "LossAndHardness": "the type the *_and_hardness entry points return",
     "queue_info_nce_and_hardness": "the methods' entry point, checked against queue_info_nce below",

@@ -6,7 +6,6 @@ import torch
 import torch._dynamo
 
 from selfsup.methods import METHODS
-from selfsup.models.feature_transformation import FeatureTransformation
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 
 TINY = dict(backbone="test_resnet", small_image_stem=False, views=[{"num_views": 2}], image_size=16, num_classes=3)
@@ -50,7 +49,7 @@ NEIGHBOURS = dict(neighbours={"support_size": 64})
 # registry check below keeps every method whose class has code of its own in this list.
 ACTIVE_PATHS = {
     "simclr": dict(mixing=MIXING),
-    "mocov2": dict(queue_size=64, transformation=FeatureTransformation(positive_alpha=2.0, negative_alpha=1.6)),
+    "mocov2": dict(queue_size=64, negatives={"tau_plus": 0.1, "beta": 1.0}),  # debiased hard negatives
     "mochi": dict(queue_size=64, mixing=MIXING),
     "byol": NEIGHBOURS,
     "dino": dict(head_batch_norm=True, norm_last_layer=False),
@@ -75,14 +74,23 @@ def test_every_method_with_code_of_its_own_is_traced() -> None:
             assert method.__base__ in {METHODS[traced] for traced in ACTIVE_PATHS}, name
 
 
-@pytest.mark.parametrize("name", sorted(ACTIVE_PATHS))
-def test_the_step_computation_compiles_as_one_graph(name: str) -> None:
+# Option groups that refuse those above (each makes or weighs negatives its own way): traced on their own.
+OTHER_PATHS = {
+    "simclr-transformation": ("simclr", dict(transformation={"positive_alpha": 2.0, "negative_alpha": 1.6})),
+    "mocov2-cacr": ("mocov2", dict(queue_size=64, cacr={"enabled": True})),
+}
+TRACED = {name: (name, options) for name, options in ACTIVE_PATHS.items()} | OTHER_PATHS
+
+
+@pytest.mark.parametrize("case", sorted(TRACED))
+def test_the_step_computation_compiles_as_one_graph(case: str) -> None:
     """`compute_losses` (backbone, heads, loss, the method's metrics, the probe) traces into one graph with no
     graph break: a logging call, a host sync or a data-dependent shape inside it would split the compiled step
     (each of which was there: logging in every method's loss, SwAV's bincount, NNCLR's fill checks, SimCLR's
     count of in-batch negatives for mixing)."""
+    name, options = TRACED[case]
     method = METHODS[name](backbone="test_resnet", small_image_stem=False, image_size=16, num_classes=3,
-                           batch_size=16, **ACTIVE_PATHS[name])  # fmt: skip
+                           batch_size=16, **options)  # fmt: skip
     images, labels = torch.randint(0, 256, (16, 1, 20, 20), dtype=torch.uint8), torch.arange(16) % 3
     views = method.multiview(images, torch.Generator().manual_seed(0))
     torch._dynamo.reset()
