@@ -32,6 +32,11 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "vicreg_loss": lambda z: losses.vicreg_loss(z, unit(6, 1)),
     "mocov3_info_nce": lambda z: losses.mocov3_info_nce(z, unit(6, 1), 0.2),
     "negative_cosine_similarity": lambda z: losses.negative_cosine_similarity(z, unit(6, 1)),
+    "supervised_contrastive_loss": lambda z: losses.supervised_contrastive_loss([z, unit(6, 1)], torch.arange(6) % 3),
+    "align_uniform_loss": lambda z: losses.align_uniform_loss(z, unit(6, 1)),
+    "alignment": lambda z: losses.alignment(z, unit(6, 1)),
+    "uniformity": lambda z: losses.uniformity(z),
+    "global_uniformity": lambda z: losses.global_uniformity(z),
 }
 NOT_LOSSES = {
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
@@ -45,6 +50,9 @@ NOT_LOSSES = {
     "BarlowTwinsTerms": "the type barlow_twins_terms returns",
     "VICRegTerms": "the type vicreg_terms returns",
     "normalized_output_std": "SimSiam's collapse monitor, computed without gradient",
+    "supervised_contrastive_loss_and_hardness": "SupCon's entry point, the loss of supervised_contrastive_loss",
+    "align_uniform_terms": "AlignUniform's entry point, its terms' loss checked against align_uniform_loss",
+    "AlignUniformTerms": "the type align_uniform_terms returns",
 }
 
 
