@@ -57,6 +57,8 @@ ACTIVE_PATHS = {
     "vicreg": {},
     "simsiam": NEIGHBOURS,
     "mocov3": dict(neighbours={"support_size": 64, "num_neighbours": 2}),
+    "supcon": {},
+    "alignuniform": {},
 }
 
 
