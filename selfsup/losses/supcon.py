@@ -7,7 +7,7 @@ positives P(i) = {p in A(i) : y_p = y_i},
 
     L^sup_out = sum_i -1/|P(i)| sum_{p in P(i)} log( exp(z_i . z_p / T) / sum_{a in A(i)} exp(z_i . z_a / T) ),
 
-the 1/|P(i)| outside the log (the paper's Sec. 3.2.2 finds it trains better than L^sup_in, with it inside). Here the
+the 1/|P(i)| outside the log (the paper finds it trains better than L^sup_in, eq. 3, with it inside). Here the
 sum over anchors is a mean, as SimCLR's loss here is (`selfsup.losses.info_nce`), so that with every label distinct
 the loss is exactly NT-Xent. The official code (HobbitLong/SupContrast) also scales the loss by T / 0.07, its
 "base temperature": a step-size convention the paper does not have, left out.
