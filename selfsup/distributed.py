@@ -56,6 +56,15 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return torch.cat(dist_nn.all_gather(x), dim=0)
 
 
+def sum_with_grad(x: Tensor) -> Tensor:
+    """`x` summed over every rank, keeping the autograd graph: the backward pass sums every rank's gradient of the
+    result, so a loss that is a function of a global sum (the log of a mean over the pairs of every rank) gets, after
+    DDP's averaging, the gradient of that function of the whole batch. Every rank must pass the same shape."""
+    if world_size() == 1:
+        return x
+    return dist_nn.all_reduce(x)
+
+
 @torch.no_grad()
 def gather(x: Tensor) -> Tensor:
     """Concatenate `x` from every rank along dim 0 without gradient (feature banks, labels, queues)."""

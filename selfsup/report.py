@@ -188,10 +188,12 @@ def plot_knn(runs: list[Run], out: Path) -> list[str]:
 
 
 # the diagnostics of `selfsup eval` and which way is better (alignment and uniformity: Wang & Isola, ICML 2020,
-# eqs. 4-5; effective rank: Garrido et al., "RankMe", ICML 2023); similarities are cosines of view pairs
+# eqs. 4-5; tolerance, the mean cosine of same-class pairs: Wang & Liu, CVPR 2021; effective rank: Garrido et al.,
+# "RankMe", ICML 2023); similarities are cosines of view pairs
 DIAGNOSTICS = (
     ("alignment", "lower is better"),
     ("uniformity", "lower is better"),
+    ("tolerance", "higher: classes closer"),
     ("effective_rank", "higher is better"),
     ("positive_similarity", "higher is better"),
     ("negative_similarity", "lower is better"),
@@ -208,17 +210,21 @@ def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
     evaluated = [run for run in runs if has_diagnostics(run)]
     if not evaluated:
         return []
-    figure, grid = plt.subplots(2, 3, figsize=(13, 7.5))
+    figure, grid = plt.subplots(2, 4, figsize=(17, 7.5))
     axes = grid.flatten()
-    labels = [run.name for run in evaluated]
     for axis, (name, better) in zip(axes, DIAGNOSTICS, strict=False):
-        values = [run.results["diagnostics"][name] for run in evaluated]
-        bars = axis.bar(labels, values, color=[f"C{index}" for index in range(len(evaluated))])
+        # results of an earlier version may lack a diagnostic (tolerance): those runs have no bar in its panel
+        measured = [(index, run) for index, run in enumerate(evaluated) if name in run.results["diagnostics"]]
+        labels = [run.name for _, run in measured]
+        values = [run.results["diagnostics"][name] for _, run in measured]
+        bars = axis.bar(labels, values, color=[f"C{index}" for index, _ in measured])
         axis.bar_label(bars, fmt="%.3g", fontsize=8)
         axis.margins(y=0.15)  # room for the labels
         axis.set_title(f"{name.replace('_', ' ')} ({better})")
         axis.tick_params(axis="x", rotation=45, labelsize=8)
-    histogram = axes[-1]
+    histogram = axes[len(DIAGNOSTICS)]
+    for unused in axes[len(DIAGNOSTICS) + 1 :]:
+        unused.set_axis_off()
     for index, run in enumerate(evaluated):
         diagnostics = run.results["diagnostics"]
         bins = len(diagnostics["positive_histogram"])

@@ -55,6 +55,8 @@ class Metric:
     COVARIANCE = "train/covariance"  # VICReg: c(Z_a) + c(Z_b), squared off-diagonal covariances / D, not weighted
     OUTPUT_STD = "train/output_std"  # SimSiam: per-channel std of the unit-norm projections; 0 means collapse
     WHITENING_ERROR = "train/whitening_error"  # W-MSE: max |Cov(whitened) - I| in float32; rises near collapse
+    ALIGNMENT = "train/alignment"  # AlignUniform: L_align of the positive pairs (Wang and Isola), not weighted
+    UNIFORMITY = "train/uniformity"  # AlignUniform: the views' mean L_uniform over the global batch, not weighted
     # LearningRateMonitor's prefix: lr/weights, lr/no_weight_decay, lr/probe, lr/<module> for constant-rate modules
     LEARNING_RATE = "lr"
     KNN_TOP1 = "val/knn_top1"

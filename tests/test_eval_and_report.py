@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfsup import report
 from selfsup.cli import main
+from selfsup.report import DIAGNOSTICS, Run, write_report
 from selfsup.report import main as report_command
-from selfsup.report import write_report
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO, read_metrics, read_offline_wandb_run, run_train_py, train
@@ -44,7 +45,13 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_online_diagnostics_callback_logs_during_training(two_runs: Path) -> None:
     rows = read_metrics(two_runs / "simclr" / "version_0")
-    for name in ("diag/alignment", "diag/uniformity", "diag/effective_rank", "diag/positive_similarity"):
+    for name in (
+        "diag/alignment",
+        "diag/uniformity",
+        "diag/tolerance",
+        "diag/effective_rank",
+        "diag/positive_similarity",
+    ):
         assert any(row[name] for row in rows), f"{name} never logged"
     assert any(row["time/elapsed_s"] for row in rows)
 
@@ -62,6 +69,7 @@ def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two
     assert len(results["knn"]["sweep"]) == 12 and (results["knn"]["k"], results["knn"]["temperature"]) == (200, 0.1)
     assert 0 <= results["linear"]["top1"] <= results["linear"]["top5"] <= 1
     assert results["num_test"] == 40 and results["diagnostics"]["effective_rank"] >= 1
+    assert -1 <= results["diagnostics"]["tolerance"] <= 1 and "tolerance" in result.stdout
     assert results["map"]["points"] == 40 and "map: embedding_map.png (t-SNE of 40 test images" in result.stdout
     assert (checkpoint.parent / "embedding_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run_folder = checkpoint.parent.parent  # beside the pretraining run: one `wandb sync` command takes both
@@ -144,3 +152,20 @@ def test_linear_probe_of_a_briefly_pretrained_network_beats_chance_on_fashion_mn
              "--map_points", "0")  # fmt: skip
     results = json.loads((checkpoint.parent / "results.json").read_text())
     assert results["linear"]["top1"] > 0.5 and results["knn"]["top1"] > 0.4  # 10 classes: chance is 0.1
+
+
+def test_the_diagnostics_plot_takes_results_written_before_tolerance_was_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results of an earlier version have no tolerance: their run has no bar in that panel, the other panels have both
+    runs' bars. The figure is looked at, not saved (saving it takes seconds)."""
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda figure, path: drawn.append(report.plt.close(figure) or figure))
+    histograms = {"positive_histogram": [1, 3], "negative_histogram": [3, 1]}
+    measured = {name: 0.5 for name, _ in DIAGNOSTICS} | histograms
+    earlier = {name: value for name, value in measured.items() if name != "tolerance"}
+    runs = [Run(name, "simclr", [], {}, {"diagnostics": d}) for name, d in (("new-v0", measured), ("old-v0", earlier))]
+    assert report.plot_diagnostics(runs, tmp_path) == [report.DIAGNOSTICS_PLOT]
+    panels = {axis.get_title().split(" (")[0]: axis for axis in drawn[0].axes}
+    assert [label.get_text() for label in panels["tolerance"].get_xticklabels()] == ["new-v0"]
+    assert len(panels["uniformity"].patches) == 2

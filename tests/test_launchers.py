@@ -106,7 +106,7 @@ def test_two_torchrun_nodes_train_identical_ranks_and_evaluate_sharded_like_one_
     assert without_time[0] == without_time[1]  # the same neighbours, the same votes
     for key in ("top1", "top5", "learning_rate", "weight_decay"):  # the probe saw the same features in the same order
         assert result["linear"][key] == pytest.approx(single["linear"][key]), key
-    for key in ("alignment", "uniformity", "effective_rank", "positive_similarity", "negative_similarity"):
+    for key in ("alignment", "uniformity", "tolerance", "effective_rank", "positive_similarity", "negative_similarity"):
         assert result["diagnostics"][key] == pytest.approx(single["diagnostics"][key], rel=1e-5), key
     assert result["map"]["points"] == single["map"]["points"] > 0  # rank 0 drew every rank's test features
     assert (tmp_path / "sharded_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

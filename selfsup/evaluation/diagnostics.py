@@ -3,7 +3,12 @@
 - Alignment and uniformity, "Understanding Contrastive Representation Learning through Alignment and
   Uniformity on the Hypersphere" (Wang and Isola, ICML 2020), Sec. 4.1: on L2-normalized features,
   L_align = E ||f(x) - f(y)||^alpha over positive pairs (alpha = 2), and
-  L_uniform = log E exp(-t ||f(x) - f(y)||^2) over all pairs (t = 2). Lower is better for both.
+  L_uniform = log E exp(-t ||f(x) - f(y)||^2) over all pairs (t = 2). Lower is better for both. They are defined
+  once, in `selfsup.losses.alignment_uniformity`, which the `alignuniform` method trains with.
+- Tolerance, "Understanding the Behaviour of Contrastive Loss" (Wang and Liu, CVPR 2021): the mean
+  cosine similarity of pairs of different images of the same class, T = E[f(x)^T f(y) | l(x) = l(y)]. Uniformity
+  pushes every pair apart, same-class pairs too; tolerance says how close those stay. The paper finds a small
+  temperature gives uniform features with low tolerance, and calls the trade-off the uniformity-tolerance dilemma.
 - Effective rank, "The effective rank: a measure of effective dimensionality" (Roy and Vetterli, EUSIPCO
   2007), eq. (2): exp of the entropy of the normalized eigenvalues of the features' covariance. It is 1 when
   the features vary along one direction only and D when they vary equally in D; dimensional collapse
@@ -22,21 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from selfsup.losses.alignment_uniformity import alignment, uniformity
 from selfsup.optim import ended_optimizer_step
 
 HISTOGRAM_BINS = 40  # over cosine similarity in [-1, 1]
 
 
-def alignment(z_a: Tensor, z_b: Tensor, alpha: float = 2.0) -> Tensor:
-    """Wang and Isola's L_align of positive pairs (z_a[i], z_b[i])."""
-    z_a, z_b = F.normalize(z_a.float(), dim=1), F.normalize(z_b.float(), dim=1)
-    return (z_a - z_b).norm(dim=1).pow(alpha).mean()
-
-
-def uniformity(z: Tensor, t: float = 2.0) -> Tensor:
-    """Wang and Isola's L_uniform over all distinct pairs of rows of z."""
-    squared_distances = torch.pdist(F.normalize(z.float(), dim=1)).pow(2)
-    return squared_distances.mul(-t).exp().mean().log()
+def tolerance(z: Tensor, labels: Tensor) -> Tensor:
+    """Wang and Liu's tolerance of features z (N, D): the mean cosine similarity over the pairs of distinct rows
+    with the same label; rows labelled -1 (unknown) are in no pair. NaN where no two rows share a label."""
+    z = F.normalize(z.float(), dim=1)
+    same_class = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)
+    same_class.fill_diagonal_(False)
+    return (z @ z.T)[same_class].mean()
 
 
 def effective_rank(z: Tensor) -> Tensor:
@@ -57,13 +60,17 @@ def pair_similarities(z_a: Tensor, z_b: Tensor) -> tuple[Tensor, Tensor]:
     return similarity.diagonal(), similarity[off_diagonal]
 
 
-def representation_diagnostics(z_a: Tensor, z_b: Tensor, histograms: bool = False) -> dict[str, Any]:
+def representation_diagnostics(
+    z_a: Tensor, z_b: Tensor, labels: Tensor | None = None, histograms: bool = False
+) -> dict[str, Any]:
     """All diagnostics of features (N, D) of two views of the same N images, as plain numbers (and, with
-    `histograms`, positive and negative similarity counts over HISTOGRAM_BINS bins of [-1, 1])."""
+    `histograms`, positive and negative similarity counts over HISTOGRAM_BINS bins of [-1, 1]). With the images'
+    labels (N,), also the tolerance, over the first view's features: two views of one image are no pair of it."""
     positive, negative = pair_similarities(z_a, z_b)
     result: dict[str, Any] = {
         "alignment": alignment(z_a, z_b).item(),
         "uniformity": uniformity(torch.cat([z_a, z_b])).item(),
+        **({"tolerance": tolerance(z_a, labels).item()} if labels is not None else {}),
         "effective_rank": effective_rank(z_a).item(),
         "positive_similarity": positive.mean().item(),
         "negative_similarity": negative.mean().item(),
@@ -97,5 +104,6 @@ class DiagnosticsCallback(pl.Callback):
         backbone.eval()
         z_a, z_b = (backbone(view[: self.max_samples]) for view in views[:2])
         backbone.train(training)
-        values = representation_diagnostics(z_a, z_b)
+        labels = labels[: self.max_samples] if pl_module.labelled else None
+        values = representation_diagnostics(z_a, z_b, labels)
         pl_module.log_dict({f"diag/{name}": value for name, value in values.items()}, batch_size=z_a.shape[0])

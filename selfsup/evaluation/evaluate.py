@@ -96,8 +96,8 @@ def evaluate(
         knn: the kNN sweep over k and temperature.
         linear: the offline linear probe's settings.
         linear_probe: run the linear probe.
-        diagnostics: alignment, uniformity, effective rank and pair similarities on the test set, from two
-            augmented views drawn with the checkpoint's own view recipe.
+        diagnostics: alignment, uniformity, tolerance, effective rank and pair similarities on the test set, from
+            two augmented views drawn with the checkpoint's own view recipe.
         diagnostics_samples: test images the diagnostics use.
         map_points: test images drawn on the t-SNE map of the features, beside the results (at most 10,000,
             about 20 s on 2 CPU cores; 2,000 take a few seconds); 0: no map.
@@ -232,8 +232,8 @@ def diagnostic_results(setup: Setup, samples: int) -> dict[str, Any]:
     """Diagnostics of the first `samples` test images, all read by this process (rank 0)."""
     test_loader = setup.datamodule.evaluation_loaders()[1]
     recipes = [ViewRecipe.from_dict(v) for v in setup.pretrained.hparams["views"]]
-    views = _diagnostic_views(setup, test_loader, recipes, samples)
-    return representation_diagnostics(*views, histograms=True)
+    views, labels = _diagnostic_views(setup, test_loader, recipes, samples)
+    return representation_diagnostics(*views, labels=labels, histograms=True)
 
 
 def map_results(
@@ -336,8 +336,11 @@ def _augmented_features(setup: Setup, seed: int):
     )[0]  # fmt: skip
 
 
-def _diagnostic_views(setup: Setup, loader: Iterable, recipes: list[ViewRecipe], samples: int) -> list[torch.Tensor]:
-    """Features of two augmented views (the method's first two) of the first `samples` test images."""
+def _diagnostic_views(
+    setup: Setup, loader: Iterable, recipes: list[ViewRecipe], samples: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Features of two augmented views (the method's first two) of the first `samples` labelled test images, and
+    their labels."""
     view_recipes = [r for r in recipes for _ in range(r.num_views)][:2]
     view_recipes += view_recipes[:1] * (2 - len(view_recipes))  # a one-view recipe: two draws of it
     batches = list(itertools.islice(loader, -(-samples // setup.datamodule.batch_size)))
@@ -345,7 +348,7 @@ def _diagnostic_views(setup: Setup, loader: Iterable, recipes: list[ViewRecipe],
     for seed, recipe in enumerate(view_recipes):
         features, labels = extract_features(setup.network, batches, _augmentation(recipe, setup, seed), setup.device)
         views.append(features[labels >= 0][:samples])
-    return views
+    return views, labels[labels >= 0][:samples]
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -372,7 +375,8 @@ def format_results(results: dict[str, Any]) -> str:
     if "diagnostics" in results:
         d = results["diagnostics"]
         lines.append(
-            f"diagnostics: alignment {d['alignment']:.3f}, uniformity {d['uniformity']:.3f}, effective rank "
+            f"diagnostics: alignment {d['alignment']:.3f}, uniformity {d['uniformity']:.3f}, tolerance "
+            f"{d['tolerance']:.3f}, effective rank "
             f"{d['effective_rank']:.1f}, cosine positive {d['positive_similarity']:.3f} / negative "
             f"{d['negative_similarity']:.3f}"
         )

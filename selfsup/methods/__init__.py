@@ -1,5 +1,6 @@
 """LightningModules: the shared `Method` base and one short file per method, registered by name."""
 
+from selfsup.methods.alignuniform import AlignUniform
 from selfsup.methods.barlowtwins import BarlowTwins
 from selfsup.methods.base import Method, MomentumMethod
 from selfsup.methods.byol import BYOL
@@ -13,6 +14,7 @@ from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.nnsiam import NNSiam
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
+from selfsup.methods.supcon import SupCon
 from selfsup.methods.swav import SwAV
 from selfsup.methods.vicreg import VICReg
 from selfsup.methods.wmse import WMSE
@@ -24,10 +26,12 @@ METHODS: dict[str, type[Method]] = {
     for cls in (
         *(SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR),
         *(NNBYOL, MSF, DINO, BarlowTwins, VICReg, WMSE, SimSiam, NNSiam, MoCoV3),
+        *(SupCon, AlignUniform),
     )
 }
 
 __all__ = [
+    "AlignUniform",
     "BYOL",
     "DINO",
     "METHODS",
@@ -43,6 +47,7 @@ __all__ = [
     "NNSiam",
     "SimCLR",
     "SimSiam",
+    "SupCon",
     "SwAV",
     "VICReg",
     "WMSE",

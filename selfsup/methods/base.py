@@ -196,7 +196,8 @@ class Method(pl.LightningModule):
         and the step's metrics to log (names from `selfsup.runs.Metric`; the caller logs them).
 
         The views are there for methods that also run a momentum encoder on them. The labels (-1 where
-        unknown) are for diagnostics only, such as NNCLR's neighbour accuracy; no loss may use them.
+        unknown) are for diagnostics only, such as NNCLR's neighbour accuracy; no self-supervised loss may use them
+        (SupCon, the labelled reference, is the one method that trains on them, and says so).
         """
         raise NotImplementedError
 

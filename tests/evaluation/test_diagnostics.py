@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from selfsup.evaluation.diagnostics import (
-    alignment,
-    effective_rank,
-    pair_similarities,
-    representation_diagnostics,
-    uniformity,
-)
+from selfsup.evaluation import diagnostics
+from selfsup.evaluation.diagnostics import effective_rank, pair_similarities, representation_diagnostics, tolerance
+from selfsup.losses import alignment, uniformity
+
+
+def test_alignment_and_uniformity_have_one_definition_the_training_loss_s() -> None:
+    assert (diagnostics.alignment, diagnostics.uniformity) == (alignment, uniformity)
 
 
 def test_alignment_is_the_mean_squared_distance_of_normalized_pairs() -> None:
@@ -48,3 +48,31 @@ def test_pair_similarities_and_summary() -> None:
     summary = representation_diagnostics(z, z, histograms=True)
     assert summary["positive_similarity"] == 1.0 and summary["negative_similarity"] == 0.0
     assert sum(summary["positive_histogram"]) == 3 and sum(summary["negative_histogram"]) == 6
+
+
+def reference_tolerance(z: torch.Tensor, labels: list[int]) -> float:
+    """Wang and Liu's tolerance as a loop: the mean cosine similarity over pairs of distinct same-class samples."""
+    similarities = [
+        (z[i] @ z[j] / (z[i].norm() * z[j].norm())).item()
+        for i in range(len(z))
+        for j in range(len(z))
+        if i != j and labels[i] == labels[j] >= 0
+    ]
+    return sum(similarities) / len(similarities)
+
+
+def test_tolerance_is_the_mean_similarity_of_same_class_pairs() -> None:
+    z = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    labels = [0, 1, 0, 2, 1, 0, -1, -1, 2]  # unknown labels (-1) are in no pair, not a class of their own
+    assert tolerance(z, torch.tensor(labels)).item() == pytest.approx(reference_tolerance(z, labels), rel=1e-5)
+    assert tolerance(torch.eye(3), torch.zeros(3, dtype=torch.long)).item() == 0.0  # orthogonal: no tolerance
+    assert tolerance(torch.ones(4, 2), torch.zeros(4, dtype=torch.long)).item() == pytest.approx(1.0)  # one point
+    assert math.isnan(tolerance(torch.eye(3), torch.arange(3)).item())  # no two samples of one class
+
+
+def test_tolerance_is_in_the_summary_with_labels_over_the_first_view() -> None:
+    z_a, z_b = torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), torch.eye(6, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert "tolerance" not in representation_diagnostics(z_a, z_b)
+    summary = representation_diagnostics(z_a, z_b, labels)
+    assert summary["tolerance"] == pytest.approx(reference_tolerance(z_a, labels.tolist()), rel=1e-5)

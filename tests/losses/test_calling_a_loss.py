@@ -33,6 +33,11 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "mocov3_info_nce": lambda z: losses.mocov3_info_nce(z, unit(6, 1), 0.2),
     "negative_cosine_similarity": lambda z: losses.negative_cosine_similarity(z, unit(6, 1)),
     "wmse_loss": lambda z: losses.wmse_loss([z[:, :4], unit(6, 1)[:, :4]], w_size=6),
+    "supervised_contrastive_loss": lambda z: losses.supervised_contrastive_loss([z, unit(6, 1)], torch.arange(6) % 3),
+    "align_uniform_loss": lambda z: losses.align_uniform_loss(z, unit(6, 1)),
+    "alignment": lambda z: losses.alignment(z, unit(6, 1)),
+    "uniformity": lambda z: losses.uniformity(z),
+    "global_uniformity": lambda z: losses.global_uniformity(z),
 }
 NOT_LOSSES = {
     "DebiasedNegatives": "the option group of InfoNCELoss and queue_info_nce (tests/losses/test_debiased.py)",
@@ -53,6 +58,9 @@ NOT_LOSSES = {
     "WMSETerms": "the type wmse_terms returns",
     "whiten": "W-MSE's whitening transform, not a loss",
     "normalized_output_std": "SimSiam's collapse monitor, computed without gradient",
+    "supervised_contrastive_loss_and_hardness": "SupCon's entry point, the loss of supervised_contrastive_loss",
+    "align_uniform_terms": "AlignUniform's entry point, its terms' loss checked against align_uniform_loss",
+    "AlignUniformTerms": "the type align_uniform_terms returns",
 }
 
 

@@ -61,6 +61,8 @@ ACTIVE_PATHS = {
     "wmse": dict(**SMALL_BATCH["wmse"], w_iter=2, views=[{"num_views": 4}]),  # 2 splits, 6 pairs of views
     "simsiam": NEIGHBOURS,
     "mocov3": dict(neighbours={"support_size": 64, "num_neighbours": 2}),
+    "supcon": {},
+    "alignuniform": {},
 }
 
 
