@@ -11,6 +11,7 @@ from selfsup.methods.msf import MSF
 from selfsup.methods.nnbyol import NNBYOL
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.nnsiam import NNSiam
+from selfsup.methods.polyview import PolyView
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.swav import SwAV
@@ -22,7 +23,7 @@ METHODS: dict[str, type[Method]] = {
     method_name(cls): cls
     for cls in (
         *(SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR),
-        *(NNBYOL, MSF, DINO, BarlowTwins, VICReg, SimSiam, NNSiam, MoCoV3),
+        *(NNBYOL, MSF, DINO, BarlowTwins, VICReg, SimSiam, NNSiam, MoCoV3, PolyView),
     )
 }
 
@@ -40,6 +41,7 @@ __all__ = [
     "NNBYOL",
     "NNCLR",
     "NNSiam",
+    "PolyView",
     "SimCLR",
     "SimSiam",
     "SwAV",

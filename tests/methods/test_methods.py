@@ -57,6 +57,7 @@ ACTIVE_PATHS = {
     "vicreg": {},
     "simsiam": NEIGHBOURS,
     "mocov3": dict(neighbours={"support_size": 64, "num_neighbours": 2}),
+    "polyview": dict(objective="arithmetic"),  # 4 views; its other objectives take the same code apart from the mean
 }
 
 
