@@ -32,11 +32,13 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "vicreg_loss": lambda z: losses.vicreg_loss(z, unit(6, 1)),
     "mocov3_info_nce": lambda z: losses.mocov3_info_nce(z, unit(6, 1), 0.2),
     "negative_cosine_similarity": lambda z: losses.negative_cosine_similarity(z, unit(6, 1)),
+    "polyview_loss": lambda z: losses.polyview_loss([z, unit(6, 1), unit(6, 2)], 0.2),
 }
 NOT_LOSSES = {
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
     "LossAndHardness": "the type the *_and_hardness entry points return",
     "queue_info_nce_and_hardness": "the methods' entry point, checked against queue_info_nce below",
+    "polyview_loss_and_hardness": "the polyview method's entry point, checked against polyview_loss below",
     "dino_loss_terms": "DINO's entry point, with its collapse metrics (tests/losses/test_dino.py checks its loss)",
     "DinoLossTerms": "the type dino_loss_terms returns",
     "dino_center_update": "DINO's center, computed without gradient",
@@ -81,3 +83,10 @@ def test_the_hardness_entry_points_return_the_same_loss() -> None:
             Metric.SYNTHETIC_NEGATIVE_SIM,
             Metric.SYNTHETIC_HARDER_FRACTION,
         }
+
+
+def test_the_polyview_entry_point_returns_the_same_loss() -> None:
+    views = [unit(6, 0), unit(6, 1), unit(6, 2)]
+    loss, hardness = losses.polyview_loss_and_hardness(views, 0.2, "arithmetic")
+    torch.testing.assert_close(loss, losses.polyview_loss(views, 0.2, "arithmetic"))
+    assert set(hardness) == {Metric.HARD_NEGATIVE_SIM}
