@@ -20,25 +20,22 @@ def reference_polyview(views: list[Tensor], temperature: float, objective: str) 
     PVC's p_ab = e^s(i_a, i_b) / (e^s(i_a, i_b) + sum over every view c of every other image j of e^s(i_a, j_c));
     geometric: -mean_b log p_ab; arithmetic: -log mean_b p_ab; multi-crop: -mean_b log q_ab, q_ab being SimCLR's
     probability on the views (a, b) alone: e^s(i_a, i_b) / (sum_{j != i} e^s(i_a, j_a) + sum_j e^s(i_a, j_b))."""
-    z = [F.normalize(view, dim=1) for view in views]
-    m, n = len(z), z[0].shape[0]
-
-    def e(i: int, a: int, j: int, c: int) -> Tensor:
-        return torch.exp(z[a][i] @ z[c][j] / temperature)
-
+    z = torch.stack([F.normalize(view, dim=1) for view in views])  # (M, N, D)
+    m, n = z.shape[:2]
+    e = torch.exp(torch.einsum("aid,cjd->aicj", z, z) / temperature)  # e[a, i, c, j] = exp(s(i_a, j_c))
     anchor_losses = []
     for i in range(n):
+        other_images = [j for j in range(n) if j != i]
         for a in range(m):
-            others = [e(i, a, j, c) for j in range(n) if j != i for c in range(m)]
             probabilities = []
             for b in range(m):
                 if b == a:
                     continue
                 if objective == "multi_crop":
-                    denominator = sum(e(i, a, j, a) for j in range(n) if j != i) + sum(e(i, a, j, b) for j in range(n))
+                    denominator = e[a, i, a, other_images].sum() + e[a, i, b, :].sum()
                 else:
-                    denominator = e(i, a, i, b) + sum(others)
-                probabilities.append(e(i, a, i, b) / denominator)
+                    denominator = e[a, i, b, i] + e[a, i, :, other_images].sum()
+                probabilities.append(e[a, i, b, i] / denominator)
             p = torch.stack(probabilities)
             anchor_losses.append(-torch.log(p.mean()) if objective == "arithmetic" else -torch.log(p).mean())
     return torch.stack(anchor_losses).mean()
