@@ -1,6 +1,6 @@
-"""Poly-view contrastive learning: M > 2 views of each image, each contrasted with all the other views of its image
-at once, with every view of every other image in the global batch a negative ("Poly-View Contrastive Learning",
-Shidani et al., ICLR 2024)."""
+"""Poly-view contrastive learning: M views of each image (SimCLR has 2), each contrasted with all the other views
+of its image at once, with every view of every other image in the global batch a negative ("Poly-View Contrastive
+Learning", Shidani et al., ICLR 2024)."""
 
 from dataclasses import replace
 
