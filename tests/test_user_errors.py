@@ -96,6 +96,16 @@ def fit(config: str, root: Path, *args: str) -> list[str]:
         ("simclr", ["--trainer.max_epochs", "-1"], "--trainer.max_epochs must be at least 1, got -1"),
         ("simclr", ["--model.init_args.views", '[{"flip_prob": 2}]'], "flip_prob is a probability in [0, 1], got 2"),
         ("simclr", ["--model.init_args.views", '[{"num_views": 3}]'], "SimCLR needs exactly 2 views per image"),
+        (
+            "polyview",
+            ["--model.init_args.views", '[{"num_views": 1}]'],
+            "--model.init_args.views must give at least 2 views of each image for a poly-view loss, got 1",
+        ),
+        (
+            "polyview",
+            ["--model.init_args.objective", "harmonic"],
+            "--model.init_args.objective: Expected a typing.Literal['geometric', 'arithmetic', 'multi_crop']",
+        ),
         ("simclr", ["--model", "Foo"], "Unknown method 'Foo'. Registered methods: simclr (SimCLR), mocov2 (MoCoV2)"),
         ("simclr", ["--model", "torch.nn.Linear"], "Unknown method 'torch.nn.Linear'. Registered methods: simclr"),
         ("byol", ["--model.init_args.predictor_hidden_dim", "0"], "--model.init_args.predictor_hidden_dim must be"),

@@ -1,11 +1,12 @@
 """Losses as plain modules and functions on tensors: no Lightning, testable on their own.
 
 Calling a loss returns the loss tensor (`loss = InfoNCELoss(0.2)(z_a, z_b); loss.backward()`). The contrastive
-losses have a second entry point, `InfoNCELoss.loss_and_hardness` and `queue_info_nce_and_hardness`, that also
-returns how hard the negatives were, for the methods to log (the supervised contrastive loss:
-`supervised_contrastive_loss_and_hardness`). Barlow Twins, VICReg and alignment-uniformity return their unweighted
-terms from `barlow_twins_terms`, `vicreg_terms` and `align_uniform_terms`, whose `loss` method weights them as the
-losses do; W-MSE's `wmse_terms` returns its loss with the whitening's round-off, on the sub-batches the caller drew.
+losses have a second entry point, `InfoNCELoss.loss_and_hardness`, `queue_info_nce_and_hardness` and
+`polyview_loss_and_hardness`, that also returns how hard the negatives were, for the methods to log (the supervised
+contrastive loss: `supervised_contrastive_loss_and_hardness`). Barlow Twins, VICReg and alignment-uniformity return
+their unweighted terms from `barlow_twins_terms`, `vicreg_terms` and `align_uniform_terms`, whose `loss` method
+weights them as the losses do; W-MSE's `wmse_terms` returns its loss with the whitening's round-off, on the
+sub-batches the caller drew.
 """
 
 from selfsup.losses.alignment_uniformity import (
@@ -24,6 +25,7 @@ from selfsup.losses.dino import DinoLossTerms, dino_center_update, dino_loss, di
 from selfsup.losses.info_nce import InfoNCELoss, LossAndHardness, cross_view_info_nce, info_nce
 from selfsup.losses.moco import queue_info_nce, queue_info_nce_and_hardness
 from selfsup.losses.mocov3 import mocov3_info_nce
+from selfsup.losses.polyview import polyview_loss, polyview_loss_and_hardness
 from selfsup.losses.simsiam import negative_cosine_similarity, normalized_output_std
 from selfsup.losses.supcon import supervised_contrastive_loss, supervised_contrastive_loss_and_hardness
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
@@ -57,6 +59,8 @@ __all__ = [
     "negative_cosine_similarity",
     "normalized_mse",
     "normalized_output_std",
+    "polyview_loss",
+    "polyview_loss_and_hardness",
     "queue_info_nce",
     "queue_info_nce_and_hardness",
     "sinkhorn_knopp",

@@ -12,6 +12,7 @@ from selfsup.methods.msf import MSF
 from selfsup.methods.nnbyol import NNBYOL
 from selfsup.methods.nnclr import NNCLR
 from selfsup.methods.nnsiam import NNSiam
+from selfsup.methods.polyview import PolyView
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.supcon import SupCon
@@ -26,7 +27,7 @@ METHODS: dict[str, type[Method]] = {
     for cls in (
         *(SimCLR, MoCoV2, MoCHi, BYOL, SwAV, NNCLR),
         *(NNBYOL, MSF, DINO, BarlowTwins, VICReg, WMSE, SimSiam, NNSiam, MoCoV3),
-        *(SupCon, AlignUniform),
+        *(SupCon, AlignUniform, PolyView),
     )
 }
 
@@ -45,6 +46,7 @@ __all__ = [
     "NNBYOL",
     "NNCLR",
     "NNSiam",
+    "PolyView",
     "SimCLR",
     "SimSiam",
     "SupCon",

@@ -38,6 +38,7 @@ CALLS: dict[str, Callable[[Tensor], Tensor]] = {
     "alignment": lambda z: losses.alignment(z, unit(6, 1)),
     "uniformity": lambda z: losses.uniformity(z),
     "global_uniformity": lambda z: losses.global_uniformity(z),
+    "polyview_loss": lambda z: losses.polyview_loss([z, unit(6, 1), unit(6, 2)], 0.2),
 }
 NOT_LOSSES = {
     "DebiasedNegatives": "the option group of InfoNCELoss and queue_info_nce (tests/losses/test_debiased.py)",
@@ -47,6 +48,7 @@ NOT_LOSSES = {
     "sinkhorn_knopp": "SwAV's codes, computed without gradient",
     "LossAndHardness": "the type the *_and_hardness entry points return",
     "queue_info_nce_and_hardness": "the methods' entry point, checked against queue_info_nce below",
+    "polyview_loss_and_hardness": "the polyview method's entry point, checked against polyview_loss below",
     "dino_loss_terms": "DINO's entry point, with its collapse metrics (tests/losses/test_dino.py checks its loss)",
     "DinoLossTerms": "the type dino_loss_terms returns",
     "dino_center_update": "DINO's center, computed without gradient",
@@ -97,3 +99,10 @@ def test_the_hardness_entry_points_return_the_same_loss() -> None:
             Metric.SYNTHETIC_NEGATIVE_SIM,
             Metric.SYNTHETIC_HARDER_FRACTION,
         }
+
+
+def test_the_polyview_entry_point_returns_the_same_loss() -> None:
+    views = [unit(6, 0), unit(6, 1), unit(6, 2)]
+    loss, hardness = losses.polyview_loss_and_hardness(views, 0.2, "arithmetic")
+    torch.testing.assert_close(loss, losses.polyview_loss(views, 0.2, "arithmetic"))
+    assert set(hardness) == {Metric.HARD_NEGATIVE_SIM}

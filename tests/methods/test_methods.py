@@ -63,6 +63,7 @@ ACTIVE_PATHS = {
     "mocov3": dict(neighbours={"support_size": 64, "num_neighbours": 2}),
     "supcon": {},
     "alignuniform": {},
+    "polyview": dict(objective="arithmetic"),  # 4 views; its other objectives take the same code apart from the mean
 }
 
 
