@@ -5,6 +5,7 @@ evaluators are written once and tested on plain tensors.
 """
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -53,7 +54,21 @@ def gather_with_grad(x: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return x
-    return torch.cat(dist_nn.all_gather(x), dim=0)
+    return _ContiguousGradient.apply(torch.cat(dist_nn.all_gather(x), dim=0))
+
+
+class _ContiguousGradient(torch.autograd.Function):
+    """The identity, whose backward pass makes the gradient contiguous: the all-gather's backward reduces the
+    gradient of each rank's slice, and gloo reduced a non-contiguous one (from a permuted view downstream) in the
+    wrong element order."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: Tensor) -> Tensor:
+        return gradient.contiguous()
 
 
 def sum_with_grad(x: Tensor) -> Tensor:
