@@ -33,19 +33,22 @@ def knn_top1(method: Method, data: SelfSupDataModule) -> float:
     return pl.Trainer(**TRAINER_OPTIONS).validate(method, datamodule=data, verbose=False)[0][Metric.KNN_TOP1]
 
 
-def learn(name: str, args: argparse.Namespace) -> dict:
-    """kNN top-1 at random initialisation and after `args.steps` steps of `name`'s recipe."""
+def learn(name: str, args: argparse.Namespace, options: dict | None = None) -> dict:
+    """kNN top-1 at random initialisation and after `args.steps` steps of `name`'s recipe (with `options` set), and
+    the last logged value of each training metric."""
     pl.seed_everything(args.seed, verbose=False)
     data = SelfSupDataModule("fashion_mnist", root=args.data_root, batch_size=args.batch_size, max_samples=4096)
     method = METHODS[name](
         backbone="test_resnet", small_image_stem=False, warmup_epochs=0.5, num_classes=data.num_classes,
-        image_mean=data.mean, image_std=data.std, batch_size=args.batch_size,
+        image_mean=data.mean, image_std=data.std, batch_size=args.batch_size, **(options or {}),
     )  # fmt: skip
     random_init = knn_top1(method, data)
     start = time.perf_counter()
     trainer = pl.Trainer(max_steps=args.steps, limit_val_batches=0, num_sanity_val_steps=0, **TRAINER_OPTIONS)
     trainer.fit(method, datamodule=data)
     seconds = time.perf_counter() - start
+    metrics = trainer.callback_metrics
+    trained = {key: round(float(value), 4) for key, value in metrics.items() if key.startswith("train/")}
     learned = knn_top1(method, data)
     gain = learned - random_init
     return {
@@ -55,6 +58,7 @@ def learn(name: str, args: argparse.Namespace) -> dict:
         "gain_points": round(100 * gain, 1),
         "passes": bool(gain >= args.margin / 100),
         "train_s": round(seconds, 1),
+        "last_train_metrics": trained,
     }
 
 

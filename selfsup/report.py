@@ -98,6 +98,7 @@ class Run:
             "online_knn_top1": self.last(Metric.KNN_TOP1),
             "online_linear_top1": self.last(Metric.PROBE_TOP1),
             "device_hours": self.last(Metric.DEVICE_HOURS),
+            "hard_negative_sim": self.last(Metric.HARD_NEGATIVE_SIM),  # how hard the contrastive variant made them
         }
 
 
@@ -144,6 +145,7 @@ COLUMNS = (  # (header, summary key, format)
     ("online kNN top-1", "online_knn_top1", "{:.2%}"),
     ("online probe top-1", "online_linear_top1", "{:.2%}"),
     ("device hours", "device_hours", "{:.3f}"),
+    ("hardest negative cos", "hard_negative_sim", "{:.3f}"),
 )
 
 

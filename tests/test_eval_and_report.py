@@ -112,7 +112,7 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     report_command([str(two_runs), "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
     header = "| method | run | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "
-    assert header + "online kNN top-1 | online probe top-1 | device hours |" in report
+    assert header + "online kNN top-1 | online probe top-1 | device hours | hardest negative cos |" in report
     rows = {
         line.split(" | ")[1]: line
         for line in report.splitlines()
@@ -126,6 +126,9 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     online = [row for row in read_metrics(two_runs / "nnclr" / "version_0") if row["val/knn_top1"]][-1]
     assert nnclr[8] == f"{100 * float(online['val/knn_top1']):.2f}%"
     assert nnclr[9] == f"{100 * float(online['val/online_linear_top1']):.2f}%"
+    simclr_rows = read_metrics(two_runs / "simclr" / "version_0")
+    hardest = [row["train/hard_negative_sim"] for row in simclr_rows if row.get("train/hard_negative_sim")][-1]
+    assert rows["simclr-v0"].split(" | ")[11] == f"{float(hardest):.3f} |" and nnclr[11] == "- |"  # NNCLR: none
     assert "Not in the diagnostics: nnclr-v0 (no `selfsup eval` with diagnostics" in report  # knn.yaml has none
     for image in ("knn.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
