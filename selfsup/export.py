@@ -39,7 +39,7 @@ from selfsup.errors import ConfigurationError
 from selfsup.evaluation.checkpoint import load_pretrained
 from selfsup.loggers import LastCheckpoint
 from selfsup.models.backbones import build_backbone, has_small_image_stem, library_of
-from selfsup.runs import CHECKPOINT_DIR, LAST_CHECKPOINT, backbone_path, method_name, run_name
+from selfsup.runs import CHECKPOINT_DIR, LAST_CHECKPOINT, backbone_path, method_name, run_name_of_logger
 
 CARD_VERSION = 2  # 2: in_channels and preprocess
 DERIVED = ("loads_into_stock_model", "load", "preprocess")  # what to_json adds to a card's fields
@@ -234,7 +234,8 @@ def export(
 def describe(card: BackboneCard, written: list[Path]) -> str:
     """What was written and how to load it, for the user who ran the export."""
     files = ", ".join(str(path) for path in written)
-    lines = [f"exported the {card.encoder} {card.backbone} backbone ({card.library} keys) of {card.run_name}: {files}"]
+    run = f" of {card.run_name}" if card.run_name else ""
+    lines = [f"exported the {card.encoder} {card.backbone} backbone ({card.library} keys){run}: {files}"]
     if card.small_image_stem:
         lines.append(
             f"note: it has the small-image stem (3x3 stride-1 conv1, no max-pool), so it does not load into a stock "
@@ -264,7 +265,7 @@ class BackboneExport(pl.Callback):
         card = BackboneCard.of(
             pl_module.backbone, pl_module.hparams, destination.name,
             method=method_name(type(pl_module)), encoder="online",
-            run_name=run_name(trainer.logger.name, trainer.logger.version) if trainer.logger else None,
+            run_name=run_name_of_logger(trainer.logger),
             dataset=trainer.datamodule.hparams.get("dataset") if trainer.datamodule else None,
             epochs=trainer.fit_loop.epoch_progress.current.processed, global_step=trainer.global_step,
         )  # fmt: skip

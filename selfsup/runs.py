@@ -122,6 +122,18 @@ def run_name(method: str, version: int | str) -> str:
     return f"{method}-v{version}"
 
 
+def run_name_of_logger(logger: Any) -> str | None:
+    """The run name of the run a Lightning logger logs to: `<name>-v<version>` (selfsup's CSV logger: the method
+    and its run folder's version), else from its folder (a plain `pl.Trainer`'s `CSVLogger("logs", name="")` writes
+    logs/version_0: `logs-v0`), else None: never a name without its parts."""
+    if logger is None:
+        return None
+    if logger.name and logger.version not in (None, ""):
+        return run_name(logger.name, logger.version)
+    folder = Path(logger.log_dir) if getattr(logger, "log_dir", None) else None
+    return run_name_of_folder(folder) if folder is not None and folder.name.startswith("version_") else None
+
+
 def run_name_of_folder(run_dir: Path) -> str:
     """The run name of a run folder runs/<method>/version_N."""
     return run_name(run_dir.parent.name, run_dir.name.removeprefix("version_"))

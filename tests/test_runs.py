@@ -1,8 +1,11 @@
 """`selfsup.runs`' keys for comparing runs."""
 
 import copy
+from pathlib import Path
 
-from selfsup.runs import seed_group
+from pytorch_lightning.loggers import CSVLogger
+
+from selfsup.runs import run_name_of_logger, seed_group
 
 CONFIG = {
     "seed_everything": 0,
@@ -44,3 +47,12 @@ def test_runs_that_differ_only_by_seed_or_by_where_they_read_and_write_share_a_s
         (("model", "class_path"), "selfsup.methods.MoCoV2"),
     ]:
         assert seed_group(changed(path, value)) != key, path
+
+
+def test_a_run_is_named_from_its_logger_or_its_folder_and_never_half_named(tmp_path: Path) -> None:
+    """A plain `pl.Trainer` with `CSVLogger(root, name="")` recorded the run name "-v0" in its checkpoints and
+    exports."""
+    assert run_name_of_logger(CSVLogger(tmp_path, name="simclr", version=3)) == "simclr-v3"  # selfsup's runs
+    assert run_name_of_logger(CSVLogger(tmp_path / "logs", name="", version=0)) == "logs-v0"  # from its folder
+    assert run_name_of_logger(CSVLogger(tmp_path, name="", version="")) is None
+    assert run_name_of_logger(None) is None

@@ -44,7 +44,7 @@ from selfsup.resume import (
     restart_epoch_iterator,
     restore_global_random_state,
 )
-from selfsup.runs import Metric, RunRecord, method_name, plain, run_name, run_seed
+from selfsup.runs import Metric, RunRecord, method_name, plain, run_name_of_logger, run_seed
 
 # The batch hooks are the method's on purpose: it owns its batch contract and its augmentation, whatever the data.
 warnings.filterwarnings("ignore", message="You have overridden `on_(before|after)_batch_transfer` in `LightningModule`")
@@ -359,7 +359,7 @@ class Method(pl.LightningModule):
         """Record the method, the run, the seed and the wandb run in the checkpoint (`selfsup.runs.RunRecord`), every
         rank's global random state, and every rank's view generator, so that a checkpoint written within an epoch
         resumes with the views it had left."""
-        run = run_name(self.logger.name, self.logger.version) if self.logger is not None else None
+        run = run_name_of_logger(self.logger)
         wandb_id = next((str(logger.version) for logger in self.loggers if isinstance(logger, WandbLogger)), None)
         RunRecord(method_name(type(self)), run, run_seed(), wandb_id).write(checkpoint)
         random_states = gather(global_random_state(self.device).to(self.device)[None]).cpu()
