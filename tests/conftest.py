@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from PIL import Image
+from timm.models import register_model
+from torch import nn
 
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never sync to wandb, whatever the machine's setup
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -24,6 +26,27 @@ needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST.is_dir(),
     reason="Debian package dataset-fashion-mnist not installed (make test installs it as root)",
 )
+
+
+class TinyBackbone(nn.Module):
+    """A convolution, batch norm and pooling: the least a method's code relies on in a backbone (a feature width,
+    batch statistics, gradients). The registry tests train, trace and resume every method on it, their subject being
+    the method's own code (views, heads, losses, metrics); a timm ResNet costs them 3 to 4 times as much."""
+
+    def __init__(self, in_chans: int = 3, **kwargs) -> None:
+        super().__init__()
+        self.num_features = 16
+        self.conv = nn.Conv2d(in_chans, self.num_features, kernel_size=3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2d(self.num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(images)).relu().mean(dim=(2, 3))
+
+
+@register_model
+def selfsup_test_tiny(pretrained: bool = False, num_classes: int = 0, **kwargs) -> TinyBackbone:
+    """`TinyBackbone` by name, as selfsup builds timm backbones: `backbone="selfsup_test_tiny"`."""
+    return TinyBackbone(**kwargs)
 
 
 # The ranks of the 2-process tests fork from one server per pytest process, started once with torch, Lightning and

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from selfsup.data.image_folder import EpochShuffle
 from selfsup.export import export
 from selfsup.methods import METHODS, Method
-from tests.methods.test_methods import ACTIVE_PATHS, TINY
+from tests.methods.test_methods import ACTIVE_PATHS, TINY, TRACED_BACKBONE
 
 IMAGES = torch.randint(0, 256, (16, 1, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 LABELS = torch.arange(16) % 3
@@ -48,7 +48,7 @@ def fit(name: str, callbacks: list[pl.Callback] = (), ckpt_path: Path | None = N
     """Two epochs of 2 steps on 16 images (the views and the run seeded with 0), or what is left of them; the loader
     shuffles from the global random state unless `loader_options` say otherwise."""
     pl.seed_everything(0, verbose=False)
-    method = METHODS[name](**{**TINY, **ACTIVE_PATHS[name]}, warmup_epochs=0.5)
+    method = METHODS[name](**{**TINY, "backbone": TRACED_BACKBONE, **ACTIVE_PATHS[name]}, warmup_epochs=0.5)
     loader = DataLoader(TensorDataset(IMAGES, LABELS), batch_size=8, **({"shuffle": True} | loader_options))
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))  # fmt: skip
