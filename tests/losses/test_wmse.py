@@ -134,7 +134,7 @@ def test_the_loss_refuses_what_it_cannot_whiten_in_one_line(views: list[Tensor],
 )
 def test_the_method_refuses_options_it_cannot_whiten_with_in_one_line(options: dict, message: str) -> None:
     with pytest.raises(ConfigurationError) as error:
-        WMSE(backbone="test_resnet", small_image_stem=False, image_size=16, **options)
+        WMSE(backbone="selfsup_test_tiny", small_image_stem=False, image_size=16, **options)
     assert message in str(error.value) and "\n" not in str(error.value)
     if isinstance(error.value, OptionsError):  # the command line names the flag
         assert "--model.init_args." in error.value.with_flags()
@@ -144,7 +144,7 @@ def test_a_batch_size_taken_from_the_data_is_checked_before_training() -> None:
     """A plain Trainer on a loader of 12 images per batch: `setup` takes the batch size from the data, and refuses
     it for sub-batches of 8 before the first step."""
     images = torch.randint(0, 256, (24, 1, 20, 20), dtype=torch.uint8)
-    method = WMSE(backbone="test_resnet", small_image_stem=False, image_size=16, num_classes=3, w_size=8,
+    method = WMSE(backbone="selfsup_test_tiny", small_image_stem=False, image_size=16, num_classes=3, w_size=8,
                   projector_output_dim=4)  # fmt: skip
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip

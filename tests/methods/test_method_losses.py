@@ -16,7 +16,9 @@ from tests.losses.test_mocov3 import reference_ctr
 from tests.losses.test_simsiam import reference_negative_cosine
 from tests.losses.test_swav import reference_sinkhorn
 
-SMALL = dict(backbone="test_resnet", small_image_stem=False, image_size=16, num_classes=3, projector_hidden_dim=32)
+SMALL = dict(
+    backbone="selfsup_test_tiny", small_image_stem=False, image_size=16, num_classes=3, projector_hidden_dim=32
+)
 TWO_VIEWS = [{"num_views": 2}]
 MULTI_CROP = [{"num_views": 2}, {"num_views": 2, "relative_size": 0.5}]  # 2 global crops, 2 local ones
 BATCH = 6

@@ -54,7 +54,7 @@ def test_invalid_options_are_named_in_one_line(method_class: type, options: dict
 
 def test_supcon_refuses_to_train_on_data_without_labels() -> None:
     """A loader of images alone gives no classes (num_classes 0): the run stops in `setup` with one line."""
-    method = SupCon(backbone="test_resnet", small_image_stem=False, image_size=16)
+    method = SupCon(backbone="selfsup_test_tiny", small_image_stem=False, image_size=16)
     images = DataLoader(TensorDataset(torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)), batch_size=4)
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu")  # fmt: skip

@@ -16,7 +16,9 @@ from selfsup.methods.swav import assignment_metrics
 from selfsup.runs import Metric
 from tests.conftest import RANKS, free_port, start_ranks
 
-SMALL = dict(backbone="test_resnet", small_image_stem=False, image_size=16, projector_hidden_dim=32, num_classes=3)
+SMALL = dict(
+    backbone="selfsup_test_tiny", small_image_stem=False, image_size=16, projector_hidden_dim=32, num_classes=3
+)
 METHOD_OPTIONS = {
     "swav": dict(
         **SMALL,

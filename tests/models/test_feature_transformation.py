@@ -195,7 +195,7 @@ def test_two_process_ddp_equals_single_process() -> None:
         torch.testing.assert_close(torch.tensor([row for r in ranks for row in r[1][case][2]]), one_b.grad)
 
 
-TINY = dict(backbone="test_resnet", small_image_stem=False, image_size=16, num_classes=3)
+TINY = dict(backbone="selfsup_test_tiny", small_image_stem=False, image_size=16, num_classes=3)
 
 
 @pytest.mark.parametrize(
