@@ -62,6 +62,7 @@ def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two
         "--config", "configs/eval/linear.yaml", "--ckpt_path", str(checkpoint), "--linear.epochs", "3"
     )
     assert "k=200" in result.stdout and "headline: kNN top-1" in result.stdout and "linear probe" in result.stdout
+    assert result.stdout.startswith("simclr-v0 (simclr, test_resnet, 2 epochs) on fashion_mnist")  # as the map says
     results = json.loads((checkpoint.parent / "results.json").read_text())
     assert (
         results["method"] == "simclr" and results["run_name"] == "simclr-v0" and results["dataset"] == "fashion_mnist"

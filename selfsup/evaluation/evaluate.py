@@ -243,8 +243,7 @@ def map_results(
     test, test_labels = gather_interleaved(features.test), gather_interleaved(features.test_labels)
     if rank() != 0:
         return None
-    epochs = f"{results['epochs_trained']} epoch" + ("" if results["epochs_trained"] == 1 else "s")
-    title = f"{results['run_name']} ({results['method']}, {results['backbone']}, {epochs})"
+    title = _what_was_evaluated(results)
     class_names = getattr(setup.datamodule, "classes", None)
     return embedding_map(test, test_labels, points, f"{title}: test features, t-SNE", path, class_names)
 
@@ -351,13 +350,19 @@ def _diagnostic_views(
     return views, labels[labels >= 0][:samples]
 
 
+def _what_was_evaluated(results: dict[str, Any]) -> str:
+    """`simclr-v0 (simclr, resnet18, 2 epochs)`: the run, its method and backbone, and the epochs it trained, said
+    alike in the printed summary and the map's title."""
+    epochs = f"{results['epochs_trained']} epoch" + ("" if results["epochs_trained"] == 1 else "s")
+    return f"{results['run_name']} ({results['method']}, {results['backbone']}, {epochs})"
+
+
 def format_results(results: dict[str, Any]) -> str:
     """The printed summary: the kNN sweep as a k x T table, then the probe and the diagnostics."""
     knn = results["knn"]
     temperatures = sorted({r["temperature"] for r in knn["sweep"]})
     lines = [
-        f"{results['run_name']} ({results['method']}, {results['backbone']}, epoch {results['epoch']}) "
-        f"on {results['dataset']}: {results['num_train']} train / {results['num_test']} "
+        f"{_what_was_evaluated(results)} on {results['dataset']}: {results['num_train']} train / {results['num_test']} "
         + ("held-out training images" if results.get("scored_on") == "holdout" else "test images"),
         "",
         "kNN top-1  " + "".join(f"{'T=' + str(t):>9}" for t in temperatures),
@@ -389,7 +394,7 @@ def format_results(results: dict[str, Any]) -> str:
 def _log_to_wandb(results: dict[str, Any], project: str, results_folder: Path, wandb_folder: Path) -> None:
     import wandb  # imported here: only runs that log to wandb need it installed
 
-    config = {key: results[key] for key in ("method", "dataset", "backbone", "checkpoint", "epoch")}
+    config = {key: results[key] for key in ("method", "dataset", "backbone", "checkpoint", "epochs_trained")}
     run = wandb.init(
         project=project,
         name=results["run_name"],
