@@ -9,6 +9,7 @@ import torch
 
 from selfsup import report
 from selfsup.cli import main
+from selfsup.evaluation.evaluate import accumulated
 from selfsup.report import DIAGNOSTICS, Run, write_report
 from selfsup.report import main as report_command
 from tests.conftest import needs_fashion_mnist
@@ -173,3 +174,21 @@ def test_the_diagnostics_plot_takes_results_written_before_tolerance_was_measure
     panels = {axis.get_title().split(" (")[0]: axis for axis in drawn[0].axes}
     assert [label.get_text() for label in panels["tolerance"].get_xticklabels()] == ["new-v0"]
     assert len(panels["uniformity"].patches) == 2
+
+
+def test_results_accumulate_a_rerun_replaces_only_what_it_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`selfsup eval --linear_probe false` after a full evaluation replaced results.json and lost the probe's
+    figures; now the parts it did not measure stay, and it says so. Another state of the checkpoint starts afresh."""
+    destination = tmp_path / "results.json"
+    earlier = {"checkpoint": "/runs/simclr/version_0/checkpoints/last.ckpt", "global_step": 40,
+               "knn": {"top1": 0.5}, "linear": {"top1": 0.6}, "diagnostics": {"uniformity": -3.0}}  # fmt: skip
+    destination.write_text(json.dumps(earlier))
+    rerun = {"checkpoint": earlier["checkpoint"], "global_step": 40, "knn": {"top1": 0.55}}
+    merged = accumulated(rerun, destination)
+    assert merged == {**rerun, "linear": {"top1": 0.6}, "diagnostics": {"uniformity": -3.0}}
+    assert f"kept from the earlier evaluation in {destination}: linear, diagnostics" in capsys.readouterr().out
+    trained_on = {**rerun, "global_step": 80}
+    assert accumulated(trained_on, destination) == trained_on
+    assert accumulated(rerun, tmp_path / "missing.json") == rerun

@@ -127,6 +127,7 @@ def evaluate(
     if drawn:
         results["map"] = drawn
     if rank() == 0:
+        results = accumulated(results, destination)
         write(results, destination, wandb_project if wandb else None)
     if map_failure is not None:
         raise map_failure
@@ -266,6 +267,25 @@ def check_destination(destination: Path, draws_map: bool) -> None:
                 f"{drawing} exists beside --output {destination}, which holds no earlier evaluation, so it is not "
                 "replaced; choose a new file name (or --map_points 0)."
             )
+
+
+MEASURED_PARTS = ("knn", "linear", "diagnostics", "map")  # what an evaluation measures, each optional but kNN
+
+
+def accumulated(results: dict[str, Any], destination: Path) -> dict[str, Any]:
+    """`results` with the parts an earlier evaluation of the same checkpoint (its path and step) wrote to
+    `destination` and this one did not measure again: `--linear_probe false` re-measures the rest and keeps the
+    probe's figures. It says what it kept; results of another checkpoint, or of this one before it trained on, are
+    replaced whole."""
+    if not _is_results(destination):
+        return results
+    earlier = json.loads(destination.read_text())
+    if (earlier["checkpoint"], earlier.get("global_step")) != (results["checkpoint"], results["global_step"]):
+        return results
+    kept = [part for part in MEASURED_PARTS if part in earlier and part not in results]
+    if kept:
+        print(f"kept from the earlier evaluation in {destination}: {', '.join(kept)} (not measured again)")
+    return results | {part: earlier[part] for part in kept}
 
 
 def _is_results(path: Path) -> bool:
