@@ -39,7 +39,9 @@ UNIFORMITY_WEIGHT = 1.0  # lambda: the official code's default weight of L_unifo
 def alignment(z_a: Tensor, z_b: Tensor, alpha: float = ALPHA) -> Tensor:
     """L_align of the positive pairs (z_a[i], z_b[i]) of z_a, z_b (N, D), normalised here."""
     z_a, z_b = F.normalize(z_a.float(), dim=1), F.normalize(z_b.float(), dim=1)
-    return (z_a - z_b).norm(dim=1).pow(alpha).mean()
+    # ||a - b||^alpha as (||a - b||^2)^(alpha / 2), floored: at an identical pair the norm's gradient is 0 times the
+    # power's infinite one for alpha < 1, a NaN
+    return (z_a - z_b).pow(2).sum(dim=1).clamp_min(1e-12).pow(alpha / 2).mean()
 
 
 def uniformity(z: Tensor, t: float = T) -> Tensor:

@@ -44,7 +44,11 @@ class AttractionRepulsion:
         temperatures = dict(
             attraction_temperature=self.attraction_temperature, repulsion_temperature=self.repulsion_temperature
         )
-        check_options(at_least(0, **temperatures), "--model.init_args.cacr")
+        problems = at_least(0, **temperatures)
+        if not self.enabled and (self.attraction_temperature, self.repulsion_temperature) != (1.0, 1.0):
+            problems.append("attraction_temperature and repulsion_temperature act only with enabled true: set "
+                            "--model.init_args.cacr.enabled true, or leave the temperatures out")  # fmt: skip
+        check_options(problems, "--model.init_args.cacr")
 
     @classmethod
     def from_dict(cls, values: "AttractionRepulsion | dict[str, float | bool]") -> "AttractionRepulsion":

@@ -115,4 +115,4 @@ def debiased_info_nce(
     log_negative_term = shift + torch.maximum(estimate, scaled[1]).log()  # (A,) log N g
     loss = F.softplus(log_negative_term - positive.double())  # -log(e^{l+} / (e^{l+} + N g))
     metrics[Metric.DEBIASED_CLAMPED_FRACTION] = (estimate < scaled[1]).float().mean().detach()
-    return DebiasedLoss(loss.mean().to(logits.dtype), metrics)
+    return DebiasedLoss(loss.mean().float(), metrics)  # float32 as cross-entropy's, also for bf16 logits

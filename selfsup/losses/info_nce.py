@@ -16,6 +16,7 @@ negatives were, and get both from one computation, `InfoNCELoss.loss_and_hardnes
 stashed on the module during `forward`, which would split a compiled step and is not safe across threads.
 """
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -26,7 +27,7 @@ from selfsup.distributed import gather_with_grad, rank
 from selfsup.errors import ConfigurationError, check_options
 from selfsup.losses.cacr import AttractionRepulsion, attraction_repulsion
 from selfsup.losses.debiased import DebiasedNegatives, debiased_info_nce
-from selfsup.models.feature_transformation import FeatureTransformation
+from selfsup.models.feature_transformation import FeatureTransformation, transformation_conflicts
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
 
@@ -78,6 +79,15 @@ def contrastive_loss(
     return info_nce(logits, positive_index, decoupled), {}
 
 
+def full_precision(
+    negatives: DebiasedNegatives, cacr: AttractionRepulsion, device: torch.device
+) -> contextlib.AbstractContextManager:
+    """Autocast off while the similarities of the debiased, hard-negative and CACR losses are computed: their
+    estimators subtract and reweight exponentials of them, which bf16 similarities (3 digits) shift by percents."""
+    precise = negatives.active or cacr.enabled
+    return torch.autocast(device.type, enabled=False) if precise else contextlib.nullcontext()
+
+
 def negatives_conflicts(
     negatives: DebiasedNegatives,
     cacr: AttractionRepulsion,
@@ -91,8 +101,8 @@ def negatives_conflicts(
     Debiasing and hard negative sampling re-estimate InfoNCE's negative term from real negatives drawn from the data:
     neither paper defines them without the positive in the denominator (`decoupled`), with MoCHi's synthetic
     negatives (not drawn from the data, so the class prior does not hold for them), with feature transformation's
-    interpolated ones (the same) or with NNCLR's neighbours as positives. CACR replaces InfoNCE altogether, so none of
-    these, nor debiasing, applies to it.
+    interpolated ones (the same) or with NNCLR's neighbours as positives. CACR replaces InfoNCE altogether and is
+    refused with them too; its authors' code has a debiased variant of its repulsion, which is not implemented here.
     """
     variants = []
     if negatives.active:
@@ -110,8 +120,8 @@ def negatives_conflicts(
         if on
     ]
     if len(variants) == 2:
-        problems.append("cacr and negatives do not combine (CACR has no negative term to debias): switch one off "
-                        "(cacr.enabled false or negatives.tau_plus 0 and negatives.beta 0)")  # fmt: skip
+        problems.append("cacr and negatives do not combine here (CACR's debiased repulsion is not implemented): "
+                        "switch one off (cacr.enabled false or negatives.tau_plus 0 and negatives.beta 0)")  # fmt: skip
     return problems
 
 
@@ -167,7 +177,8 @@ class InfoNCELoss(nn.Module):
         n, m = z_a.shape[0], all_a.shape[0]
         anchors = torch.cat([z_a, z_b])  # (2N, D)
         candidates = torch.cat([all_a, all_b])  # (2M, D): view a of all ranks, then view b
-        similarity = anchors @ candidates.T  # (2N, 2M)
+        with full_precision(self.negatives, self.cacr, anchors.device):
+            similarity = anchors @ candidates.T  # (2N, 2M)
 
         local = torch.arange(n, device=z_a.device) + rank() * n  # global index of each local sample
         self_column = torch.cat([local, local + m])
@@ -179,6 +190,8 @@ class InfoNCELoss(nn.Module):
             conflicts = negatives_conflicts(
                 self.negatives, self.cacr, self.decoupled, mixing is not None, transformation=transformation is not None
             )
+            if transformation is not None:
+                conflicts += transformation_conflicts(transformation, mixing or HardNegativeMixing())
             check_options(conflicts, "--model.init_args")
         if transformation is not None:  # FT: the anchors' logits against their transformed pairs and negatives
             transformed = transformation.in_batch(anchors, candidates, positive_column, negative_mask)

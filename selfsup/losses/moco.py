@@ -18,8 +18,8 @@ from torch import Tensor
 from selfsup.errors import check_options
 from selfsup.losses.cacr import AttractionRepulsion
 from selfsup.losses.debiased import DebiasedNegatives
-from selfsup.losses.info_nce import LossAndHardness, contrastive_loss, negatives_conflicts
-from selfsup.models.feature_transformation import FeatureTransformation
+from selfsup.losses.info_nce import LossAndHardness, contrastive_loss, full_precision, negatives_conflicts
+from selfsup.models.feature_transformation import FeatureTransformation, transformation_conflicts
 from selfsup.models.hard_negative_mixing import HardNegativeMixing, unmixed_hardness_metrics
 
 
@@ -64,9 +64,12 @@ def queue_info_nce_and_hardness(
     conflicts = negatives_conflicts(
         negatives, cacr, decoupled, mixing is not None, transformation=transformation is not None
     )
+    if transformation is not None:
+        conflicts += transformation_conflicts(transformation, mixing or HardNegativeMixing())
     check_options(conflicts, "--model.init_args")
     keys, queue = keys.detach(), queue.detach()
-    logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
+    with full_precision(negatives, cacr, queries.device):
+        logits = [(queries * keys).sum(dim=1, keepdim=True), queries @ queue.T]  # (B, 1), (B, K)
     if transformation is not None:
         transformed = transformation.against_queue(queries, keys, queue)
         logits, hardness = [transformed.positive[:, None], transformed.negatives], transformed.hardness

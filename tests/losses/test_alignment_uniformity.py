@@ -82,3 +82,12 @@ def test_hardest_negative_is_the_most_similar_view_of_another_image() -> None:
     hardest = [max(z[i] @ z[k] for k in range(14) if k % 7 != i % 7) for i in range(14)]
     hardness = align_uniform_terms(z_a, z_b).hardness
     torch.testing.assert_close(hardness, {"train/hard_negative_sim": torch.stack(hardest).mean()})
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_an_identical_pair_has_a_finite_gradient(alpha: float) -> None:
+    """||a - b||^alpha has an infinite derivative at 0 for alpha < 1, and the norm's is 0 there: a NaN, on views that
+    an identity-like recipe or blank images make identical."""
+    z = torch.randn(4, 8, requires_grad=True)
+    (gradient,) = torch.autograd.grad(alignment(z, z.detach().clone(), alpha), z)
+    assert torch.isfinite(gradient).all()

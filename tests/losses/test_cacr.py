@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from selfsup.errors import ConfigurationError
 from selfsup.losses import AttractionRepulsion, InfoNCELoss, attraction_repulsion, queue_info_nce_and_hardness
 from selfsup.runs import Metric
 
@@ -85,3 +86,10 @@ def test_zero_temperatures_weigh_every_sample_alike() -> None:
     expected = (2 - 2 * (queries * keys).sum(1)).mean() - (2 - 2 * queries @ queue.T).mean()
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(hardness[Metric.HARDEST_NEGATIVE_WEIGHT], torch.tensor(1.0))
+
+
+def test_temperatures_without_cacr_are_refused() -> None:
+    """They trained plain InfoNCE without a word: the other variants switch on with their own values."""
+    with pytest.raises(ConfigurationError, match="act only with enabled true"):
+        AttractionRepulsion(repulsion_temperature=2.0)
+    assert AttractionRepulsion(enabled=True, repulsion_temperature=2.0).repulsion_temperature == 2.0

@@ -84,6 +84,10 @@ TRACED_BACKBONE = "selfsup_test_tiny"
 OTHER_PATHS = {
     "simclr-transformation": ("simclr", dict(transformation={"positive_alpha": 2.0, "negative_alpha": 1.6})),
     "mocov2-cacr": ("mocov2", dict(queue_size=64, cacr={"enabled": True})),
+    "mocov2-transformation": (
+        "mocov2",
+        dict(queue_size=64, transformation={"positive_alpha": 2.0, "negative_alpha": 1.6}),
+    ),
 }
 TRACED = {name: (name, options) for name, options in ACTIVE_PATHS.items()} | OTHER_PATHS
 

@@ -12,6 +12,7 @@ from selfsup.errors import ConfigurationError
 from selfsup.losses import InfoNCELoss, queue_info_nce, queue_info_nce_and_hardness
 from selfsup.methods import METHODS
 from selfsup.models.feature_transformation import FeatureTransformation, TransformationDraw, transform_logits
+from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from selfsup.runs import Metric
 from tests.conftest import RANKS, free_port, start_ranks
 
@@ -124,7 +125,6 @@ def test_off_and_identity_coefficients_give_the_untransformed_loss() -> None:
     torch.testing.assert_close(F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)), plain)
     torch.testing.assert_close(transformed.hardness[Metric.HARD_NEGATIVE_SIM], hardness[Metric.HARD_NEGATIVE_SIM])
     torch.testing.assert_close(transformed.hardness[Metric.POSITIVE_SIM_DROP], torch.zeros((), dtype=torch.float64))
-    torch.testing.assert_close(InfoNCELoss(0.2)(queries, keys, transformation=None), InfoNCELoss(0.2)(queries, keys))
 
 
 def test_each_half_alone_and_what_it_logs() -> None:
@@ -211,3 +211,16 @@ def test_refused_in_one_line(name: str, options: dict, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message) as error:
         METHODS[name](**TINY, **options)
     assert "\n" not in str(error.value)
+
+
+def test_the_losses_refuse_mixing_with_a_transformation() -> None:
+    """Called from Python, the losses took both and dropped the mixing without a word (the methods refuse the pair
+    when they are built)."""
+    z_a, z_b = F.normalize(torch.randn(6, 8), dim=1), F.normalize(torch.randn(6, 8), dim=1)
+    mixing, transformation = HardNegativeMixing(4, 4, 2), FeatureTransformation(positive_alpha=2.0)
+    with pytest.raises(ConfigurationError, match="transformation and mixing do not combine"):
+        InfoNCELoss(0.2)(z_a, z_b, mixing=mixing, transformation=transformation)
+    with pytest.raises(ConfigurationError, match="transformation and mixing do not combine"):
+        queue_info_nce(
+            z_a, z_b, F.normalize(torch.randn(10, 8), dim=1), 0.2, mixing=mixing, transformation=transformation
+        )
