@@ -7,6 +7,7 @@ from torch import Tensor
 
 from selfsup.errors import at_least, check_options, positive
 from selfsup.losses import align_uniform_terms
+from selfsup.losses.alignment_uniformity import ALPHA, UNIFORMITY_WEIGHT, T
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
 from selfsup.runs import Metric
@@ -26,9 +27,9 @@ class AlignUniform(Method):
 
     def __init__(
         self,
-        alpha: float = 2.0,
-        t: float = 2.0,
-        uniformity_weight: float = 1.0,
+        alpha: float = ALPHA,
+        t: float = T,
+        uniformity_weight: float = UNIFORMITY_WEIGHT,
         projector_hidden_dim: int = 2048,
         projector_output_dim: int = 128,
         projector_num_layers: int = 2,

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from selfsup.errors import ConfigurationError, at_least, check_options, positive
 from selfsup.losses import supervised_contrastive_loss_and_hardness
+from selfsup.losses.supcon import TEMPERATURE
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
 
@@ -27,7 +28,7 @@ class SupCon(Method):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        temperature: float = TEMPERATURE,
         projector_hidden_dim: int = 2048,
         projector_output_dim: int = 128,
         projector_num_layers: int = 2,

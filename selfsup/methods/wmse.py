@@ -9,7 +9,7 @@ from torch import Tensor
 
 from selfsup.augment import ViewRecipe
 from selfsup.errors import ConfigurationError, at_least, below, check_options
-from selfsup.losses.wmse import sub_batch_orders, wmse_terms
+from selfsup.losses.wmse import W_SIZE, sub_batch_orders, wmse_terms
 from selfsup.methods.base import Method
 from selfsup.models import projection_mlp
 from selfsup.runs import Metric
@@ -40,7 +40,7 @@ class WMSE(Method):
         projector_hidden_dim: int = 1024,
         projector_output_dim: int = 64,
         projector_num_layers: int = 2,
-        w_size: int = 128,
+        w_size: int = W_SIZE,
         w_iter: int = 1,
         w_eps: float = 0.0,
         views: tuple[ViewRecipe, ...] = wmse_views(),
