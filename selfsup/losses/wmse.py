@@ -78,7 +78,17 @@ def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
     centered = x - x.mean(dim=-2, keepdim=True)  # (..., m, D)
     covariance = centered.mT @ centered / (x.shape[-2] - 1)  # (..., D, D), Sigma_V
     identity = torch.eye(dim, dtype=x.dtype, device=x.device)
-    cholesky = torch.linalg.cholesky((1 - eps) * covariance + eps * identity)  # (..., D, D), lower triangular
+    regularised = (1 - eps) * covariance + eps * identity
+    if torch.compiler.is_compiling():  # a compiled step keeps one graph: PyTorch's own error if it fails
+        cholesky = torch.linalg.cholesky(regularised)
+    else:
+        try:
+            cholesky = torch.linalg.cholesky(regularised)  # (..., D, D), lower triangular
+        except torch.linalg.LinAlgError:  # a singular covariance: embeddings collapsed onto fewer dimensions
+            raise ConfigurationError(
+                f"W-MSE cannot whiten a sub-batch: its embeddings' covariance is singular (eps {eps}), as when they "
+                "collapse. Raise --model.init_args.w_eps (e.g. 1e-4) or lower the learning rate."
+            ) from None
     return torch.linalg.solve_triangular(cholesky, centered.mT, upper=False).mT  # (..., m, D)
 
 

@@ -234,3 +234,13 @@ def test_two_ranks_whitening_their_own_batches_equal_one_process_whitening_the_s
     for view, expected in enumerate(input_gradients):
         shares = torch.cat([torch.tensor(outcome["inputs"][view]) / WORLD_SIZE for outcome in ranks])
         close(shares, expected)
+
+
+def test_a_singular_sub_batch_is_one_line_naming_w_eps() -> None:
+    """Collapsed embeddings (here every row alike) have a singular covariance; Cholesky's multi-line error stopped
+    training without saying what to change."""
+    collapsed = torch.ones(8, 4) + 1e-9 * torch.arange(4.0)
+    with pytest.raises(ConfigurationError, match="cannot whiten a sub-batch.*--model.init_args.w_eps") as error:
+        whiten(collapsed)
+    assert "\n" not in str(error.value)
+    assert torch.isfinite(whiten(collapsed, eps=1e-4)).all()
