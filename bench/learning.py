@@ -62,15 +62,20 @@ def learn(name: str, args: argparse.Namespace, options: dict | None = None) -> d
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=sorted(METHODS))
-    parser.add_argument("--steps", type=int, default=100)
+def add_run_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
+    """The options of a learning run that `learn` reads, and where to write the JSON."""
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin", type=float, default=5.0, help="kNN points over random init that pass")
     parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the usual search)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=sorted(METHODS))
+    add_run_arguments(parser, steps=100)
     args = parser.parse_args()
     results = [learn(name, args) for name in args.methods]
     settings = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "margin_points": args.margin}

@@ -1,7 +1,7 @@
 """The negatives lab on the CPU: each way of choosing, weighting, correcting or synthesising SimCLR's and MoCo v2's
 negatives trained the same short run, with its kNN gain over random init and how hard its negatives were at the end.
 
-    python bench/negatives.py --steps 300 --out bench/results/negatives_cpu.json
+    python bench/negatives.py --steps 200 --out bench/results/negatives_cpu.json
 
 A smoke of the commands, not a verdict: every variant trains timm's tiny `test_resnet` on 4,096 Fashion-MNIST images
 as `bench/learning.py` does (its docstring says how), with the method's recipe and one option group changed. The GPU
@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, environment  # noqa: E402
-from learning import learn  # noqa: E402
+from learning import add_run_arguments, learn  # noqa: E402
 
 # (name, method, options): the variants of docs/negatives.md, each on in-batch (SimCLR) and queue (MoCo v2) negatives
 VARIANTS = [
@@ -38,12 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [name for name, _, _ in VARIANTS]
     parser.add_argument("--variants", nargs="+", choices=names, default=names)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--margin", type=float, default=5.0, help="kNN points over random init that pass")
-    parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the usual search)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    add_run_arguments(parser, steps=200)
     args = parser.parse_args()
     results = [
         {"variant": name, "options": options, **learn(method, args, options)}
