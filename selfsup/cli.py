@@ -287,10 +287,11 @@ class SelfSupCLI(LightningCLI):
 
     def _default_loggers(self, config: Namespace) -> list:
         method = method_name(type(self.model))
-        resolved = {key: value for key, value in config.as_dict().items() if key != "config"}
+        resolved = {key: value for key, value in config.as_dict().items() if key != "config"}  # as config.yaml holds
+        group = seed_group(resolved)  # runs that differ only by seed share it; the report computes it from config.yaml
         # flat keys to group and filter by in the wandb workspace, the same in pretraining and eval runs
         resolved.update(method=method, dataset=config.data.dataset, backbone=config.model.init_args.backbone)
-        resolved["seed_group"] = seed_group(resolved)  # runs that differ only by seed share it
+        resolved["seed_group"] = group
         self._kept_folder = nearest_existing(Path(config.trainer.default_root_dir) / method)
         loggers = run_loggers(
             config.trainer.default_root_dir,

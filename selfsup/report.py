@@ -4,9 +4,10 @@
     python -m selfsup.report runs --out report        # every run found under runs/
 
 Reads each run's CSV metrics and hyperparameters (written by `selfsup fit`) and, where `selfsup eval` has
-run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run: method, run, backbone,
+run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run, or per group of runs that
+differ only by their seed, with the mean and standard deviation over the seeds: method, run, seeds, backbone,
 epochs, global batch, images/s, the offline kNN and linear top-1, apart from them the online monitors' last
-values, device hours) and PNG plots: kNN accuracy against epoch and against wall-clock time, and the representation
+values, device hours, the hardest negative's similarity) and PNG plots: kNN accuracy against epoch and against wall-clock time, and the representation
 diagnostics, with the runs that have none named in a note.
 """
 
@@ -27,7 +28,16 @@ import yaml  # noqa: E402
 
 from selfsup.atomic import check_writable, replacing, write_text  # noqa: E402
 from selfsup.errors import ConfigurationError  # noqa: E402
-from selfsup.runs import HPARAMS_FILE, METRICS_FILE, Metric, last_checkpoint, results_path, run_name_of_folder  # noqa: E402
+from selfsup.runs import (  # noqa: E402
+    CONFIG_FILE,
+    HPARAMS_FILE,
+    METRICS_FILE,
+    Metric,
+    last_checkpoint,
+    results_path,
+    run_name_of_folder,
+    seed_group,
+)
 
 REPORT, SUMMARIES, KNN_PLOT, DIAGNOSTICS_PLOT = "report.md", "report.json", "knn.png", "diagnostics.png"
 REPORT_FILES = (REPORT, SUMMARIES, KNN_PLOT, DIAGNOSTICS_PLOT)
@@ -51,6 +61,8 @@ class Run:
     hparams: dict[str, Any]
     results: dict[str, Any] | None
     history: list[tuple[int, float, float | None]] = field(default_factory=list)  # (epoch, kNN, elapsed s)
+    seed: int | None = None  # from its config.yaml (None: a run without one)
+    seed_group: str | None = None  # `selfsup.runs.seed_group` of its config: runs differing only by seed share it
 
     @classmethod
     def load(cls, directory: Path) -> "Run":
@@ -61,7 +73,12 @@ class Run:
         results_file = results_path(last_checkpoint(directory))
         results = json.loads(results_file.read_text()) if results_file.is_file() else None
         method = results["method"] if results else directory.parent.name
-        return cls.from_rows(run_name_of_folder(directory), method, metrics, hparams or {}, results)
+        run = cls.from_rows(run_name_of_folder(directory), method, metrics, hparams or {}, results)
+        config_file = directory / CONFIG_FILE
+        if config_file.is_file():
+            config = yaml.safe_load(config_file.read_text()) or {}
+            run.seed, run.seed_group = config.get("seed_everything"), seed_group(config)
+        return run
 
     @classmethod
     def from_rows(
@@ -133,9 +150,53 @@ def load_runs(folders: list[Path]) -> list[Run]:
     return runs
 
 
+# The measured columns a row of several seeds gives as mean +- standard deviation
+MEASURED = ("img_per_s", "knn_top1", "linear_top1", "online_knn_top1", "online_linear_top1", "device_hours",
+            "hard_negative_sim")  # fmt: skip
+
+
+def seed_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per method and `seed_group`: a run alone keeps its summary; runs that differ only by their seed
+    become one row with the mean of each measured column, its sample standard deviation under `<key>_std`, their
+    names and their seeds."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.method, run.seed_group or run.name), []).append(run)
+    rows = []
+    for members in groups.values():
+        summaries = [run.summary() for run in members]
+        row = {**summaries[0], "seeds": sorted(run.seed for run in members if run.seed is not None)}
+        if len(members) > 1:
+            row["run"] = ", ".join(run.name for run in members)
+            for key in MEASURED:
+                values = [summary[key] for summary in summaries if summary[key] is not None]
+                row[key] = statistics.mean(values) if values else None
+                row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        rows.append(row)
+    return rows
+
+
+def within_spread(rows: list[dict[str, Any]], key: str = "knn_top1") -> list[str]:
+    """Sentences for the pairs of methods whose `key` differs by no more than their seed spreads added: a
+    difference a reader should not take for a ranking."""
+    notes = []
+    measured = [row for row in rows if row[key] is not None and row.get(f"{key}_std") is not None]
+    for index, row in enumerate(measured):
+        for other in measured[index + 1 :]:
+            gap, spread = abs(row[key] - other[key]), row[f"{key}_std"] + other[f"{key}_std"]
+            if row["method"] != other["method"] and gap <= spread:
+                notes.append(
+                    f"{row['method']} and {other['method']}: {key.replace('_', ' ')} differs by {100 * gap:.2f} "
+                    f"points, within their seed spread ({100 * row[f'{key}_std']:.2f} and "
+                    f"{100 * other[f'{key}_std']:.2f} points): not a ranking."
+                )
+    return notes
+
+
 COLUMNS = (  # (header, summary key, format)
     ("method", "method", "{}"),
     ("run", "run", "{}"),
+    ("seeds", "seeds", "{}"),
     ("backbone", "backbone", "{}"),
     ("epochs", "epochs", "{}"),
     ("global batch", "global_batch", "{}"),
@@ -156,9 +217,18 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
         "| " + " | ".join("---" if key in ("method", "run", "backbone") else "---:" for _, key, _ in COLUMNS) + " |",
     ]
     for summary in summaries:
-        cells = ["-" if summary[key] is None else style.format(summary[key]) for _, key, style in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cell(summary, key, style) for _, key, style in COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def _cell(summary: dict[str, Any], key: str, style: str) -> str:
+    """A value as `style` writes it, "mean ± std" over seeds, seeds as a list, or "-" where nothing was measured."""
+    value, spread = summary[key], summary.get(f"{key}_std")
+    if value is None or value == []:
+        return "-"
+    if key == "seeds":
+        return ", ".join(str(seed) for seed in value)
+    return style.format(value) + (f" ± {style.format(spread)}" if spread is not None else "")
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:
@@ -265,7 +335,7 @@ def _is_report_summary(path: Path) -> bool:
 def write_report(run_dirs: list[Path], out: Path) -> Path:
     check_report_folder(out)
     runs = load_runs(find_runs(run_dirs))
-    summaries = [run.summary() for run in runs]
+    summaries = seed_rows(runs)
     images = plot_knn(runs, out) + plot_diagnostics(runs, out)
     missing = [run.name for run in runs if not has_diagnostics(run)]
     text = [
@@ -274,10 +344,12 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
         "kNN top-1 (k=200, T=0.1) and linear top-1: the offline evaluation of a run's last checkpoint",
         "(`selfsup eval`: frozen features, a linear probe trained on them). The online columns: the last values the",
         "monitors logged during training, a different measurement (the kNN monitor on the data the run validated on,",
-        "the probe trained alongside the network on augmented views). -: not measured.",
+        "the probe trained alongside the network on augmented views). -: not measured. Runs that differ only by",
+        "their seed are one row: the mean ± the standard deviation over their seeds.",
         "",
         markdown_table(summaries),
         "",
+        *[f"{note}\n" for note in within_spread(summaries)],
         *[f"![{image}]({image})" for image in images],
     ]
     if missing:

@@ -23,6 +23,7 @@ from selfsup.errors import ConfigurationError
 RUNS_ROOT = "runs"
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
+CONFIG_FILE = "config.yaml"  # the run's whole resolved command-line config, as LightningCLI saves it
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"  # the file is last.ckpt
 RESULTS_FILE = "results.json"
@@ -106,7 +107,8 @@ NOT_TRAINING = (
 
 def seed_group(config: dict[str, Any]) -> str:
     """A short key shared by runs whose configs differ only by their seed (and by where they read, write and
-    report, `NOT_TRAINING`): a dashboard or the report averages over seeds by grouping on it."""
+    report, `NOT_TRAINING`): a dashboard or the report averages over seeds by grouping on it. `config` is the run's
+    config as the CLI parsed it, which its CONFIG_FILE holds."""
     trained = json.loads(json.dumps(plain(config), default=str))
     for path in NOT_TRAINING:
         section = trained
@@ -114,7 +116,15 @@ def seed_group(config: dict[str, Any]) -> str:
             section = section.get(key) if isinstance(section, dict) else None
         if isinstance(section, dict):
             section.pop(path[-1], None)
-    return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(_without_unset(trained), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _without_unset(value: Any) -> Any:
+    """`value` without the None entries of its dicts, at any depth: an option left unset and one absent are the same
+    (the values the method takes from the data are None where the CLI parsed them and absent from config.yaml)."""
+    if isinstance(value, dict):
+        return {key: _without_unset(item) for key, item in value.items() if item is not None}
+    return value
 
 
 def run_name(method: str, version: int | str) -> str:

@@ -1,6 +1,7 @@
 """`train.py eval` on checkpoints written by a short `train.py fit`, its bad-input errors, and the comparison report."""
 
 import json
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import torch
 from selfsup import report
 from selfsup.cli import main
 from selfsup.evaluation.evaluate import accumulated
-from selfsup.report import DIAGNOSTICS, Run, write_report
+from selfsup.report import DIAGNOSTICS, Run, markdown_table, seed_rows, within_spread, write_report
 from selfsup.report import main as report_command
+from selfsup.runs import Metric
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
 from tests.test_train_cli import REPO, read_metrics, read_offline_wandb_run, run_train_py, train
@@ -113,7 +115,7 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     evaluate("--ckpt_path", str(simclr), "--wandb", "false", "--map_points", "0", "--linear_probe", "false")
     report_command([str(two_runs), "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
-    header = "| method | run | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "
+    header = "| method | run | seeds | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "
     assert header + "online kNN top-1 | online probe top-1 | device hours | hardest negative cos |" in report
     rows = {
         line.split(" | ")[1]: line
@@ -122,6 +124,7 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     }
     assert set(rows) == {"nnclr-v0", "simclr-v0"}
     nnclr = rows["nnclr-v0"].split(" | ")
+    assert nnclr.pop(2) == "0"  # the seeds of a run alone: its own
     assert nnclr[2:5] == ["test_resnet", "2", "16"] and float(nnclr[5].replace(",", "")) > 0
     results = json.loads((checkpoint.parent / "results.json").read_text())
     assert nnclr[6] == f"{100 * results['knn']['top1']:.2f}%" and nnclr[7] == "-"  # eval ran kNN only
@@ -130,7 +133,7 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     assert nnclr[9] == f"{100 * float(online['val/online_linear_top1']):.2f}%"
     simclr_rows = read_metrics(two_runs / "simclr" / "version_0")
     hardest = [row["train/hard_negative_sim"] for row in simclr_rows if row.get("train/hard_negative_sim")][-1]
-    assert rows["simclr-v0"].split(" | ")[11] == f"{float(hardest):.3f} |" and nnclr[11] == "- |"  # NNCLR: none
+    assert rows["simclr-v0"].split(" | ")[12] == f"{float(hardest):.3f} |" and nnclr[11] == "- |"  # NNCLR: none
     assert "Not in the diagnostics: nnclr-v0 (no `selfsup eval` with diagnostics" in report  # knn.yaml has none
     for image in ("knn.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -192,3 +195,31 @@ def test_results_accumulate_a_rerun_replaces_only_what_it_measured(
     trained_on = {**rerun, "global_step": 80}
     assert accumulated(trained_on, destination) == trained_on
     assert accumulated(rerun, tmp_path / "missing.json") == rerun
+
+
+def seeded_run(method: str, seed: int, knn: float, group: str = "g") -> Run:
+    """A run as `Run.load` reads it, with one epoch's online kNN and an offline kNN result."""
+    metrics = [{"epoch": "0", "step": "9", Metric.KNN_TOP1: str(knn - 0.01), Metric.IMAGES_PER_SECOND: "100"}]
+    results = {"knn": {"top1": knn}}
+    run = Run.from_rows(f"{method}-v{seed}", method, metrics, {"backbone": "resnet18", "batch_size": 64}, results)
+    run.seed, run.seed_group = seed, f"{method}-{group}"
+    return run
+
+
+def test_runs_that_differ_only_by_seed_are_one_row_with_mean_spread_seeds_and_a_note_when_within_it() -> None:
+    runs = [seeded_run("simclr", 0, 0.70), seeded_run("simclr", 1, 0.72), seeded_run("mocov2", 0, 0.705),
+            seeded_run("mocov2", 1, 0.715), seeded_run("byol", 0, 0.50),
+            seeded_run("simclr", 2, 0.60, "other")]  # fmt: skip
+    rows = seed_rows(runs)
+    assert [(row["method"], row["seeds"]) for row in rows] == [("simclr", [0, 1]), ("mocov2", [0, 1]),
+                                                               ("byol", [0]), ("simclr", [2])]  # fmt: skip
+    simclr = rows[0]
+    assert simclr["run"] == "simclr-v0, simclr-v1" and simclr["knn_top1"] == pytest.approx(0.71)
+    assert simclr["knn_top1_std"] == pytest.approx(statistics.stdev([0.70, 0.72]))
+    table = markdown_table(rows)
+    assert "| simclr | simclr-v0, simclr-v1 | 0, 1 | resnet18 |" in table and "71.00% ± 1.41%" in table
+    assert "| byol | byol-v0 | 0 | resnet18 |" in table and "50.00% |" in table  # one seed: no spread
+    assert within_spread(rows) == [
+        "simclr and mocov2: knn top1 differs by 0.00 points, within their seed spread (1.41 and 0.71 points): "
+        "not a ranking."
+    ]
