@@ -7,8 +7,8 @@ Reads each run's CSV metrics and hyperparameters (written by `selfsup fit`) and,
 run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run, or per group of runs that
 differ only by their seed, with the mean and standard deviation over the seeds: method, run, seeds, backbone,
 epochs, global batch, images/s, the offline kNN and linear top-1, apart from them the online monitors' last
-values, device hours, the hardest negative's similarity) and PNG plots: kNN accuracy against epoch and against wall-clock time, and the representation
-diagnostics, with the runs that have none named in a note.
+values, device hours, the hardest negative's similarity) and PNG plots: kNN accuracy against epoch and against
+wall-clock time, and the representation diagnostics, with the runs that have none named in a note.
 """
 
 import argparse
