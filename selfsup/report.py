@@ -14,6 +14,7 @@ wall-clock time, and the representation diagnostics, with the runs that have non
 import argparse
 import csv
 import json
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from selfsup.runs import (  # noqa: E402
 )
 
 REPORT, SUMMARIES, KNN_PLOT, DIAGNOSTICS_PLOT = "report.md", "report.json", "knn.png", "diagnostics.png"
-REPORT_FILES = (REPORT, SUMMARIES, KNN_PLOT, DIAGNOSTICS_PLOT)
+SCORES_PLOT = "scores.png"
+REPORT_FILES = (REPORT, SUMMARIES, KNN_PLOT, SCORES_PLOT, DIAGNOSTICS_PLOT)
 
 
 class _HparamsLoader(yaml.SafeLoader):
@@ -259,6 +261,31 @@ def plot_knn(runs: list[Run], out: Path) -> list[str]:
     return [KNN_PLOT]
 
 
+def plot_scores(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """Bars of each row's offline kNN and linear top-1 (`selfsup eval` on the test set), the seed spread as error
+    bars; none without an offline evaluation."""
+    scored = [row for row in rows if row["knn_top1"] is not None]
+    if not scored:
+        return []
+    figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(scored) + 2), 4))
+    positions = range(len(scored))
+    for offset, key, label in ((-0.2, "knn_top1", "kNN (k=200, T=0.1)"), (0.2, "linear_top1", "linear probe")):
+        heights = [100 * row[key] if row[key] is not None else math.nan for row in scored]  # nan: no bar, not 0
+        spreads = [100 * (row.get(f"{key}_std") or 0) if row[key] is not None else math.nan for row in scored]
+        axes.bar([p + offset for p in positions], heights, width=0.4, yerr=spreads, capsize=4, label=label)
+    labels = [f"{row['method']}\nseeds {', '.join(map(str, row['seeds'])) or '-'}" for row in scored]
+    axes.set_xticks(list(positions), labels, fontsize=8)
+    epochs = sorted({row["epochs"] for row in scored})
+    trained = f"{', '.join(map(str, epochs))} epoch{'' if epochs == [1] else 's'} of pretraining"
+    axes.set(ylabel="top-1 on the test set (%)",
+             title=f"Offline evaluation after {trained}\nmean over seeds ± their standard deviation")  # fmt: skip
+    axes.grid(alpha=0.3, axis="y")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, out / SCORES_PLOT)
+    return [SCORES_PLOT]
+
+
 # the diagnostics of `selfsup eval` and which way is better (alignment and uniformity: Wang & Isola, ICML 2020,
 # eqs. 4-5; tolerance, the mean cosine of same-class pairs: Wang & Liu, CVPR 2021; effective rank: Garrido et al.,
 # "RankMe", ICML 2023); similarities are cosines of view pairs
@@ -336,7 +363,7 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     check_report_folder(out)
     runs = load_runs(find_runs(run_dirs))
     summaries = seed_rows(runs)
-    images = plot_knn(runs, out) + plot_diagnostics(runs, out)
+    images = plot_knn(runs, out) + plot_scores(summaries, out) + plot_diagnostics(runs, out)
     missing = [run.name for run in runs if not has_diagnostics(run)]
     text = [
         "# Method comparison",

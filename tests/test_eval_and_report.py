@@ -11,7 +11,7 @@ import torch
 from selfsup import report
 from selfsup.cli import main
 from selfsup.evaluation.evaluate import accumulated
-from selfsup.report import DIAGNOSTICS, Run, markdown_table, seed_rows, within_spread, write_report
+from selfsup.report import DIAGNOSTICS, Run, markdown_table, plot_scores, seed_rows, within_spread, write_report
 from selfsup.report import main as report_command
 from selfsup.runs import Metric
 from tests.conftest import needs_fashion_mnist
@@ -135,7 +135,7 @@ def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Pat
     hardest = [row["train/hard_negative_sim"] for row in simclr_rows if row.get("train/hard_negative_sim")][-1]
     assert rows["simclr-v0"].split(" | ")[12] == f"{float(hardest):.3f} |" and nnclr[11] == "- |"  # NNCLR: none
     assert "Not in the diagnostics: nnclr-v0 (no `selfsup eval` with diagnostics" in report  # knn.yaml has none
-    for image in ("knn.png", "diagnostics.png"):
+    for image in ("knn.png", "scores.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{image}]({image})" in report
 
@@ -206,7 +206,9 @@ def seeded_run(method: str, seed: int, knn: float, group: str = "g") -> Run:
     return run
 
 
-def test_runs_that_differ_only_by_seed_are_one_row_with_mean_spread_seeds_and_a_note_when_within_it() -> None:
+def test_runs_that_differ_only_by_seed_are_one_row_with_mean_spread_seeds_and_a_note_when_within_it(
+    tmp_path: Path,
+) -> None:
     runs = [seeded_run("simclr", 0, 0.70), seeded_run("simclr", 1, 0.72), seeded_run("mocov2", 0, 0.705),
             seeded_run("mocov2", 1, 0.715), seeded_run("byol", 0, 0.50),
             seeded_run("simclr", 2, 0.60, "other")]  # fmt: skip
@@ -219,6 +221,7 @@ def test_runs_that_differ_only_by_seed_are_one_row_with_mean_spread_seeds_and_a_
     table = markdown_table(rows)
     assert "| simclr | simclr-v0, simclr-v1 | 0, 1 | resnet18 |" in table and "71.00% ± 1.41%" in table
     assert "| byol | byol-v0 | 0 | resnet18 |" in table and "50.00% |" in table  # one seed: no spread
+    assert plot_scores(rows, tmp_path) == ["scores.png"] and (tmp_path / "scores.png").stat().st_size > 0
     assert within_spread(rows) == [
         "simclr and mocov2: knn top1 differs by 0.00 points, within their seed spread (1.41 and 0.71 points): "
         "not a ranking."
