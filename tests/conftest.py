@@ -60,6 +60,17 @@ def start_ranks(worker: Callable, args: tuple, nprocs: int = 2, join: bool = Tru
     return mp.start_processes(worker, args=args, nprocs=nprocs, join=join, start_method="forkserver")
 
 
+def outcomes_of_ranks(worker: Callable, nprocs: int = 2) -> list:
+    """What `worker(rank, port, results)` puts in `results` as (rank, outcome) on each of `nprocs` ranks, in rank
+    order; read before the ranks are joined (a full pipe would block them). Outcomes are plain data: a rank may
+    have exited when they are read."""
+    results = RANKS.SimpleQueue()
+    workers = start_ranks(worker, (free_port(), results), nprocs=nprocs, join=False)
+    outcomes = [outcome for _, outcome in sorted(results.get() for _ in range(nprocs))]
+    workers.join()
+    return outcomes
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from selfsup.distributed import gather, rank
 from selfsup.losses import barlow_twins_loss, vicreg_loss
-from tests.conftest import RANKS, free_port, start_ranks
+from tests.conftest import outcomes_of_ranks
 from tests.losses.test_barlow_twins import reference_barlow_twins
 from tests.losses.test_vicreg import reference_vicreg
 
@@ -82,11 +82,7 @@ def _ddp_worker(process_rank: int, port: int, results) -> None:
 @pytest.fixture(scope="module")
 def ranks() -> list[dict]:
     """What each rank computed, in rank order."""
-    results = RANKS.SimpleQueue()
-    workers = start_ranks(_ddp_worker, (free_port(), results), nprocs=WORLD_SIZE, join=False)
-    outcomes = [outcome for _, outcome in sorted(results.get() for _ in range(WORLD_SIZE))]
-    workers.join()
-    return outcomes
+    return outcomes_of_ranks(_ddp_worker, WORLD_SIZE)
 
 
 def one_process(name: str) -> tuple[Tensor, list[Tensor], list[Tensor]]:

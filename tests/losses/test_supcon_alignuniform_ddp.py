@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from selfsup.losses import align_uniform_terms, supervised_contrastive_loss, uniformity
-from tests.conftest import RANKS, free_port, start_ranks
+from tests.conftest import outcomes_of_ranks
 
 WORLD_SIZE, GLOBAL_BATCH, INPUT_DIM, EMBEDDING_DIM = 2, 8, 6, 5
 LOCAL_BATCH = GLOBAL_BATCH // WORLD_SIZE
@@ -62,11 +62,7 @@ def _ddp_worker(process_rank: int, port: int, results) -> None:
 @pytest.fixture(scope="module")
 def ranks() -> list[dict]:
     """What each rank computed, in rank order."""
-    results = RANKS.SimpleQueue()
-    workers = start_ranks(_ddp_worker, (free_port(), results), nprocs=WORLD_SIZE, join=False)
-    outcomes = [outcome for _, outcome in sorted(results.get() for _ in range(WORLD_SIZE))]
-    workers.join()
-    return outcomes
+    return outcomes_of_ranks(_ddp_worker, WORLD_SIZE)
 
 
 def one_process(name: str) -> tuple[Tensor, list[Tensor], list[Tensor]]:

@@ -17,7 +17,7 @@ from selfsup.errors import ConfigurationError, OptionsError
 from selfsup.losses import whiten, wmse_loss, wmse_terms
 from selfsup.losses.wmse import sub_batch_orders
 from selfsup.methods import WMSE
-from tests.conftest import RANKS, free_port, start_ranks
+from tests.conftest import outcomes_of_ranks
 
 
 def reference_whitening_matrix(v: Tensor, eps: float) -> Tensor:
@@ -197,11 +197,7 @@ def _ddp_worker(process_rank: int, port: int, results) -> None:
 @pytest.fixture(scope="module")
 def ranks() -> list[dict]:
     """What each rank computed, in rank order."""
-    results = RANKS.SimpleQueue()
-    workers = start_ranks(_ddp_worker, (free_port(), results), nprocs=WORLD_SIZE, join=False)
-    outcomes = [outcome for _, outcome in sorted(results.get() for _ in range(WORLD_SIZE))]
-    workers.join()
-    return outcomes
+    return outcomes_of_ranks(_ddp_worker, WORLD_SIZE)
 
 
 def one_process() -> tuple[Tensor, list[Tensor], list[Tensor]]:
