@@ -74,6 +74,8 @@ class _NoCloudTips(logging.Filter):
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoCloudTips())
 # Lightning 2.6 flattens trees with a LeafSpec check that torch 2.14 deprecates: a warning for Lightning, not users.
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+# Every run logs each epoch's last step (`TrainingClock`): Lightning's advice for short epochs is moot.
+warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval")
 
 # View recipes appear in configs as plain mappings, with every field shown by --print_config.
 register_type(ViewRecipe, serializer=ViewRecipe.to_dict, deserializer=ViewRecipe.from_dict)

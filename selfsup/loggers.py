@@ -195,11 +195,15 @@ def checkpoint_size_estimate(module: pl.LightningModule) -> int:
 
 
 class TrainingClock(pl.Callback):
-    """Training throughput (`perf/img_per_s`, images of all ranks per second over each `log_every_n_steps`
-    window, validation excluded) and, at every validation, the time spent fitting (`time/elapsed_s`) and its cost
-    in device-hours (`time/device_hours`), for accuracy against wall-clock time. Both carry over into a resumed
-    run through its checkpoint, each process's share counted on the devices it ran on (the time between the last
-    checkpoint and an interruption is not counted: its work is redone)."""
+    """Training throughput (`perf/img_per_s`, images of all ranks per second since the previous logged step,
+    validation excluded) and, at every validation, the time spent fitting (`time/elapsed_s`) and its cost in
+    device-hours (`time/device_hours`), for accuracy against wall-clock time. Both carry over into a resumed run
+    through its checkpoint, each process's share counted on the devices it ran on (the time between the last
+    checkpoint and an interruption is not counted: its work is redone).
+
+    It also sets when training steps are logged: every `log_every_n_steps` steps as Lightning does, and also at
+    each epoch's last step and the run's last step, so that a run shorter than the cadence still logs its loss and
+    throughput (and the report has figures for it)."""
 
     def __init__(self) -> None:
         self._window: tuple[float, int] | None = None  # (start, images since) of the current window
@@ -217,15 +221,20 @@ class TrainingClock(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now, images = time.perf_counter(), batch[1].shape[0] * trainer.world_size
-        if self._window is None:
-            self._window = (now, 0)
+        start, seen = self._window if self._window is not None else (now, -images)  # the first batch starts it
+        self._window = (start, seen + images)
+        if not ended_optimizer_step(trainer, batch_idx):
             return
+        # Lightning's own cadence, as its LearningRateMonitor reads it: it logs this step's metrics after this hook
+        lightning_logs = trainer._logger_connector.should_update_logs
+        ends = trainer.is_last_batch or 0 < trainer.max_steps <= trainer.global_step  # an epoch, or the run
+        last_step = ends and trainer.log_every_n_steps > 0
         start, seen = self._window
-        seen += images
-        if (batch_idx + 1) % trainer.log_every_n_steps == 0:
+        if seen and (lightning_logs or last_step):
             pl_module.log(Metric.IMAGES_PER_SECOND, seen / (now - start), batch_size=images)
-            start, seen = now, 0
-        self._window = (start, seen)
+            self._window = (now, 0)
+        if last_step and not lightning_logs:  # the step's metrics (loss, throughput) as Lightning would log them
+            trainer._logger_connector.log_metrics(trainer._logger_connector.metrics["log"])
 
     def elapsed(self) -> tuple[float, float]:
         """(seconds, device-hours) of fitting so far, over this process and those the run resumed from."""

@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import CSVLogger
 from selfsup import loggers
 from selfsup.cli import SelfSupCLI, main
 from selfsup.loggers import RunProgressBar, TrainingClock
-from selfsup.runs import seed_group
+from selfsup.runs import Metric, seed_group
 from tests.conftest import needs_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +100,19 @@ PROJECT_NOISE = (
     "anonymous setting",
     "LeafSpec",
 )
+
+
+def test_a_run_shorter_than_the_logging_cadence_logs_loss_and_throughput_each_epoch_and_at_its_last_step(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    """Before, a run of fewer steps than `log_every_n_steps` logged no loss and no images/s (the report said "-")."""
+    limits = ["--trainer.max_epochs", "3", "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "50"]
+    train(*tiny_folder_args(image_folder), *limits, "--wandb", "false", root=tmp_path)  # 6 steps an epoch
+    rows = read_metrics(tmp_path / "simclr" / "version_0")
+    for metric in (Metric.TRAIN_LOSS, Metric.IMAGES_PER_SECOND):
+        logged = [(int(row["epoch"]), int(row["step"])) for row in rows if row[metric]]
+        assert logged == [(0, 5), (1, 7)], metric  # epoch 0's last step, and the run's last (max_steps)
+    assert all(float(row[Metric.IMAGES_PER_SECOND]) > 0 for row in rows if row[Metric.IMAGES_PER_SECOND])
 
 
 def test_fit_on_synthetic_folder_checkpoints_resumes_and_logs_offline_wandb(tmp_path: Path, image_folder: Path) -> None:
