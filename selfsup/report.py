@@ -4,15 +4,20 @@
     python -m selfsup.report runs --out report        # every run found under runs/
 
 Reads each run's CSV metrics and hyperparameters (written by `selfsup fit`) and, where `selfsup eval` has
-run, the `results.json` next to its checkpoints. Writes `report.md` (one row per run, or per group of runs that
-differ only by their seed, with the mean and standard deviation over the seeds: method, run, seeds, backbone,
-epochs, global batch, images/s, the offline kNN and linear top-1, apart from them the online monitors' last
-values, device hours, the hardest negative's similarity) and PNG plots: kNN accuracy against epoch and against
-wall-clock time, and the representation diagnostics, with the runs that have none named in a note.
+run, the `results.json` next to its checkpoints (and the baseline of `selfsup eval --random_init true`,
+`random_init.json`). Writes `report.md` and the same as one self-contained `report.html`: one row per run, or
+per group of runs that differ only by their seed, with the mean and standard deviation over the seeds (method,
+run, seeds, backbone, epochs, global batch, images/s, the offline kNN and linear top-1, apart from them the
+online monitors' last values, device hours, the hardest negative's similarity), the baseline rows (the backbone
+at random initialisation, raw pixels), a note where two methods differ by less than their seed spread, and PNG
+plots: kNN accuracy against epoch and against wall-clock time, the loss and learning-rate curves, the offline
+scores with their seed spread, and the representation diagnostics.
 """
 
 import argparse
+import base64
 import csv
+import html
 import json
 import math
 import statistics
@@ -26,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from selfsup.atomic import check_writable, replacing, write_text  # noqa: E402
 from selfsup.errors import ConfigurationError  # noqa: E402
@@ -34,15 +40,16 @@ from selfsup.runs import (  # noqa: E402
     HPARAMS_FILE,
     METRICS_FILE,
     Metric,
+    baseline_path,
     last_checkpoint,
     results_path,
     run_name_of_folder,
     seed_group,
 )
 
-REPORT, SUMMARIES, KNN_PLOT, DIAGNOSTICS_PLOT = "report.md", "report.json", "knn.png", "diagnostics.png"
-SCORES_PLOT = "scores.png"
-REPORT_FILES = (REPORT, SUMMARIES, KNN_PLOT, SCORES_PLOT, DIAGNOSTICS_PLOT)
+REPORT, HTML_REPORT, SUMMARIES = "report.md", "report.html", "report.json"
+KNN_PLOT, SCORES_PLOT, CURVES_PLOT, DIAGNOSTICS_PLOT = "knn.png", "scores.png", "curves.png", "diagnostics.png"
+REPORT_FILES = (REPORT, HTML_REPORT, SUMMARIES, KNN_PLOT, SCORES_PLOT, CURVES_PLOT, DIAGNOSTICS_PLOT)
 
 
 class _HparamsLoader(yaml.SafeLoader):
@@ -55,7 +62,8 @@ _HparamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", _HparamsLoader.
 @dataclass
 class Run:
     """One run as the report sees it: its name, method, `metrics.csv` rows, hyperparameters, the results of
-    `selfsup eval` (None before it ran) and its kNN history (epoch, top-1, elapsed seconds)."""
+    `selfsup eval` (None before it ran), those of `selfsup eval --random_init` (its baseline, None before it ran)
+    and its kNN history (epoch, top-1, elapsed seconds)."""
 
     name: str
     method: str
@@ -65,6 +73,7 @@ class Run:
     history: list[tuple[int, float, float | None]] = field(default_factory=list)  # (epoch, kNN, elapsed s)
     seed: int | None = None  # from its config.yaml (None: a run without one)
     seed_group: str | None = None  # `selfsup.runs.seed_group` of its config: runs differing only by seed share it
+    baseline: dict[str, Any] | None = None  # its random_init.json
 
     @classmethod
     def load(cls, directory: Path) -> "Run":
@@ -72,10 +81,10 @@ class Run:
             metrics = list(csv.DictReader(f))
         hparams_file = directory / HPARAMS_FILE
         hparams = yaml.load(hparams_file.read_text(), _HparamsLoader) if hparams_file.is_file() else {}
-        results_file = results_path(last_checkpoint(directory))
-        results = json.loads(results_file.read_text()) if results_file.is_file() else None
+        results = _read_json(results_path(last_checkpoint(directory)))
         method = results["method"] if results else directory.parent.name
         run = cls.from_rows(run_name_of_folder(directory), method, metrics, hparams or {}, results)
+        run.baseline = _read_json(baseline_path(last_checkpoint(directory)))
         config_file = directory / CONFIG_FILE
         if config_file.is_file():
             config = yaml.safe_load(config_file.read_text()) or {}
@@ -93,6 +102,19 @@ class Run:
             if row.get(Metric.KNN_TOP1)
         ]
         return cls(name, method, metrics, hparams, results, history)
+
+    def series(self, column: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of a per-step column, in the order logged."""
+        points = [(int(row["step"]), float(row[column])) for row in self.metrics if row.get(column) and row.get("step")]
+        return ([step for step, _ in points], [value for _, value in points])
+
+    def describe(self) -> str:
+        """`simclr-v0 (seed 0, resnet18, 2 epochs, batch 64)`: the run and what it trained, for plot legends."""
+        summary = self.summary()
+        trained = [f"seed {self.seed}" if self.seed is not None else None, summary["backbone"],
+                   f"{summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'}",
+                   f"batch {summary['global_batch']}" if summary["global_batch"] else None]  # fmt: skip
+        return f"{self.name} ({', '.join(part for part in trained if part)})"
 
     def last(self, column: str) -> float | None:
         values = [float(row[column]) for row in self.metrics if row.get(column)]
@@ -123,6 +145,10 @@ class Run:
 
 def _number(text: str | None) -> float | None:
     return float(text) if text else None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -188,11 +214,38 @@ def within_spread(rows: list[dict[str, Any]], key: str = "knn_top1") -> list[str
             gap, spread = abs(row[key] - other[key]), row[f"{key}_std"] + other[f"{key}_std"]
             if row["method"] != other["method"] and gap <= spread:
                 notes.append(
-                    f"{row['method']} and {other['method']}: {key.replace('_', ' ')} differs by {100 * gap:.2f} "
+                    f"{row['method']} and {other['method']}: {HEADERS[key]} differs by {100 * gap:.2f} "
                     f"points, within their seed spread ({100 * row[f'{key}_std']:.2f} and "
                     f"{100 * other[f'{key}_std']:.2f} points): not a ranking."
                 )
     return notes
+
+
+def baseline_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """The rows every learned number is read against, from `selfsup eval --random_init`: the backbone at random
+    initialisation evaluated the same way, and the kNN of the raw pixels; once per backbone, image size and
+    evaluation data (the baselines of several runs of one architecture on one dataset are the same)."""
+    rows, seen = [], set()
+    for run in runs:
+        baseline = run.baseline
+        if baseline is None:
+            continue
+        identity = tuple(baseline.get(key) for key in ("backbone", "image_size", "dataset", "num_train", "num_test"))
+        if identity in seen:
+            continue
+        seen.add(identity)
+        empty = {key: None for _, key, _ in COLUMNS} | {"seeds": [], "epochs": 0, "baseline": True}
+        rows.append(empty | {
+            "method": "random init", "run": f"{run.name}'s backbone", "backbone": baseline["backbone"],
+            "seeds": [baseline["random_init_seed"]], "knn_top1": baseline["knn"]["top1"],
+            "linear_top1": baseline["linear"]["top1"] if "linear" in baseline else None,
+        })  # fmt: skip
+        if "knn" in baseline.get("raw_pixels", {}):
+            pixels = baseline["raw_pixels"]
+            described = f"{baseline['image_size']} px, {pixels['dimensions']:,} values"
+            raw = {"method": "raw pixels", "run": described, "epochs": None, "knn_top1": pixels["knn"]["top1"]}
+            rows.append(empty | raw)
+    return rows
 
 
 COLUMNS = (  # (header, summary key, format)
@@ -212,11 +265,15 @@ COLUMNS = (  # (header, summary key, format)
 )
 
 
+HEADERS = {key: header for header, key, _ in COLUMNS}
+TEXT_COLUMNS = ("method", "run", "backbone")  # left-aligned; the others are numbers
+
+
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
     """One row per run; "-" where a figure was not measured (no `selfsup eval`, no labels, ...)."""
     lines = [
         "| " + " | ".join(header for header, _, _ in COLUMNS) + " |",
-        "| " + " | ".join("---" if key in ("method", "run", "backbone") else "---:" for _, key, _ in COLUMNS) + " |",
+        "| " + " | ".join("---" if key in TEXT_COLUMNS else "---:" for _, key, _ in COLUMNS) + " |",
     ]
     for summary in summaries:
         lines.append("| " + " | ".join(_cell(summary, key, style) for _, key, style in COLUMNS) + " |")
@@ -242,23 +299,59 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
         plt.close(figure)
 
 
+def legend(axes: plt.Axes, fontsize: float = 8) -> None:
+    """The axes' legend, if anything on them is labelled."""
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=fontsize)
+
+
 def plot_knn(runs: list[Run], out: Path) -> list[str]:
-    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    """The online kNN monitor (k=200, T=0.1, on the data the run validated on) of every run, against epoch and
+    against the wall-clock time spent fitting."""
+    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
         epochs = [epoch + 1 for epoch, _, _ in run.history]
         accuracy = [100 * knn for _, knn, _ in run.history]
-        by_epoch.plot(epochs, accuracy, marker="o", label=run.name)
+        by_epoch.plot(epochs, accuracy, marker="o", label=run.describe())
         timed = [(elapsed / 60, 100 * knn) for _, knn, elapsed in run.history if elapsed is not None]
         if timed:
-            by_time.plot(*zip(*timed, strict=True), marker="o", label=run.name)
-    by_epoch.set(xlabel="epoch", ylabel="kNN top-1 (%)", title="kNN monitor vs epoch")
-    by_time.set(xlabel="wall-clock (minutes)", ylabel="kNN top-1 (%)", title="kNN monitor vs time")
+            by_time.plot(*zip(*timed, strict=True), marker="o", label=run.describe())
+    by_epoch.set(xlabel="epochs trained", ylabel="kNN top-1 (%)", title="kNN monitor vs epoch")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_time.set(xlabel="wall-clock time fitting (minutes)", ylabel="kNN top-1 (%)", title="kNN monitor vs time")
     for axes in (by_epoch, by_time):
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        legend(axes)
+    figure.suptitle(f"Online kNN monitor ({Metric.KNN_TOP1}: k=200, T=0.1, frozen features at each validation)")
     figure.tight_layout()
     save_figure(figure, out / KNN_PLOT)
     return [KNN_PLOT]
+
+
+def plot_curves(runs: list[Run], out: Path) -> list[str]:
+    """Per method, the training loss and the learning rates of each of its runs against the optimizer step: one
+    row of two panels a method, as losses of different methods are on different scales."""
+    logged = [run for run in runs if run.series(Metric.TRAIN_LOSS)[0]]
+    if not logged:
+        return []
+    methods = list(dict.fromkeys(run.method for run in logged))
+    figure, grid = plt.subplots(len(methods), 2, figsize=(12, 3.2 * len(methods)), squeeze=False)
+    for (loss_axes, rate_axes), method in zip(grid, methods, strict=True):
+        for index, run in enumerate(run for run in logged if run.method == method):
+            loss_axes.plot(*run.series(Metric.TRAIN_LOSS), color=f"C{index}", label=run.describe())
+            rates = [column for column in run.metrics[0] if column.startswith(f"{Metric.LEARNING_RATE}/")]
+            for style, column in zip(("-", "--", ":", "-."), rates, strict=False):
+                steps, values = run.series(column)
+                rate_axes.plot(steps, values, style, color=f"C{index}", label=f"{run.name} {column}")
+        loss_axes.set(xlabel="optimizer step", ylabel=f"{Metric.TRAIN_LOSS} (the method's own objective)",
+                      title=f"{method}: training loss")  # fmt: skip
+        rate_axes.set(xlabel="optimizer step", ylabel="learning rate", title=f"{method}: learning rate per group")
+        for axes in (loss_axes, rate_axes):
+            axes.grid(alpha=0.3)
+            legend(axes, fontsize=7)
+    figure.tight_layout()
+    save_figure(figure, out / CURVES_PLOT)
+    return [CURVES_PLOT]
 
 
 def plot_scores(rows: list[dict[str, Any]], out: Path) -> list[str]:
@@ -271,16 +364,21 @@ def plot_scores(rows: list[dict[str, Any]], out: Path) -> list[str]:
     positions = range(len(scored))
     for offset, key, label in ((-0.2, "knn_top1", "kNN (k=200, T=0.1)"), (0.2, "linear_top1", "linear probe")):
         heights = [100 * row[key] if row[key] is not None else math.nan for row in scored]  # nan: no bar, not 0
-        spreads = [100 * (row.get(f"{key}_std") or 0) if row[key] is not None else math.nan for row in scored]
-        axes.bar([p + offset for p in positions], heights, width=0.4, yerr=spreads, capsize=4, label=label)
-    labels = [f"{row['method']}\nseeds {', '.join(map(str, row['seeds'])) or '-'}" for row in scored]
+        spreads = [100 * row[f"{key}_std"] if row.get(f"{key}_std") is not None else math.nan for row in scored]
+        bars = axes.bar([p + offset for p in positions], heights, width=0.4, yerr=spreads, capsize=4, label=label)
+        for bar, row in zip(bars, scored, strict=True):
+            if row.get("baseline"):
+                bar.set(hatch="//", alpha=0.5)  # not a learned representation
+    labels = [
+        row["method"] + (f"\nseeds {', '.join(map(str, row['seeds']))}" if row["seeds"] else "") for row in scored
+    ]
     axes.set_xticks(list(positions), labels, fontsize=8)
-    epochs = sorted({row["epochs"] for row in scored})
+    epochs = sorted({row["epochs"] for row in scored if not row.get("baseline")})
     trained = f"{', '.join(map(str, epochs))} epoch{'' if epochs == [1] else 's'} of pretraining"
-    axes.set(ylabel="top-1 on the test set (%)",
-             title=f"Offline evaluation after {trained}\nmean over seeds ± their standard deviation")  # fmt: skip
+    title = f"Offline evaluation (selfsup eval) after {trained}\nmean over seeds ± their standard deviation"
+    axes.set(ylabel="top-1 on the test set (%)", title=title)
     axes.grid(alpha=0.3, axis="y")
-    axes.legend(fontsize=8)
+    legend(axes)
     figure.tight_layout()
     save_figure(figure, out / SCORES_PLOT)
     return [SCORES_PLOT]
@@ -332,8 +430,11 @@ def plot_diagnostics(runs: list[Run], out: Path) -> list[str]:
             counts = diagnostics[f"{kind}_histogram"]
             total = sum(counts) or 1
             histogram.plot(centres, [c / total for c in counts], style, color=f"C{index}", label=f"{run.name} {kind}")
-    histogram.set(title="cosine similarity of view pairs", xlabel="cosine similarity", ylabel="fraction")
-    histogram.legend(fontsize=6)
+    histogram.set(title="cosine similarity of view pairs", xlabel="cosine similarity", ylabel="fraction of pairs")
+    legend(histogram, fontsize=6)
+    epochs = sorted({run.summary()["epochs"] for run in evaluated})
+    figure.suptitle(f"Representation diagnostics of each run's last checkpoint ({', '.join(map(str, epochs))} epochs "
+                    "of pretraining; selfsup eval, two augmented views of test images)")  # fmt: skip
     figure.tight_layout()
     save_figure(figure, out / DIAGNOSTICS_PLOT)
     return [DIAGNOSTICS_PLOT]
@@ -359,37 +460,84 @@ def _is_report_summary(path: Path) -> bool:
     return isinstance(summaries, list) and all(isinstance(row, dict) and "run" in row for row in summaries)
 
 
+INTRODUCTION = (
+    "kNN top-1 (k=200, T=0.1) and linear top-1: the offline evaluation of a run's last checkpoint (`selfsup eval`: "
+    "frozen features, a linear probe trained on them). The online columns: the last values the monitors logged "
+    "during training, a different measurement (the kNN monitor on the data the run validated on, the probe trained "
+    "alongside the network on augmented views). -: not measured. Runs that differ only by their seed are one row: "
+    "the mean ± the standard deviation over their seeds."
+)
+BASELINE_NOTE = (
+    "random init and raw pixels: the baseline (`selfsup eval --random_init true` on a run's checkpoint), its "
+    "backbone untrained and evaluated the same way, and the kNN of the images' pixels; what pretraining added is "
+    "the distance to them."
+)
+NO_BASELINE_NOTE = (
+    "No baseline yet: `selfsup eval --ckpt_path <run>/checkpoints/last.ckpt --random_init true` adds the rows of "
+    "the backbone at random initialisation and of raw pixels."
+)
+
+
 def write_report(run_dirs: list[Path], out: Path) -> Path:
+    """report.md, report.html (the same, one self-contained file), report.json and the plots, in `out`."""
     check_report_folder(out)
     runs = load_runs(find_runs(run_dirs))
-    summaries = seed_rows(runs)
-    images = plot_knn(runs, out) + plot_scores(summaries, out) + plot_diagnostics(runs, out)
+    rows = seed_rows(runs) + baseline_rows(runs)
+    images = plot_knn(runs, out) + plot_curves(runs, out) + plot_scores(rows, out) + plot_diagnostics(runs, out)
     missing = [run.name for run in runs if not has_diagnostics(run)]
-    text = [
-        "# Method comparison",
-        "",
-        "kNN top-1 (k=200, T=0.1) and linear top-1: the offline evaluation of a run's last checkpoint",
-        "(`selfsup eval`: frozen features, a linear probe trained on them). The online columns: the last values the",
-        "monitors logged during training, a different measurement (the kNN monitor on the data the run validated on,",
-        "the probe trained alongside the network on augmented views). -: not measured. Runs that differ only by",
-        "their seed are one row: the mean ± the standard deviation over their seeds.",
-        "",
-        markdown_table(summaries),
-        "",
-        *[f"{note}\n" for note in within_spread(summaries)],
-        *[f"![{image}]({image})" for image in images],
-    ]
+    notes = within_spread(rows) + [BASELINE_NOTE if any(row.get("baseline") for row in rows) else NO_BASELINE_NOTE]
     if missing:
-        text += [
-            "",
+        notes.append(
             f"Not in the diagnostics: {', '.join(missing)} (no `selfsup eval` with diagnostics on the last "
-            "checkpoint; run `selfsup eval --ckpt_path <run>/checkpoints/last.ckpt`).",
-        ]
-    text.append("")
+            "checkpoint; run `selfsup eval --ckpt_path <run>/checkpoints/last.ckpt`)."
+        )
+    markdown = ["# Method comparison", "", INTRODUCTION, "", markdown_table(rows), ""]
+    markdown += [f"{note}\n" for note in notes] + [f"![{image}]({image})\n" for image in images]
     report = out / REPORT
-    write_text(report, "\n".join(text))
-    write_text(out / SUMMARIES, json.dumps(summaries, indent=2) + "\n")
+    write_text(report, "\n".join(markdown))
+    write_text(out / HTML_REPORT, html_report(rows, notes, [out / image for image in images]))
+    write_text(out / SUMMARIES, json.dumps(rows, indent=2) + "\n")
     return report
+
+
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+tr.baseline { background: #f4f4f4; font-style: italic; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+code { background: #f4f4f4; padding: 0 0.2em; }
+"""
+
+
+def html_report(rows: list[dict[str, Any]], notes: list[str], images: list[Path]) -> str:
+    """The report as one HTML file that needs nothing beside it: the table, the notes, the plots inlined."""
+    header = "".join(f"<th>{html.escape(title)}</th>" for title, _, _ in COLUMNS)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="{"text" if key in TEXT_COLUMNS else "number"}">{html.escape(_cell(row, key, style))}</td>'
+            for _, key, style in COLUMNS
+        )
+        body.append(f'<tr class="{"baseline" if row.get("baseline") else "run"}">{cells}</tr>')
+    figures = [
+        f'<figure><img alt="{path.name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+        f"<figcaption>{path.name}</figcaption></figure>"
+        for path in images
+    ]
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>Method comparison</title>',
+        f"<style>{HTML_STYLE}</style></head><body>", "<h1>Method comparison</h1>", f"<p>{_inline(INTRODUCTION)}</p>",
+        f"<table><thead><tr>{header}</tr></thead><tbody>", *body, "</tbody></table>",
+        *[f"<p>{_inline(note)}</p>" for note in notes], *figures, "</body></html>", "",
+    ])  # fmt: skip
+
+
+def _inline(text: str) -> str:
+    """Markdown's `code` spans as HTML, the rest escaped."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if index % 2 else part for index, part in enumerate(parts))
 
 
 def main(args: list[str] | None = None, prog: str = "python -m selfsup.report") -> None:
@@ -398,7 +546,9 @@ def main(args: list[str] | None = None, prog: str = "python -m selfsup.report") 
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<method>/version_N) or folders above")
-    parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md and the PNGs")
+    parser.add_argument(
+        "--out", type=Path, default=Path("report"), help="folder for report.md, report.html and the PNGs"
+    )
     options = parser.parse_args(args)
     try:
         report = write_report(options.runs, options.out)

@@ -5,6 +5,7 @@ benchmarks import these instead of rebuilding strings, so they cannot drift apar
     runs/<method>/version_N/                       a run folder: metrics.csv, hparams.yaml, config.yaml, wandb/
     runs/<method>/version_N/checkpoints/last.ckpt  the checkpoint to resume or evaluate
     runs/<method>/version_N/checkpoints/results.json   what `selfsup eval` measured on it
+    runs/<method>/version_N/checkpoints/random_init.json   the same measured at random initialisation (the baseline)
     runs/<method>/version_N/checkpoints/embedding_map.png   its t-SNE map of the test features
     runs/<method>/version_N/checkpoints/backbone.safetensors (+ .json)   the exported backbone and its card
 """
@@ -27,6 +28,7 @@ CONFIG_FILE = "config.yaml"  # the run's whole resolved command-line config, as 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"  # the file is last.ckpt
 RESULTS_FILE = "results.json"
+BASELINE_FILE = "random_init.json"  # `selfsup eval --random_init`: the run's backbone untrained, and raw pixels
 EMBEDDING_MAP_FILE = "embedding_map.png"
 
 
@@ -68,6 +70,7 @@ class Metric:
     EVAL_KNN_TOP1 = "eval/knn_top1"
     EVAL_LINEAR_TOP1 = "eval/linear_top1"
     EVAL_LINEAR_TOP5 = "eval/linear_top5"
+    EVAL_RAW_PIXELS_KNN_TOP1 = "eval/raw_pixels_knn_top1"  # the baseline's kNN on the pixels themselves
     EVAL_EMBEDDING_MAP = "eval/embedding_map"  # an image
 
 
@@ -185,6 +188,12 @@ def backbone_path(checkpoint: Path, encoder: str = "online") -> Path:
 def results_path(checkpoint: Path) -> Path:
     """Where `selfsup eval` writes what it measured on `checkpoint`: results.json beside it."""
     return checkpoint.parent / RESULTS_FILE
+
+
+def baseline_path(checkpoint: Path) -> Path:
+    """Where `selfsup eval --random_init` writes what it measured on `checkpoint`'s backbone untrained, and on raw
+    pixels: random_init.json beside it."""
+    return checkpoint.parent / BASELINE_FILE
 
 
 @dataclass(frozen=True)

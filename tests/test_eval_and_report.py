@@ -9,14 +9,18 @@ import pytest
 import torch
 
 from selfsup import report
+from selfsup.augment import CleanView
 from selfsup.cli import main
+from selfsup.data.datasets import read_idx
+from selfsup.evaluation.checkpoint import at_random_init, load_pretrained
 from selfsup.evaluation.evaluate import accumulated
 from selfsup.report import DIAGNOSTICS, Run, markdown_table, plot_scores, seed_rows, within_spread, write_report
 from selfsup.report import main as report_command
-from selfsup.runs import Metric
+from selfsup.runs import Metric, results_path
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
-from tests.test_train_cli import REPO, read_metrics, read_offline_wandb_run, run_train_py, train
+from tests.evaluation.test_knn import brute_force_knn
+from tests.test_train_cli import read_metrics, read_offline_wandb_run, run_train_py, train
 
 TINY_MODEL = [
     "--model.init_args.backbone", "test_resnet", "--model.init_args.small_image_stem", "false",
@@ -35,19 +39,22 @@ def evaluate_in_a_process(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SimCLR run (with the online diagnostics callback) and an NNCLR run, 2 epochs each on fake data."""
+def method_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SimCLR (with the online diagnostics callback) and NNCLR, seeds 0 and 1 each, 2 epochs each on fake data:
+    runs/<method>/version_<seed>."""
     root = tmp_path_factory.mktemp("runs")
     fake_fashion_mnist(root / "fmnist", train=96, test=40)
     data = ["--data.root", str(root / "fmnist"), "--data.batch_size", "16", "--trainer.max_epochs", "2"]
     callback = ["--trainer.callbacks+=selfsup.evaluation.DiagnosticsCallback", "--trainer.callbacks.every_n_steps=2"]
-    train(*data, *TINY_MODEL, *callback, "--wandb", "false", root=root / "runs", method="simclr")
-    train(*data, *TINY_MODEL, "--wandb", "false", root=root / "runs", method="nnclr")
+    for seed in ("0", "1"):
+        seeded = [*data, *TINY_MODEL, "--seed_everything", seed, "--wandb", "false"]
+        train(*seeded, *callback, root=root / "runs", method="simclr")
+        train(*seeded, root=root / "runs", method="nnclr")
     return root / "runs"
 
 
-def test_online_diagnostics_callback_logs_during_training(two_runs: Path) -> None:
-    rows = read_metrics(two_runs / "simclr" / "version_0")
+def test_online_diagnostics_callback_logs_during_training(method_runs: Path) -> None:
+    rows = read_metrics(method_runs / "simclr" / "version_0")
     for name in (
         "diag/alignment",
         "diag/uniformity",
@@ -59,8 +66,8 @@ def test_online_diagnostics_callback_logs_during_training(two_runs: Path) -> Non
     assert any(row["time/elapsed_s"] for row in rows)
 
 
-def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two_runs: Path) -> None:
-    checkpoint = two_runs / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
+def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(method_runs: Path) -> None:
+    checkpoint = method_runs / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
     result = evaluate_in_a_process(
         "--config", "configs/eval/linear.yaml", "--ckpt_path", str(checkpoint), "--linear.epochs", "3"
     )
@@ -94,9 +101,9 @@ def test_eval_prints_table_writes_results_and_logs_an_offline_wandb_eval_run(two
     ],
 )
 def test_bad_checkpoints_get_one_clear_error(
-    make_checkpoint, extra: list[str], message: str, two_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    make_checkpoint, extra: list[str], message: str, method_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    checkpoint = make_checkpoint(tmp_path, two_runs / "nnclr" / "version_0" / "checkpoints" / "last.ckpt")
+    checkpoint = make_checkpoint(tmp_path, method_runs / "nnclr" / "version_0" / "checkpoints" / "last.ckpt")
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "--ckpt_path", str(checkpoint), "--wandb", "false", *extra])
     assert message in str(exit_info.value.code) + capsys.readouterr().err
@@ -107,37 +114,84 @@ def _save(path: Path, content: dict) -> Path:
     return path
 
 
-def test_report_compares_runs_in_a_table_and_plots(two_runs: Path, tmp_path: Path) -> None:
-    checkpoint = two_runs / "nnclr" / "version_0" / "checkpoints" / "last.ckpt"
-    knn_only = str(REPO / "configs" / "eval" / "knn.yaml")
-    evaluate("--config", knn_only, "--ckpt_path", str(checkpoint), "--wandb", "false", "--map_points", "0")
-    simclr = two_runs / "simclr" / "version_0" / "checkpoints" / "last.ckpt"  # with diagnostics, whatever ran before
-    evaluate("--ckpt_path", str(simclr), "--wandb", "false", "--map_points", "0", "--linear_probe", "false")
-    report_command([str(two_runs), "--out", str(tmp_path)])
+def test_two_methods_two_seeds_each_and_a_baseline_make_one_report_with_means_spreads_and_plots(
+    method_runs: Path, tmp_path: Path
+) -> None:
+    """What a researcher does to compare methods: pretrain two methods with two seeds each, evaluate every run and
+    one run's backbone at random initialisation, and report."""
+    checkpoints = {(method, seed): method_runs / method / f"version_{seed}" / "checkpoints" / "last.ckpt"
+                   for method in ("simclr", "nnclr") for seed in (0, 1)}  # fmt: skip
+    quick = ["--wandb", "false", "--map_points", "0", "--linear.epochs", "2"]
+    for (method, _), checkpoint in checkpoints.items():
+        evaluate("--ckpt_path", str(checkpoint), *quick, *(["--diagnostics", "false"] if method == "nnclr" else []))
+    evaluate("--ckpt_path", str(checkpoints["simclr", 0]), "--random_init", "true", *quick)
+    report_command([str(method_runs), "--out", str(tmp_path)])
+
+    rows = json.loads((tmp_path / "report.json").read_text())
+    assert [(row["method"], row["seeds"]) for row in rows] == [
+        ("nnclr", [0, 1]), ("simclr", [0, 1]), ("random init", [0]), ("raw pixels", []),
+    ]  # fmt: skip
     report = (tmp_path / "report.md").read_text()
     header = "| method | run | seeds | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "
     assert header + "online kNN top-1 | online probe top-1 | device hours | hardest negative cos |" in report
-    rows = {
-        line.split(" | ")[1]: line
-        for line in report.splitlines()
-        if line.startswith("| nnclr") or line.startswith("| simclr")
-    }
-    assert set(rows) == {"nnclr-v0", "simclr-v0"}
-    nnclr = rows["nnclr-v0"].split(" | ")
-    assert nnclr.pop(2) == "0"  # the seeds of a run alone: its own
-    assert nnclr[2:5] == ["test_resnet", "2", "16"] and float(nnclr[5].replace(",", "")) > 0
-    results = json.loads((checkpoint.parent / "results.json").read_text())
-    assert nnclr[6] == f"{100 * results['knn']['top1']:.2f}%" and nnclr[7] == "-"  # eval ran kNN only
-    online = [row for row in read_metrics(two_runs / "nnclr" / "version_0") if row["val/knn_top1"]][-1]
-    assert nnclr[8] == f"{100 * float(online['val/knn_top1']):.2f}%"
-    assert nnclr[9] == f"{100 * float(online['val/online_linear_top1']):.2f}%"
-    simclr_rows = read_metrics(two_runs / "simclr" / "version_0")
-    hardest = [row["train/hard_negative_sim"] for row in simclr_rows if row.get("train/hard_negative_sim")][-1]
-    assert rows["simclr-v0"].split(" | ")[12] == f"{float(hardest):.3f} |" and nnclr[11] == "- |"  # NNCLR: none
-    assert "Not in the diagnostics: nnclr-v0 (no `selfsup eval` with diagnostics" in report  # knn.yaml has none
-    for image in ("knn.png", "scores.png", "diagnostics.png"):
+    for row in rows[:2]:
+        method = row["method"]
+        results = [json.loads(results_path(checkpoints[method, seed]).read_text()) for seed in (0, 1)]
+        online = [[r for r in read_metrics(method_runs / method / f"version_{seed}") if r["val/knn_top1"]][-1]
+                  for seed in (0, 1)]  # fmt: skip
+        for key, values in (
+            ("knn_top1", [r["knn"]["top1"] for r in results]),
+            ("linear_top1", [r["linear"]["top1"] for r in results]),
+            ("online_knn_top1", [float(r["val/knn_top1"]) for r in online]),
+        ):
+            assert row[key] == pytest.approx(statistics.mean(values)), (method, key)
+            assert row[f"{key}_std"] == pytest.approx(statistics.stdev(values)), (method, key)
+        assert (row["backbone"], row["epochs"], row["global_batch"]) == ("test_resnet", 2, 16) and row["img_per_s"] > 0
+        line = f"| {method} | {method}-v0, {method}-v1 | 0, 1 | test_resnet | 2 | 16 |"
+        assert line in report and f"{row['knn_top1']:.2%} ± {row['knn_top1_std']:.2%}" in report
+    nnclr, simclr = rows[0], rows[1]
+    assert simclr["hard_negative_sim"] is not None and nnclr["hard_negative_sim"] is None  # NNCLR logs none
+    within = abs(simclr["knn_top1"] - nnclr["knn_top1"]) <= simclr["knn_top1_std"] + nnclr["knn_top1_std"]
+    assert ("nnclr and simclr: kNN top-1 differs by" in report) == within
+
+    baseline = json.loads((checkpoints["simclr", 0].parent / "random_init.json").read_text())
+    assert baseline["epochs_trained"] == 0 and baseline["random_init_seed"] == 0
+    assert rows[2]["knn_top1"] == baseline["knn"]["top1"] and rows[2]["linear_top1"] == baseline["linear"]["top1"]
+    assert baseline["knn"] != json.loads(results_path(checkpoints["simclr", 0]).read_text())["knn"]  # not the trained
+    assert rows[3]["knn_top1"] == baseline["raw_pixels"]["knn"]["top1"] == raw_pixel_knn(method_runs.parent / "fmnist")
+    assert "random init and raw pixels: the baseline" in report
+    assert "Not in the diagnostics: nnclr-v0, nnclr-v1" in report  # evaluated with --diagnostics false
+
+    for image in ("knn.png", "curves.png", "scores.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{image}]({image})" in report
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('<tr class="run">') == 2 and page.count('<tr class="baseline">') == 2
+    assert page.count('src="data:image/png;base64,') == 4 and "href=" not in page  # nothing outside the file
+
+
+def test_the_random_init_baseline_is_the_architecture_untrained_drawn_from_its_seed(method_runs: Path) -> None:
+    pretrained = load_pretrained(method_runs / "simclr" / "version_0" / "checkpoints" / "last.ckpt")
+    state = torch.random.get_rng_state()
+    first, again, other = at_random_init(pretrained), at_random_init(pretrained), at_random_init(pretrained, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random stream is left as it was
+    weights = [next(model.backbone.parameters()) for model in (first, again, other, pretrained)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert not torch.equal(weights[0], weights[3])  # not the trained weights
+    assert (first.epochs_trained, first.random_init_seed, pretrained.random_init_seed) == (0, 0, None)
+
+
+def raw_pixel_knn(fashion_mnist: Path) -> float:
+    """kNN top-1 (k=200, T=0.1) of the raw pixels of the fake Fashion-MNIST, from the plain float64 reference: the
+    images as the clean evaluation view gives them (32 px, normalised)."""
+    images = {split: torch.from_numpy(read_idx(fashion_mnist / f"{split}-images-idx3-ubyte.gz"))[:, None]
+              for split in ("train", "t10k")}  # fmt: skip
+    labels = {split: torch.from_numpy(read_idx(fashion_mnist / f"{split}-labels-idx1-ubyte")).long()
+              for split in ("train", "t10k")}  # fmt: skip
+    view = CleanView(32, (0.2860,) * 3, (0.3530,) * 3)
+    pixels = {split: view(batch).flatten(1).double() for split, batch in images.items()}
+    predicted = brute_force_knn(pixels["t10k"], pixels["train"], labels["train"], 10, 200, 0.1)
+    return (predicted == labels["t10k"]).double().mean().item()
 
 
 def test_runs_of_one_name_from_two_roots_are_told_apart_and_a_run_named_twice_is_one(tmp_path: Path) -> None:
@@ -223,6 +277,6 @@ def test_runs_that_differ_only_by_seed_are_one_row_with_mean_spread_seeds_and_a_
     assert "| byol | byol-v0 | 0 | resnet18 |" in table and "50.00% |" in table  # one seed: no spread
     assert plot_scores(rows, tmp_path) == ["scores.png"] and (tmp_path / "scores.png").stat().st_size > 0
     assert within_spread(rows) == [
-        "simclr and mocov2: knn top1 differs by 0.00 points, within their seed spread (1.41 and 0.71 points): "
+        "simclr and mocov2: kNN top-1 differs by 0.00 points, within their seed spread (1.41 and 0.71 points): "
         "not a ranking."
     ]

@@ -1,9 +1,11 @@
 """Load the backbone of any method's pretraining checkpoint, safely and with errors that name the fix."""
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from selfsup.errors import ConfigurationError
@@ -26,6 +28,7 @@ class Pretrained:
     epoch: int  # Lightning's epoch index at saving
     epochs_trained: int  # epochs completed
     global_step: int
+    random_init_seed: int | None = None  # set by `at_random_init`: the backbone is untrained, drawn with this seed
 
     @property
     def image_size(self) -> int:
@@ -54,10 +57,7 @@ def load_pretrained(path: str | Path, expected_backbone: str | None = None, enco
             f"{path} holds a {hparams['backbone']!r} backbone, not {expected_backbone!r}. Pass a checkpoint of "
             f"{expected_backbone!r}, or drop --backbone to evaluate the checkpoint's own."
         )
-    backbone = build_backbone(
-        hparams["backbone"], hparams.get("small_image_stem"), hparams["image_size"],
-        **(hparams.get("backbone_kwargs") or {}),
-    )  # fmt: skip
+    backbone = _untrained_backbone(hparams)
     record = RunRecord.read(checkpoint)
     run_folder = run_folder_of_checkpoint(path)
     method = record.method if record else run_folder.parent.name
@@ -80,6 +80,26 @@ def load_pretrained(path: str | Path, expected_backbone: str | None = None, enco
         epochs_trained=_epochs_trained(checkpoint),
         global_step=int(checkpoint.get("global_step", -1)),
     )
+
+
+def at_random_init(pretrained: Pretrained, seed: int = 0) -> Pretrained:
+    """`pretrained` with its backbone as it was before training: the same architecture freshly initialised from
+    `seed` (the global random state is left as it was). Evaluated the same way, it is the baseline a pretrained
+    number is read against: what learning added over the architecture's inductive bias."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = _untrained_backbone(pretrained.hparams)
+    return dataclasses.replace(
+        pretrained, backbone=backbone.eval().requires_grad_(False), epochs_trained=0, random_init_seed=seed
+    )
+
+
+def _untrained_backbone(hparams: dict[str, Any]) -> nn.Module:
+    """The backbone of a checkpoint's hyperparameters, as its constructor initialises it."""
+    return build_backbone(
+        hparams["backbone"], hparams.get("small_image_stem"), hparams["image_size"],
+        **(hparams.get("backbone_kwargs") or {}),
+    )  # fmt: skip
 
 
 def _encoder_attribute(path: Path, method: str, encoder: str) -> str:

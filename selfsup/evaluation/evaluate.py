@@ -10,6 +10,11 @@ whole or not at all; any other existing file is never replaced) and a t-SNE map 
 it (`embedding_map.png`), and logs both to wandb under the pretraining run's name with job type `eval` (offline
 unless wandb is configured). Where they go is checked before any work starts.
 
+    selfsup eval --ckpt_path runs/simclr/version_0/checkpoints/last.ckpt --random_init true
+
+measures the baseline the same way: the checkpoint's backbone at random initialisation, and the kNN of the raw
+pixels, into `random_init.json` beside the checkpoint (wandb job type `baseline`).
+
 On several devices (`torchrun --nproc_per_node N -m selfsup eval ...`) it runs the same steps sharded: each rank
 extracts the features of its share of the data, the kNN search merges the ranks' candidates without gathering
 the bank, the linear probe trains on the features gathered in dataset order, and rank 0 computes the
@@ -28,20 +33,21 @@ from typing import Any
 
 import torch
 from jsonargparse import CLI
+from torch import nn
 
 from selfsup.atomic import WriteError, check_writable, write_text
 from selfsup.augment import CleanView, MultiView, ViewRecipe
 from selfsup.data import SelfSupDataModule
 from selfsup.distributed import all_reduce, barrier, gather_interleaved, init_from_environment, rank, world_size
 from selfsup.errors import ConfigurationError
-from selfsup.evaluation.checkpoint import Pretrained, load_pretrained
+from selfsup.evaluation.checkpoint import Pretrained, at_random_init, load_pretrained
 from selfsup.evaluation.diagnostics import representation_diagnostics
 from selfsup.evaluation.embedding_map import embedding_map
 from selfsup.evaluation.features import extract_features
 from selfsup.evaluation.knn import KNN_KS, KNN_TEMPERATURES, knn_sweep
 from selfsup.evaluation.linear_probe import LinearProbeConfig, train_linear_probe
 from selfsup.loggers import wandb_configured_online
-from selfsup.runs import Metric, embedding_map_path, eval_wandb_folder, results_path
+from selfsup.runs import Metric, baseline_path, embedding_map_path, eval_wandb_folder, results_path
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class KnnConfig:
 
 def evaluate(
     ckpt_path: str,
+    random_init: bool = False,
     backbone: str | None = None,
     data: EvalData = EvalData(),
     knn: KnnConfig = KnnConfig(),
@@ -91,6 +98,9 @@ def evaluate(
 
     Args:
         ckpt_path: a checkpoint written by `selfsup fit` (any method).
+        random_init: evaluate the checkpoint's backbone at random initialisation (seed 0) instead of its weights,
+            with the same data and protocol, and the kNN of the raw pixels: the baseline its results are read
+            against. Written to random_init.json beside the checkpoint, which the report shows as baseline rows.
         backbone: if set, the backbone the checkpoint must hold (guards against evaluating the wrong file).
         data: the evaluation data; by default the dataset and root the checkpoint was trained on.
         knn: the kNN sweep over k and temperature.
@@ -103,17 +113,21 @@ def evaluate(
             about 20 s on 2 CPU cores; 2,000 take a few seconds); 0: no map.
         wandb: log to Weights & Biases (offline unless configured online), under the pretraining run's name.
         wandb_project: the project, the same as pretraining's.
-        output: where to write the results (default: results.json next to the checkpoint).
+        output: where to write the results (default: results.json next to the checkpoint, random_init.json
+            with --random_init).
     """
     if map_points < 0:
         raise ConfigurationError(f"--map_points must be at least 0 (0: no map), got {map_points}")
-    destination = Path(output).expanduser() if output else results_path(Path(ckpt_path).expanduser())
+    default_destination = baseline_path if random_init else results_path
+    destination = Path(output).expanduser() if output else default_destination(Path(ckpt_path).expanduser())
     check_destination(destination, map_points > 0)
     device = init_from_environment()
-    setup = load(ckpt_path, backbone, data, device)
-    features = extract(setup)
+    setup = load(ckpt_path, backbone, data, device, random_init)
+    features = extract(setup, setup.network)
     results = describe(setup, features)
     results["knn"] = knn_results(features, setup.datamodule.num_classes, knn)
+    if random_init:
+        results["raw_pixels"] = raw_pixel_results(setup, knn)
     if linear_probe:
         results["linear"] = linear_results(setup, features, linear)
     if diagnostics and rank() == 0:
@@ -162,9 +176,12 @@ class Features:
     seconds: float
 
 
-def load(ckpt_path: str, backbone: str | None, data: EvalData, device: torch.device) -> Setup:
-    """The checkpoint's backbone (weights only) and the data module with this rank's evaluation loaders."""
+def load(ckpt_path: str, backbone: str | None, data: EvalData, device: torch.device, random_init: bool) -> Setup:
+    """The checkpoint's backbone (weights only; untrained with `random_init`) and the data module with this rank's
+    evaluation loaders."""
     pretrained = load_pretrained(ckpt_path, backbone)
+    if random_init:
+        pretrained = at_random_init(pretrained)
     pretrained.backbone.to(device, memory_format=torch.channels_last)
     datamodule = _datamodule(pretrained, data)
     loaders = datamodule.evaluation_loaders(rank(), world_size())
@@ -173,11 +190,12 @@ def load(ckpt_path: str, backbone: str | None, data: EvalData, device: torch.dev
     return Setup(ckpt_path, pretrained, datamodule, *loaders, device)
 
 
-def extract(setup: Setup) -> Features:
+def extract(setup: Setup, network: nn.Module) -> Features:
+    """`network`'s features of the clean views of this rank's training and test images."""
     start = time.perf_counter()
     clean = CleanView(setup.pretrained.image_size, setup.datamodule.mean, setup.datamodule.std).to(setup.device)
-    train, train_labels = extract_features(setup.network, setup.bank_loader, clean, setup.device)
-    test, test_labels = extract_features(setup.network, setup.test_loader, clean, setup.device)
+    train, train_labels = extract_features(network, setup.bank_loader, clean, setup.device)
+    test, test_labels = extract_features(network, setup.test_loader, clean, setup.device)
     return Features(train, train_labels, test, test_labels, round(time.perf_counter() - start, 2))
 
 
@@ -195,6 +213,8 @@ def describe(setup: Setup, features: Features) -> dict[str, Any]:
         "epoch": pretrained.epoch,
         "epochs_trained": pretrained.epochs_trained,
         "global_step": pretrained.global_step,
+        **({} if pretrained.random_init_seed is None else {"random_init_seed": pretrained.random_init_seed}),
+        "image_size": pretrained.image_size,
         "num_train": int(counts[0]),
         "num_test": int(counts[1]),
         "scored_on": "holdout" if setup.datamodule.holdout else "test",  # the run's --data.holdout, if it had one
@@ -213,6 +233,21 @@ def knn_results(features: Features, num_classes: int, config: KnnConfig) -> dict
     )  # fmt: skip
     headline = next(r for r in sweep if (r["k"], r["temperature"]) == (config.headline_k, config.headline_temperature))
     return {**headline, "sweep": sweep, "seconds": round(time.perf_counter() - start, 2)}
+
+
+RAW_PIXELS_MAX_SIZE = 64  # 3 x 64 x 64 values an image: a bank of 60,000 images takes 2.9 GB
+
+
+def raw_pixel_results(setup: Setup, config: KnnConfig) -> dict[str, Any]:
+    """The kNN sweep on the clean views' normalised pixels themselves: the floor below even an untrained network
+    (at most RAW_PIXELS_MAX_SIZE px; above it, said and skipped)."""
+    size = setup.pretrained.image_size
+    if size > RAW_PIXELS_MAX_SIZE:
+        reason = f"not measured at {size} px: raw pixels are compared at up to {RAW_PIXELS_MAX_SIZE} px"
+        print(f"raw pixels: {reason}")
+        return {"skipped": reason}
+    pixels = extract(setup, nn.Flatten())
+    return {"knn": knn_results(pixels, setup.datamodule.num_classes, config), "dimensions": pixels.train.shape[1]}
 
 
 def linear_results(setup: Setup, features: Features, config: LinearProbeConfig) -> dict[str, Any]:
@@ -372,7 +407,11 @@ def _diagnostic_views(
 
 def _what_was_evaluated(results: dict[str, Any]) -> str:
     """`simclr-v0 (simclr, resnet18, 2 epochs)`: the run, its method and backbone, and the epochs it trained, said
-    alike in the printed summary and the map's title."""
+    alike in the printed summary and the map's title; for a baseline, `simclr-v0's resnet18 at random
+    initialisation (seed 0)`."""
+    if "random_init_seed" in results:
+        seed = results["random_init_seed"]
+        return f"{results['run_name']}'s {results['backbone']} at random initialisation (seed {seed})"
     epochs = f"{results['epochs_trained']} epoch" + ("" if results["epochs_trained"] == 1 else "s")
     return f"{results['run_name']} ({results['method']}, {results['backbone']}, {epochs})"
 
@@ -391,6 +430,8 @@ def format_results(results: dict[str, Any]) -> str:
         row = {r["temperature"]: r["top1"] for r in knn["sweep"] if r["k"] == k}
         lines.append(f"k={k:<8} " + "".join(f"{100 * row[t]:>8.2f}%" for t in temperatures))
     lines.append(f"headline: kNN top-1 {100 * knn['top1']:.2f}% (k={knn['k']}, T={knn['temperature']})")
+    if "knn" in results.get("raw_pixels", {}):
+        lines.append(f"raw pixels: kNN top-1 {100 * results['raw_pixels']['knn']['top1']:.2f}% (the same k and T)")
     if "linear" in results:
         linear = results["linear"]
         lines.append(
@@ -415,16 +456,21 @@ def _log_to_wandb(results: dict[str, Any], project: str, results_folder: Path, w
     import wandb  # imported here: only runs that log to wandb need it installed
 
     config = {key: results[key] for key in ("method", "dataset", "backbone", "checkpoint", "epochs_trained")}
+    baseline = "random_init_seed" in results
+    if baseline:
+        config["random_init_seed"] = results["random_init_seed"]
     run = wandb.init(
         project=project,
         name=results["run_name"],
         group=results["dataset"],
-        job_type="eval",
+        job_type="baseline" if baseline else "eval",
         dir=str(wandb_folder),
         mode="online" if wandb_configured_online() else "offline",
         config=config,
     )
     metrics = {Metric.EVAL_KNN_TOP1: results["knn"]["top1"]}
+    if "knn" in results.get("raw_pixels", {}):
+        metrics[Metric.EVAL_RAW_PIXELS_KNN_TOP1] = results["raw_pixels"]["knn"]["top1"]
     if "linear" in results:
         metrics |= {
             Metric.EVAL_LINEAR_TOP1: results["linear"]["top1"],
