@@ -55,7 +55,8 @@ from common import environment  # noqa: E402
 
 from selfsup.augment import ViewRecipe  # noqa: E402
 from selfsup.methods import METHODS  # noqa: E402
-from selfsup.report import Run, plot_knn  # noqa: E402
+from selfsup.report import Run  # noqa: E402
+from selfsup.report_plots import plot_knn  # noqa: E402
 from selfsup.runs import CHECKPOINT_DIR, METRICS_FILE, Metric, results_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

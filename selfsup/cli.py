@@ -50,6 +50,7 @@ from selfsup.loggers import (
     LastCheckpoint,
     ResolvedWandbConfig,
     RunProgressBar,
+    StepLearningRateMonitor,
     StopBeforeTimeLimit,
     TrainingClock,
     discard_run,
@@ -268,7 +269,7 @@ class SelfSupCLI(LightningCLI):
         callbacks = list(self._subcommand_config(self.config_init).trainer.callbacks or [])
         callbacks += [TrainingClock(), ResolvedWandbConfig()]
         if config.trainer.logger is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
-            callbacks.append(LearningRateMonitor(logging_interval="step"))  # a wrong schedule shows on the dashboard
+            callbacks.append(StepLearningRateMonitor())
         if config.trainer.enable_checkpointing is not False:
             callbacks.append(LastCheckpoint())
             if config.checkpoint_every_minutes:

@@ -20,7 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
@@ -194,6 +194,21 @@ def checkpoint_size_estimate(module: pl.LightningModule) -> int:
     return state + 2 * weights
 
 
+def logged_beyond_cadence(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Whether training batch `batch_idx` is logged although Lightning's cadence (every `log_every_n_steps` optimizer
+    steps) skips it: it ends its epoch or the run with an optimizer step, so a run shorter than the cadence still
+    logs its loss, throughput and learning rates. The same answer from `on_train_batch_start` to
+    `on_train_batch_end`: it reads Lightning's count of finished steps, as Lightning's own cadence does.
+
+    Where Lightning's Timer (`--trainer.max_time`) stops the run on such a step, Lightning logs it too, after this
+    step's metrics were logged: that step appears twice."""
+    if trainer.log_every_n_steps == 0 or trainer._logger_connector.should_update_logs:
+        return False
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1  # this batch's optimizer step, counted from 1
+    ends_run = 0 < trainer.max_steps <= step
+    return ended_optimizer_step(trainer, batch_idx) and (trainer.is_last_batch or ends_run)
+
+
 class TrainingClock(pl.Callback):
     """Training throughput (`perf/img_per_s`, images of all ranks per second since the previous logged step,
     validation excluded) and, at every validation, the time spent fitting (`time/elapsed_s`) and its cost in
@@ -201,9 +216,10 @@ class TrainingClock(pl.Callback):
     through its checkpoint, each process's share counted on the devices it ran on (the time between the last
     checkpoint and an interruption is not counted: its work is redone).
 
-    It also sets when training steps are logged: every `log_every_n_steps` steps as Lightning does, and also at
-    each epoch's last step and the run's last step, so that a run shorter than the cadence still logs its loss and
-    throughput (and the report has figures for it)."""
+    It also logs the steps `logged_beyond_cadence` adds (each epoch's last, the run's last) with the metrics
+    Lightning would have logged there: a run shorter than `log_every_n_steps` still has a loss and a throughput
+    (except in epochs of one batch: the first batch of each epoch starts the clock, so that loader start-up is not
+    counted as training)."""
 
     def __init__(self) -> None:
         self._window: tuple[float, int] | None = None  # (start, images since) of the current window
@@ -223,17 +239,13 @@ class TrainingClock(pl.Callback):
         now, images = time.perf_counter(), batch[1].shape[0] * trainer.world_size
         start, seen = self._window if self._window is not None else (now, -images)  # the first batch starts it
         self._window = (start, seen + images)
-        if not ended_optimizer_step(trainer, batch_idx):
-            return
-        # Lightning's own cadence, as its LearningRateMonitor reads it: it logs this step's metrics after this hook
-        lightning_logs = trainer._logger_connector.should_update_logs
-        ends = trainer.is_last_batch or 0 < trainer.max_steps <= trainer.global_step  # an epoch, or the run
-        last_step = ends and trainer.log_every_n_steps > 0
-        start, seen = self._window
-        if seen and (lightning_logs or last_step):
-            pl_module.log(Metric.IMAGES_PER_SECOND, seen / (now - start), batch_size=images)
+        beyond_cadence = logged_beyond_cadence(trainer, batch_idx)
+        # Lightning logs this step's metrics after this hook where its cadence says so
+        logged = beyond_cadence or trainer._logger_connector.should_update_logs
+        if seen + images and logged and ended_optimizer_step(trainer, batch_idx):
+            pl_module.log(Metric.IMAGES_PER_SECOND, (seen + images) / (now - start), batch_size=images)
             self._window = (now, 0)
-        if last_step and not lightning_logs:  # the step's metrics (loss, throughput) as Lightning would log them
+        if beyond_cadence:
             trainer._logger_connector.log_metrics(trainer._logger_connector.metrics["log"])
 
     def elapsed(self) -> tuple[float, float]:
@@ -254,6 +266,24 @@ class TrainingClock(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._before = (state_dict["elapsed_s"], state_dict["device_hours"])
+
+
+class StepLearningRateMonitor(LearningRateMonitor):
+    """Lightning's LearningRateMonitor at every logged step (`lr/<parameter group>`), also at those
+    `logged_beyond_cadence` adds: a short run has learning-rate curves too, and a wrong schedule shows on the
+    dashboard."""
+
+    def __init__(self) -> None:
+        super().__init__(logging_interval="step")
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        if logged_beyond_cadence(trainer, batch_idx):  # the rates this step uses, at its step, as the parent does
+            rates = self._extract_stats(trainer, "any")
+            for logger in trainer.loggers:
+                logger.log_metrics(rates, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
 class StopBeforeTimeLimit(pl.Callback):

@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfsup import report
+from selfsup import report_plots
 from selfsup.augment import CleanView
 from selfsup.cli import main
 from selfsup.data.datasets import read_idx
+from selfsup.errors import ConfigurationError
 from selfsup.evaluation.checkpoint import at_random_init, load_pretrained
-from selfsup.evaluation.evaluate import accumulated
-from selfsup.report import DIAGNOSTICS, Run, markdown_table, plot_scores, seed_rows, within_spread, write_report
+from selfsup.evaluation.evaluate import accumulated, check_destination
+from selfsup.report import Run, baseline_rows, markdown_table, seed_rows, within_spread, write_report
 from selfsup.report import main as report_command
+from selfsup.report_plots import DIAGNOSTICS, plot_scores
 from selfsup.runs import Metric, results_path
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_datasets import fake_fashion_mnist
@@ -129,7 +131,7 @@ def test_two_methods_two_seeds_each_and_a_baseline_make_one_report_with_means_sp
 
     rows = json.loads((tmp_path / "report.json").read_text())
     assert [(row["method"], row["seeds"]) for row in rows] == [
-        ("nnclr", [0, 1]), ("simclr", [0, 1]), ("random init", [0]), ("raw pixels", []),
+        ("nnclr", [0, 1]), ("simclr", [0, 1]), ("random init", []), ("raw pixels", []),
     ]  # fmt: skip
     report = (tmp_path / "report.md").read_text()
     header = "| method | run | seeds | backbone | epochs | global batch | images/s | kNN top-1 | linear top-1 | "
@@ -157,11 +159,15 @@ def test_two_methods_two_seeds_each_and_a_baseline_make_one_report_with_means_sp
     baseline = json.loads((checkpoints["simclr", 0].parent / "random_init.json").read_text())
     assert baseline["epochs_trained"] == 0 and baseline["random_init_seed"] == 0
     assert rows[2]["knn_top1"] == baseline["knn"]["top1"] and rows[2]["linear_top1"] == baseline["linear"]["top1"]
-    assert baseline["knn"] != json.loads(results_path(checkpoints["simclr", 0]).read_text())["knn"]  # not the trained
+    trained = json.loads(results_path(checkpoints["simclr", 0]).read_text())
+    assert baseline["knn"]["sweep"] != trained["knn"]["sweep"]  # another network's features
+    assert rows[2]["run"] == "simclr-v0's backbone, init seed 0"
     assert rows[3]["knn_top1"] == baseline["raw_pixels"]["knn"]["top1"] == raw_pixel_knn(method_runs.parent / "fmnist")
     assert "random init and raw pixels: the baseline" in report
     assert "Not in the diagnostics: nnclr-v0, nnclr-v1" in report  # evaluated with --diagnostics false
 
+    for folder in method_runs.glob("*/version_*"):  # every run has its curves
+        assert Run.load(folder).series(Metric.TRAIN_LOSS)[0] and Run.load(folder).series("lr/weights")[0]
     for image in ("knn.png", "curves.png", "scores.png", "diagnostics.png"):
         assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{image}]({image})" in report
@@ -222,12 +228,14 @@ def test_the_diagnostics_plot_takes_results_written_before_tolerance_was_measure
     """Results of an earlier version have no tolerance: their run has no bar in that panel, the other panels have both
     runs' bars. The figure is looked at, not saved (saving it takes seconds)."""
     drawn = []
-    monkeypatch.setattr(report, "save_figure", lambda figure, path: drawn.append(report.plt.close(figure) or figure))
+    monkeypatch.setattr(
+        report_plots, "save_figure", lambda figure, path: drawn.append(report_plots.plt.close(figure) or figure)
+    )
     histograms = {"positive_histogram": [1, 3], "negative_histogram": [3, 1]}
     measured = {name: 0.5 for name, _ in DIAGNOSTICS} | histograms
     earlier = {name: value for name, value in measured.items() if name != "tolerance"}
     runs = [Run(name, "simclr", [], {}, {"diagnostics": d}) for name, d in (("new-v0", measured), ("old-v0", earlier))]
-    assert report.plot_diagnostics(runs, tmp_path) == [report.DIAGNOSTICS_PLOT]
+    assert report_plots.plot_diagnostics(runs, tmp_path) == [report_plots.DIAGNOSTICS_PLOT]
     panels = {axis.get_title().split(" (")[0]: axis for axis in drawn[0].axes}
     assert [label.get_text() for label in panels["tolerance"].get_xticklabels()] == ["new-v0"]
     assert len(panels["uniformity"].patches) == 2
@@ -249,12 +257,50 @@ def test_results_accumulate_a_rerun_replaces_only_what_it_measured(
     trained_on = {**rerun, "global_step": 80}
     assert accumulated(trained_on, destination) == trained_on
     assert accumulated(rerun, tmp_path / "missing.json") == rerun
+    baseline = {**rerun, "random_init_seed": 0}  # the same checkpoint's backbone untrained: nothing of it is kept
+    assert accumulated(baseline, destination) == baseline
+
+
+def test_trained_and_random_init_results_never_replace_each_other(tmp_path: Path) -> None:
+    """`--random_init true --output results.json` mixed the untrained backbone's kNN with the trained probe."""
+    trained, untrained = tmp_path / "results.json", tmp_path / "random_init.json"
+    trained.write_text(json.dumps({"checkpoint": "/c.ckpt", "global_step": 4, "knn": {"top1": 0.5}}))
+    untrained.write_text(json.dumps({"checkpoint": "/c.ckpt", "global_step": 4, "knn": {"top1": 0.2},
+                                     "random_init_seed": 0}))  # fmt: skip
+    with pytest.raises(ConfigurationError, match="holds the results of trained weights, which random-init results"):
+        check_destination(trained, False, random_init=True)
+    with pytest.raises(ConfigurationError, match="holds the results of the random-init baseline weights, which trai"):
+        check_destination(untrained, False, random_init=False)
+    check_destination(trained, False, random_init=False)  # an earlier evaluation of the same kind: replaced
+    check_destination(untrained, False, random_init=True)
+
+
+def baseline_run(name: str, backbone: str = "resnet18", stem: bool = True) -> Run:
+    """A run with only the results of `selfsup eval --random_init true` on its checkpoint."""
+    knn = {"top1": 0.5, "k": 200, "temperature": 0.1}
+    pixels = {"knn": {**knn, "top1": 0.7}, "dimensions": 3072}
+    baseline = {"backbone": backbone, "small_image_stem": stem, "backbone_kwargs": {}, "image_size": 32,
+                "dataset": "fashion_mnist", "num_train": 100, "num_test": 50, "scored_on": "test",
+                "random_init_seed": 0, "knn": knn, "raw_pixels": pixels}  # fmt: skip
+    run = Run.from_rows(name, "simclr", [], {}, None)
+    run.baseline = baseline
+    return run
+
+
+def test_baselines_are_one_row_per_architecture_and_raw_pixels_one_per_evaluation_data() -> None:
+    rows = baseline_rows([baseline_run("a-v0"), baseline_run("a-v1"), baseline_run("b-v0", stem=False),
+                          baseline_run("c-v0", backbone="resnet50")])  # fmt: skip
+    assert [(row["method"], row["run"]) for row in rows] == [
+        ("random init", "a-v0's backbone, init seed 0"), ("raw pixels", "32 px, 3,072 values"),
+        ("random init", "b-v0's backbone, init seed 0"),  # another stem: another architecture
+        ("random init", "c-v0's backbone, init seed 0"),
+    ]  # fmt: skip
 
 
 def seeded_run(method: str, seed: int, knn: float, group: str = "g") -> Run:
     """A run as `Run.load` reads it, with one epoch's online kNN and an offline kNN result."""
     metrics = [{"epoch": "0", "step": "9", Metric.KNN_TOP1: str(knn - 0.01), Metric.IMAGES_PER_SECOND: "100"}]
-    results = {"knn": {"top1": knn}}
+    results = {"knn": {"top1": knn, "k": 200, "temperature": 0.1}}
     run = Run.from_rows(f"{method}-v{seed}", method, metrics, {"backbone": "resnet18", "batch_size": 64}, results)
     run.seed, run.seed_group = seed, f"{method}-{group}"
     return run

@@ -105,13 +105,15 @@ PROJECT_NOISE = (
 def test_a_run_shorter_than_the_logging_cadence_logs_loss_and_throughput_each_epoch_and_at_its_last_step(
     tmp_path: Path, image_folder: Path
 ) -> None:
-    """Before, a run of fewer steps than `log_every_n_steps` logged no loss and no images/s (the report said "-")."""
+    """Before, a run of fewer steps than `log_every_n_steps` logged no loss, images/s or learning rate (the report said
+    "-" and drew no curves)."""
     limits = ["--trainer.max_epochs", "3", "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "50"]
     train(*tiny_folder_args(image_folder), *limits, "--wandb", "false", root=tmp_path)  # 6 steps an epoch
     rows = read_metrics(tmp_path / "simclr" / "version_0")
     for metric in (Metric.TRAIN_LOSS, Metric.IMAGES_PER_SECOND):
         logged = [(int(row["epoch"]), int(row["step"])) for row in rows if row[metric]]
         assert logged == [(0, 5), (1, 7)], metric  # epoch 0's last step, and the run's last (max_steps)
+    assert [int(row["step"]) for row in rows if row[f"{Metric.LEARNING_RATE}/weights"]] == [5, 7]  # the same steps
     assert all(float(row[Metric.IMAGES_PER_SECOND]) > 0 for row in rows if row[Metric.IMAGES_PER_SECOND])
 
 

@@ -86,8 +86,8 @@ def at_random_init(pretrained: Pretrained, seed: int = 0) -> Pretrained:
     """`pretrained` with its backbone as it was before training: the same architecture freshly initialised from
     `seed` (the global random state is left as it was). Evaluated the same way, it is the baseline a pretrained
     number is read against: what learning added over the architecture's inductive bias."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the backbone is built on the CPU, from the CPU generator alone
+        torch.random.default_generator.manual_seed(seed)
         backbone = _untrained_backbone(pretrained.hparams)
     return dataclasses.replace(
         pretrained, backbone=backbone.eval().requires_grad_(False), epochs_trained=0, random_init_seed=seed

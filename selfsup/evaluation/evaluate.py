@@ -120,7 +120,7 @@ def evaluate(
         raise ConfigurationError(f"--map_points must be at least 0 (0: no map), got {map_points}")
     default_destination = baseline_path if random_init else results_path
     destination = Path(output).expanduser() if output else default_destination(Path(ckpt_path).expanduser())
-    check_destination(destination, map_points > 0)
+    check_destination(destination, map_points > 0, random_init)
     device = init_from_environment()
     setup = load(ckpt_path, backbone, data, device, random_init)
     features = extract(setup, setup.network)
@@ -209,6 +209,8 @@ def describe(setup: Setup, features: Features) -> dict[str, Any]:
         "method": pretrained.method,
         "run_name": pretrained.run_name,
         "backbone": pretrained.hparams["backbone"],
+        "small_image_stem": pretrained.hparams.get("small_image_stem"),
+        "backbone_kwargs": pretrained.hparams.get("backbone_kwargs") or {},
         "dataset": setup.datamodule.dataset,
         "epoch": pretrained.epoch,
         "epochs_trained": pretrained.epochs_trained,
@@ -244,7 +246,8 @@ def raw_pixel_results(setup: Setup, config: KnnConfig) -> dict[str, Any]:
     size = setup.pretrained.image_size
     if size > RAW_PIXELS_MAX_SIZE:
         reason = f"not measured at {size} px: raw pixels are compared at up to {RAW_PIXELS_MAX_SIZE} px"
-        print(f"raw pixels: {reason}")
+        if rank() == 0:
+            print(f"raw pixels: {reason}")
         return {"skipped": reason}
     pixels = extract(setup, nn.Flatten())
     return {"knn": knn_results(pixels, setup.datamodule.num_classes, config), "dimensions": pixels.train.shape[1]}
@@ -284,14 +287,21 @@ def map_results(
     return embedding_map(test, test_labels, points, f"{title}: test features, t-SNE", path, class_names)
 
 
-def check_destination(destination: Path, draws_map: bool) -> None:
+def check_destination(destination: Path, draws_map: bool, random_init: bool) -> None:
     """Before any work: the results (and the map beside them) can be written, and an existing file there is an
-    earlier evaluation's results, never a file of the user's that would be replaced."""
+    earlier evaluation's results of the same kind (trained weights, or the random-init baseline), never a file of
+    the user's, nor the other kind of results, that would be replaced."""
     check_writable(destination, "--output")
     earlier_evaluation = destination.is_file() and _is_results(destination)
     if destination.is_file() and not earlier_evaluation:
         raise ConfigurationError(
             f"--output {destination} exists and is not the results of `selfsup eval`, so it is not replaced; "
+            "choose a new file name."
+        )
+    if earlier_evaluation and _is_baseline(json.loads(destination.read_text())) != random_init:
+        held, written = ("the random-init baseline", "trained") if not random_init else ("trained", "random-init")
+        raise ConfigurationError(
+            f"--output {destination} holds the results of {held} weights, which {written} results do not replace; "
             "choose a new file name."
         )
     if draws_map:
@@ -308,19 +318,25 @@ MEASURED_PARTS = ("knn", "linear", "diagnostics", "map")  # what an evaluation m
 
 
 def accumulated(results: dict[str, Any], destination: Path) -> dict[str, Any]:
-    """`results` with the parts an earlier evaluation of the same checkpoint (its path and step) wrote to
-    `destination` and this one did not measure again: `--linear_probe false` re-measures the rest and keeps the
-    probe's figures. It says what it kept; results of another checkpoint, or of this one before it trained on, are
-    replaced whole."""
+    """`results` with the parts an earlier evaluation of the same checkpoint (its path and step, and its weights:
+    trained, or the same random initialisation) wrote to `destination` and this one did not measure again:
+    `--linear_probe false` re-measures the rest and keeps the probe's figures. It says what it kept; results of
+    another checkpoint, or of this one before it trained on, are replaced whole."""
     if not _is_results(destination):
         return results
     earlier = json.loads(destination.read_text())
-    if (earlier["checkpoint"], earlier.get("global_step")) != (results["checkpoint"], results["global_step"]):
+    identity = ("checkpoint", "global_step", "random_init_seed")
+    if any(earlier.get(key) != results.get(key) for key in identity):
         return results
     kept = [part for part in MEASURED_PARTS if part in earlier and part not in results]
     if kept:
         print(f"kept from the earlier evaluation in {destination}: {', '.join(kept)} (not measured again)")
     return results | {part: earlier[part] for part in kept}
+
+
+def _is_baseline(results: dict[str, Any]) -> bool:
+    """Whether `results` are those of `--random_init true`: the checkpoint's backbone untrained."""
+    return "random_init_seed" in results
 
 
 def _is_results(path: Path) -> bool:
@@ -409,7 +425,7 @@ def _what_was_evaluated(results: dict[str, Any]) -> str:
     """`simclr-v0 (simclr, resnet18, 2 epochs)`: the run, its method and backbone, and the epochs it trained, said
     alike in the printed summary and the map's title; for a baseline, `simclr-v0's resnet18 at random
     initialisation (seed 0)`."""
-    if "random_init_seed" in results:
+    if _is_baseline(results):
         seed = results["random_init_seed"]
         return f"{results['run_name']}'s {results['backbone']} at random initialisation (seed {seed})"
     epochs = f"{results['epochs_trained']} epoch" + ("" if results["epochs_trained"] == 1 else "s")
@@ -456,7 +472,7 @@ def _log_to_wandb(results: dict[str, Any], project: str, results_folder: Path, w
     import wandb  # imported here: only runs that log to wandb need it installed
 
     config = {key: results[key] for key in ("method", "dataset", "backbone", "checkpoint", "epochs_trained")}
-    baseline = "random_init_seed" in results
+    baseline = _is_baseline(results)
     if baseline:
         config["random_init_seed"] = results["random_init_seed"]
     run = wandb.init(
