@@ -3,6 +3,7 @@ with a time limit."""
 
 import json
 import multiprocessing
+import multiprocessing.connection
 import platform
 import socket
 import sys
@@ -68,43 +69,91 @@ class ProcessesFailed(Exception):
     """A process of `in_processes` raised, died or ran past its time; the message says which and why."""
 
 
+def start(target: Callable[..., object], args: tuple) -> tuple[Connection, multiprocessing.Process]:
+    """target(*args) in a new process: (the end its (ok, result or error) arrives at, the process)."""
+    receiver, sender = PROCESSES.Pipe(duplex=False)
+    process = PROCESSES.Process(target=_report, args=(sender, target, *args))
+    process.start()
+    sender.close()
+    return receiver, process
+
+
 def in_processes(target: Callable[..., object], args: tuple, nprocs: int, timeout_s: float) -> list:
     """[target(rank, nprocs, *args) for each rank], each in its own process, in rank order. Processes still
     running after `timeout_s` are ended, and so are the others when one fails: a hung collective never holds the
     caller past its budget."""
-    receivers, processes = [], []
-    for rank in range(nprocs):
-        receiver, sender = PROCESSES.Pipe(duplex=False)
-        process = PROCESSES.Process(target=_report, args=(sender, target, rank, nprocs, *args), daemon=False)
-        process.start()
-        sender.close()
-        receivers.append(receiver)
-        processes.append(process)
+    started = [start(target, (rank, nprocs, *args)) for rank in range(nprocs)]
     deadline = time.monotonic() + timeout_s
-    outcomes: list = [None] * nprocs
+    outcomes: list = []
     try:
-        for rank, receiver in enumerate(receivers):
+        for rank, (receiver, process) in enumerate(started):
             if not receiver.poll(max(0.0, deadline - time.monotonic())):
                 raise ProcessesFailed(f"rank {rank} of {nprocs} gave no result within {timeout_s:.0f} s")
             try:
                 ok, outcome = receiver.recv()
             except EOFError:
-                raise ProcessesFailed(f"rank {rank} of {nprocs} died (exit code {processes[rank].exitcode})") from None
+                process.join()
+                raise ProcessesFailed(f"rank {rank} of {nprocs} died (exit code {process.exitcode})") from None
             if not ok:
                 raise ProcessesFailed(f"rank {rank} of {nprocs} failed: {outcome}")
-            outcomes[rank] = outcome
+            outcomes.append(outcome)
     finally:
-        for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()) if all(o is not None for o in outcomes) else 0)
+        for _, process in started:
+            process.join(max(0.0, deadline - time.monotonic()) if len(outcomes) == nprocs else 0)
             if process.is_alive():
                 process.kill()
                 process.join()
     return outcomes
 
 
-def _report(sender: Connection, target: Callable[..., object], rank: int, *args: object) -> None:
-    """Send (True, result) or (False, the error's last line) back to `in_processes`."""
+def in_process(target: Callable[..., object], args: tuple, timeout_s: float) -> object:
+    """target(*args) in its own process, ended after `timeout_s` (ProcessesFailed then, or when it raises)."""
+    return in_processes(_without_rank, (target, *args), 1, timeout_s)[0]
+
+
+def _without_rank(rank: int, nprocs: int, target: Callable[..., object], *args: object) -> object:
+    return target(*args)
+
+
+def _report(sender: Connection, target: Callable[..., object], *args: object) -> None:
+    """Send (True, target(*args)) or (False, the error's first line) to the parent."""
     try:
-        sender.send((True, target(rank, *args)))
+        sender.send((True, target(*args)))
     except BaseException as error:  # noqa: BLE001 - whatever went wrong, the parent gets one line
         sender.send((False, f"{type(error).__name__}: {error}".splitlines()[0]))
+
+
+def side_by_side(
+    target: Callable[..., object],
+    tasks: list[tuple],
+    concurrent: int,
+    deadline: float,
+    finished: Callable[[int, bool, object], None],
+) -> None:
+    """target(*task) for each of `tasks` in order, each in its own process, `concurrent` at a time; as each ends,
+    finished(index, True, result) or finished(index, False, the error's line). A process still running at
+    `deadline` (time.monotonic) is ended and reported as failed; a task not started by then is not reported."""
+    waiting = list(enumerate(tasks))
+    running: dict[Connection, tuple[int, multiprocessing.Process]] = {}
+    while waiting or running:
+        while waiting and len(running) < concurrent and time.monotonic() < deadline:
+            index, task = waiting.pop(0)
+            receiver, process = start(target, task)
+            running[receiver] = index, process
+        if not running:
+            return
+        ready = multiprocessing.connection.wait(list(running), timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:  # the deadline: end what still runs
+            for index, process in running.values():
+                process.kill()
+                process.join()
+                finished(index, False, "ended at the deadline")
+            return
+        for receiver in ready:
+            index, process = running.pop(receiver)
+            try:
+                ok, outcome = receiver.recv()
+            except EOFError:
+                ok, outcome = False, "the process died"
+            process.join()
+            finished(index, ok, outcome if ok or process.exitcode == 0 else f"{outcome} (exit code {process.exitcode})")

@@ -55,19 +55,19 @@ BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 t
 
 
 def model_only(
-    method: Method, images: torch.Tensor, steps: int, warmup: int, compile_mode: str | None | bool = False
+    method: Method, images: torch.Tensor, steps: int, warmup: int, compiled: dict | None = None
 ) -> tuple[float, float]:
     """(images/s, model FLOPs per step) of forward + backward + optimizer step of `method` (on the device of
-    `images`, a uint8 batch) on fixed views of `images`. `compile_mode`: False runs the step eagerly, else it is
-    torch.compile's mode (None: its default) for the whole per-step computation (`Method.compute_losses`)."""
+    `images`, a uint8 batch) on fixed views of `images`. `compiled`: None runs the step eagerly, else it is
+    torch.compile's arguments (mode, backend) for the whole per-step computation (`Method.compute_losses`)."""
     device = images.device
     optimizer = LARS(method.parameters(), lr=0.1, weight_decay=1e-5)
     views = [v.clone() for v in method.multiview(images)]  # fixed views: no augmentation in the timed loop
     labels = torch.randint(0, max(2, method.hparams.num_classes or 2), (len(images),), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    compiled = None if compile_mode is False else torch.compile(method.compute_losses, mode=compile_mode)
+    compute = method.compute_losses if compiled is None else torch.compile(method.compute_losses, **compiled)
 
-    def step(compute_losses=compiled or method.compute_losses) -> None:
+    def step(compute_losses=compute) -> None:
         with autocast:
             loss, probe_loss, _ = compute_losses(views, labels)
         optimizer.zero_grad(set_to_none=True)
