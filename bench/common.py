@@ -55,7 +55,7 @@ def emit(result: dict, out: Path | None) -> None:
 # Processes started from one forkserver that has imported torch, Lightning and selfsup once: each costs a fork, not
 # the seconds of importing them again (the checks of bench/gpu_evidence.py and the table's runs start many).
 PROCESSES = multiprocessing.get_context("forkserver")
-PROCESSES.set_forkserver_preload(["torch", "pytorch_lightning", "selfsup.cli"])
+PRELOAD = ["torch", "pytorch_lightning", "selfsup.cli"]
 
 
 def free_port() -> int:
@@ -71,6 +71,7 @@ class ProcessesFailed(Exception):
 
 def start(target: Callable[..., object], args: tuple) -> tuple[Connection, multiprocessing.Process]:
     """target(*args) in a new process: (the end its (ok, result or error) arrives at, the process)."""
+    PROCESSES.set_forkserver_preload(PRELOAD)  # read when the server starts: by the first process
     receiver, sender = PROCESSES.Pipe(duplex=False)
     process = PROCESSES.Process(target=_report, args=(sender, target, *args))
     process.start()

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -201,28 +200,30 @@ class Plan:
 
 def plan(
     speeds: dict[str, float], totals: dict[int, float], seconds: float, overhead_s: float,
-    min_epochs: int = MIN_EPOCHS, max_epochs: int = MAX_EPOCHS, images: int = TRAIN_IMAGES,
+    min_epochs: int = MIN_EPOCHS, max_epochs: int = MAX_EPOCHS, methods: tuple[str, ...] = TABLE_METHODS,
+    epochs: int | None = None, images: int = TRAIN_IMAGES,
 ) -> Plan:  # fmt: skip
-    """The most methods (in TABLE_METHODS order) that train `min_epochs` each in `seconds`, then the most epochs
-    (up to `max_epochs`) all of them fit. `speeds`: each method's img/s alone (a method not measured counts as the
-    slowest measured); `totals`: total img/s of SimCLR runs side by side, by count (runs share the device at the
-    best count's total over its count alone); `overhead_s`: a run's start-up and evaluation."""
+    """The most of `methods` (from the first) that train `min_epochs` each in `seconds`, then the most epochs (up to
+    `max_epochs`) that all of them fit, or `epochs` if given. `speeds`: each method's img/s alone (a method not
+    measured counts as the slowest measured); `totals`: total img/s of runs side by side, by count (the best count
+    runs at its total over one run's); `overhead_s`: a run's start-up and evaluation."""
+    if epochs is not None:
+        min_epochs = max_epochs = epochs
     concurrent = max(totals, key=totals.get) if totals else 1
-    gain = totals[concurrent] / totals[1] if 1 in totals and concurrent in totals else 1.0
+    gain = totals[concurrent] / totals[1] if 1 in totals else 1.0
     slowest = min(speeds.values()) if speeds else None
-
-    def need(methods: Sequence[str], epochs: int) -> float:
-        train = sum(images * epochs / speeds.get(m, slowest) for m in methods) / gain
-        return train + overhead_s * math.ceil(len(methods) / concurrent)
-
     if slowest is None:
-        return Plan(min_epochs, concurrent, (), TABLE_METHODS, 0.0)
-    count = next((n for n in range(len(TABLE_METHODS), 0, -1) if need(TABLE_METHODS[:n], min_epochs) <= seconds), 0)
-    chosen = TABLE_METHODS[:count]
-    epochs = min_epochs
-    while count == len(TABLE_METHODS) and epochs < max_epochs and need(chosen, epochs + 1) <= seconds:
+        return Plan(min_epochs, concurrent, (), methods, 0.0)
+
+    def need(chosen: Sequence[str], epochs: int) -> float:
+        train = sum(images * epochs / speeds.get(m, slowest) for m in chosen) / gain
+        return train + overhead_s * math.ceil(len(chosen) / concurrent)
+
+    count = next((n for n in range(len(methods), 0, -1) if need(methods[:n], min_epochs) <= seconds), 0)
+    chosen, epochs = methods[:count], min_epochs
+    while count == len(methods) and epochs < max_epochs and need(chosen, epochs + 1) <= seconds:
         epochs += 1
-    return Plan(epochs, min(concurrent, max(1, count)), chosen, TABLE_METHODS[count:], round(need(chosen, epochs)))
+    return Plan(epochs, min(concurrent, max(1, count)), chosen, methods[count:], round(need(chosen, epochs)))
 
 
 def run_table(
@@ -247,17 +248,31 @@ def run_table(
 # bringing results back, and the tables ---------------------------------------------------------------------------
 
 
-def collect(folder: Path) -> None:
-    """Copy a session's table.json and checks.json (the files of its --out folder) into bench/results, by seed."""
+def collect(folder: Path, results: Path = RESULTS, checks: Path = CHECKS) -> None:
+    """Copy a session's table.json and checks.json (the files of its --out folder) into bench/results, named by
+    seed and session: sessions add up, none replaces another."""
     table_file = folder / TABLE_FILE
     if not table_file.is_file():
         sys.exit(f"error: {table_file} does not exist: pass the folder a GPU session's files came back in")
-    seed = json.loads(table_file.read_text())["seed"]
-    for source, destination in ((table_file, RESULTS), (folder / CHECKS_FILE, CHECKS)):
+    table = json.loads(table_file.read_text())
+    name = f"seed{table['seed']}_{table['session']}.json"
+    for source, destination in ((table_file, results / name), (folder / CHECKS_FILE, checks / name)):
+        if destination.exists():
+            sys.exit(f"error: {destination} exists: this session was collected already")
         if source.is_file():
-            destination.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, destination / f"seed{seed}.json")
-            print(f"{source} -> {destination / f'seed{seed}.json'}")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            write_text(destination, source.read_text())
+            print(f"{source} -> {destination}")
+
+
+def finished_runs(tables: list[dict]) -> dict[int, dict[str, tuple[dict, dict]]]:
+    """seed -> method -> (its finished run, the session's table): of several sessions, the latest's."""
+    runs: dict[int, dict[str, tuple[dict, dict]]] = {}
+    for table in sorted(tables, key=lambda table: table["session"]):
+        for method, run in table.get("runs", {}).items():
+            if run.get("finished"):
+                runs.setdefault(table["seed"], {})[method] = run, table
+    return runs
 
 
 def percent(values: list[float | None]) -> str:
@@ -277,47 +292,45 @@ def environment(table: dict) -> str:
 
 
 def table_lines(tables: list[dict]) -> list[str]:
-    """The methods table: one row per registered method, from the sessions' table.json (one per seed)."""
-    seeds = sorted(table["seed"] for table in tables) or [0, 1]
-    by_seed = {table["seed"]: table for table in tables}
+    """The methods table: a row for every registered method, from the sessions' table.json files."""
+    runs = finished_runs(tables)
+    seeds = sorted(runs) or [0]
     header = " / ".join(str(seed) for seed in seeds)
     lines = [
         f"| method | kNN top-1 (seed {header}) | linear top-1 (seed {header}) | epochs | img/s alone | measured on |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for method in TABLE_METHODS:
-        runs = [by_seed.get(seed, {}).get("runs", {}).get(method) or {} for seed in seeds]
-        done = [run if run.get("finished") else None for run in runs]
-        speeds = [by_seed[seed]["speeds"][method] for seed in by_seed if by_seed[seed].get("speeds", {}).get(method)]
-        where = {environment(by_seed[seed]) for seed, run in zip(seeds, done, strict=True) if run}
+        done = [runs[seed].get(method) for seed in seeds]
+        measured = [pair for pair in done if pair]
+        speeds = [table["speeds"][method] for _, table in measured if table.get("speeds", {}).get(method)]
         cells = [
-            percent([run and run["knn_top1"] for run in done]),
-            percent([run and run["linear_top1"] for run in done]),
-            ", ".join(sorted({str(run["epochs"]) for run in done if run})),
+            percent([pair and pair[0]["knn_top1"] for pair in done]),
+            percent([pair and pair[0]["linear_top1"] for pair in done]),
+            ", ".join(sorted({str(run["epochs"]) for run, _ in measured})),
             f"{statistics.fmean(speeds):,.0f}" if speeds else "",
-            "; ".join(sorted(where)),
+            "; ".join(sorted({environment(table) for _, table in measured})),
         ]
         lines.append(f"| {label(method)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def assemble(results: Path = RESULTS) -> None:
+def assemble(results: Path = RESULTS, readme: Path = README, page: Path = BENCHMARKS_PAGE) -> None:
     """Rewrite the methods table between the markers of README.md and docs/benchmarks.md (which also lists every
-    measured run's commands) from the sessions' results."""
+    measured run's command) from the sessions' results."""
     tables = [json.loads(path.read_text()) for path in sorted(results.glob("seed*.json"))]
     lines = table_lines(tables)
     commands = [
-        f"- {label(method)}, seed {table['seed']}: `{run['fit_command']}`"
-        for table in tables
-        for method, run in table.get("runs", {}).items()
-        if run.get("finished")
+        f"- {label(method)}, seed {seed}: `{run['fit_command']}`"
+        for seed, by_method in sorted(finished_runs(tables).items())
+        for method, (run, _) in by_method.items()
     ]
-    page = [*lines, "", "Each run: `python train.py fit <options below> --data.root <fashion-mnist>`, then",
-            "`python train.py eval --config eval/linear --ckpt_path <run>/checkpoints/last.ckpt`.", "",
-            *(commands or ["- no run yet"])]  # fmt: skip
-    replace_section(README, lines)
-    replace_section(BENCHMARKS_PAGE, page)
-    print("\n".join(page))
+    page_lines = [*lines, "", "Each run: `python train.py fit <options below> --data.root <fashion-mnist>`, then",
+                  "`python train.py eval --config eval/linear --ckpt_path <run>/checkpoints/last.ckpt`.", "",
+                  *(commands or ["- no run yet"])]  # fmt: skip
+    replace_section(readme, lines)
+    replace_section(page, page_lines)
+    print("\n".join(page_lines))
 
 
 def replace_section(path: Path, lines: list[str]) -> None:
