@@ -4,6 +4,7 @@ with a time limit."""
 import json
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import platform
 import socket
 import sys
@@ -67,6 +68,13 @@ def free_port() -> int:
 
 class ProcessesFailed(Exception):
     """A process of `in_processes` raised, died or ran past its time; the message says which and why."""
+
+
+def start_forkserver() -> None:
+    """Start the forkserver with PRELOAD now, before anything starts it without (selfsup's packer starts it with
+    its workers' imports only): every process then starts with torch, Lightning and selfsup imported."""
+    PROCESSES.set_forkserver_preload(PRELOAD)
+    multiprocessing.forkserver.ensure_running()
 
 
 def start(target: Callable[..., object], args: tuple) -> tuple[Connection, multiprocessing.Process]:

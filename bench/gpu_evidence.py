@@ -42,7 +42,7 @@ import packed  # noqa: E402
 import placement_check  # noqa: E402
 import step_speed  # noqa: E402
 import table  # noqa: E402
-from common import ProcessesFailed, environment, in_process  # noqa: E402
+from common import ProcessesFailed, environment, in_process, start_forkserver  # noqa: E402
 
 from selfsup.atomic import write_text  # noqa: E402
 from selfsup.data.pack import pack  # noqa: E402
@@ -220,6 +220,7 @@ def main() -> None:
     started = time.monotonic()
     deadline = started + 60 * args.minutes - FINAL_MARGIN_S
     evidence = Evidence(args.out, started)
+    start_forkserver()
     with tempfile.TemporaryDirectory(prefix="gpu_evidence_") as scratch:
         size = Size.smoke(toy_set(Path(scratch))) if args.smoke else Size.gpu(args.data_root)
         evidence.log(f"{'smoke' if args.smoke else 'GPU session'} on {evidence.environment['device']}, seed "
