@@ -1,6 +1,7 @@
 """What every benchmark shares: the timing loop, the description of the run, JSON output, and work in processes
 with a time limit."""
 
+import inspect
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -67,7 +68,12 @@ def free_port() -> int:
 
 
 class ProcessesFailed(Exception):
-    """A process of `in_processes` raised, died or ran past its time; the message says which and why."""
+    """A process of `in_processes` raised, died or ran past its time; the message says which and why, and
+    `partial` holds the last partial result it had sent (None if none)."""
+
+    def __init__(self, message: str, partial: object = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 def start_forkserver() -> None:
@@ -90,21 +96,25 @@ def start(target: Callable[..., object], args: tuple) -> tuple[Connection, multi
 def in_processes(target: Callable[..., object], args: tuple, nprocs: int, timeout_s: float) -> list:
     """[target(rank, nprocs, *args) for each rank], each in its own process, in rank order. Processes still
     running after `timeout_s` are ended, and so are the others when one fails: a hung collective never holds the
-    caller past its budget."""
+    caller past its budget. A target that is a generator sends each value it yields as its partial result so far
+    (the last is its result), so that one ended at its time limit still gives what it measured."""
     started = [start(target, (rank, nprocs, *args)) for rank in range(nprocs)]
     deadline = time.monotonic() + timeout_s
     outcomes: list = []
     try:
         for rank, (receiver, process) in enumerate(started):
-            if not receiver.poll(max(0.0, deadline - time.monotonic())):
-                raise ProcessesFailed(f"rank {rank} of {nprocs} gave no result within {timeout_s:.0f} s")
-            try:
-                ok, outcome = receiver.recv()
-            except EOFError:
-                process.join()
-                raise ProcessesFailed(f"rank {rank} of {nprocs} died (exit code {process.exitcode})") from None
+            ok, partial = None, None
+            while ok is None:
+                if not receiver.poll(max(0.0, deadline - time.monotonic())):
+                    raise ProcessesFailed(f"rank {rank} of {nprocs} ended at its limit of {timeout_s:.0f} s", partial)
+                try:
+                    ok, outcome = receiver.recv()
+                except EOFError:
+                    process.join()
+                    raise ProcessesFailed(f"rank {rank} of {nprocs} died (exit {process.exitcode})", partial) from None
+                partial = outcome if ok is None else partial
             if not ok:
-                raise ProcessesFailed(f"rank {rank} of {nprocs} failed: {outcome}")
+                raise ProcessesFailed(f"rank {rank} of {nprocs} failed: {outcome}", partial)
             outcomes.append(outcome)
     finally:
         for _, process in started:
@@ -125,9 +135,15 @@ def _without_rank(rank: int, nprocs: int, target: Callable[..., object], *args: 
 
 
 def _report(sender: Connection, target: Callable[..., object], *args: object) -> None:
-    """Send (True, target(*args)) or (False, the error's first line) to the parent."""
+    """Send (True, target(*args)) or (False, the error's first line) to the parent; of a generator, each value it
+    yields as (None, value) first, and the last as its result."""
     try:
-        sender.send((True, target(*args)))
+        outcome = target(*args)
+        if inspect.isgenerator(outcome):
+            partials, outcome = outcome, None
+            for outcome in partials:  # the last value yielded is the result
+                sender.send((None, outcome))
+        sender.send((True, outcome))
     except BaseException as error:  # noqa: BLE001 - whatever went wrong, the parent gets one line
         sender.send((False, f"{type(error).__name__}: {error}".splitlines()[0]))
 

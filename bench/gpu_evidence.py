@@ -134,7 +134,7 @@ def run_check(evidence: Evidence, name: str, budget_s: float, target: Callable[.
     try:
         result = in_process(target, args, budget_s)
     except ProcessesFailed as error:
-        result = {"error": str(error)}
+        result = (error.partial if isinstance(error.partial, dict) else {}) | {"error": str(error)}
     evidence.check(name, result)
     passed = result.get("passed") if isinstance(result, dict) else None
     evidence.log(f"{name}: {'error' if 'error' in result else 'done'} in {time.monotonic() - start:.0f} s"

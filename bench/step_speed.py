@@ -8,15 +8,18 @@ and the eager-against-compiled check, each method built from its config exactly 
                        view rendering compiled, with the model FLOPs and their share of the GPU's bf16 peak;
                        TARGET_SPEEDUP is reported against, not asserted.
 
-Both stop measuring at `stop_at` (time.time()) and say which methods they did not reach.
+Both stop measuring at `stop_at` (time.time()) and say which methods they did not reach. Both are generators that
+yield everything measured so far after each measurement (the last is the whole result), so that a process ended at
+its time limit still brings back what it measured (`common.in_process`).
 
     python bench/step_speed.py --data-root .data/FashionMNIST/raw    # on the GPU: both, printed as JSON
 """
 
 import argparse
+import collections
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -51,53 +54,56 @@ def first_batch(data: SelfSupDataModule, device: torch.device) -> torch.Tensor:
     return images.to(device)
 
 
-def method_speeds(methods: Sequence[str], options: Sequence[str], steps: int, warmup: int, stop_at: float) -> dict:
-    """{"img_per_s": {method: end-to-end img/s alone}, "not_reached": [...], "errors": {method: line}}."""
+def method_speeds(
+    methods: Sequence[str], options: Sequence[str], steps: int, warmup: int, stop_at: float
+) -> Iterator[dict]:
+    """{"img_per_s": {method: end-to-end img/s alone}, "not_reached": [...], "errors": {method: line}}, so far."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    speeds, errors = {}, {}
-    for index, method in enumerate(methods):
+    result: dict = {"img_per_s": {}, "not_reached": list(methods), "errors": {}}
+    for method in methods:
         if time.time() >= stop_at:
-            return {"img_per_s": speeds, "not_reached": list(methods[index:]), "errors": errors}
+            break
         try:
             model, data = configured(method, options)
-            speeds[method] = round(end_to_end(model, data, device, steps, warmup), 1)
+            result["img_per_s"][method] = round(end_to_end(model, data, device, steps, warmup), 1)
         except Exception as error:  # noqa: BLE001 - one method's failure is its row's, not the check's
-            errors[method] = f"{type(error).__name__}: {error}".splitlines()[0]
-    return {"img_per_s": speeds, "not_reached": [], "errors": errors}
+            result["errors"][method] = f"{type(error).__name__}: {error}".splitlines()[0]
+        result["not_reached"].remove(method)
+        yield result
 
 
 def compile_comparison(
     methods: Sequence[str], options: Sequence[str], steps: int, warmup: int, stop_at: float, backend: str = "inductor"
-) -> dict:
-    """Per method: model-only and end-to-end img/s, eager and compiled, the speedups and the FLOP utilisation.
-    Another `backend` than inductor (the smoke's "eager": dynamo's tracing without code generation, seconds where
-    inductor takes minutes on a CPU) compiles the model-only step only: the method's own compile options use
+) -> Iterator[dict]:
+    """Per method: model-only and end-to-end img/s, eager and compiled, the speedups and the FLOP utilisation, so
+    far. Another `backend` than inductor (the smoke's "eager": dynamo's tracing without code generation, seconds
+    where inductor takes minutes on a CPU) compiles the model-only step only: the method's own compile options use
     inductor."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results: dict[str, dict] = {}
-    for method in methods:
-        measured: dict[str, float | None] = {}
-        for mode in ("eager", "compiled"):
-            if time.time() >= stop_at:
-                break
+    result: dict = {"target_speedup": TARGET_SPEEDUP, "backend": backend, "results": {}}
+    measurements = [(method, kind, mode) for method in methods for kind in ("model_only", "end_to_end")
+                    for mode in ("eager", "compiled") if kind == "model_only" or backend == "inductor"]  # fmt: skip
+    for method, kind, mode in measurements:
+        if time.time() >= stop_at:
+            break
+        measured = result["results"].setdefault(method, {})
+        if kind == "model_only":
             model, data = configured(method, options)
             images = first_batch(data, device)
             compiled = {"backend": backend} if mode == "compiled" else None
             rate, flops = model_only(model.to(device), images, steps, warmup, compiled)
-            measured[f"model_only_{mode}_img_per_s"] = round(rate, 1)
-            measured[f"model_only_{mode}_bf16_peak_utilisation"] = flop_utilisation(device, flops * rate / len(images))
             measured["model_gflops_per_step"] = round(flops / 1e9, 2)
-        for mode in ("eager", "compiled") if backend == "inductor" else ("eager",):
-            if time.time() >= stop_at:
-                break
+            measured[f"model_only_{mode}_bf16_peak_utilisation"] = flop_utilisation(device, flops * rate / len(images))
+        else:
             model, data = configured(method, [*options, *(COMPILED if mode == "compiled" else ())])
-            measured[f"end_to_end_{mode}_img_per_s"] = round(end_to_end(model, data, device, steps, warmup), 1)
-        for kind in ("model_only", "end_to_end"):
-            eager, compiled = measured.get(f"{kind}_eager_img_per_s"), measured.get(f"{kind}_compiled_img_per_s")
-            measured[f"{kind}_speedup"] = round(compiled / eager, 3) if eager and compiled else None
-        speedup = measured["model_only_speedup"]
-        results[method] = measured | {"meets_target": None if speedup is None else speedup >= TARGET_SPEEDUP}
-    return {"target_speedup": TARGET_SPEEDUP, "backend": backend, "results": results}
+            rate = end_to_end(model, data, device, steps, warmup)
+        measured[f"{kind}_{mode}_img_per_s"] = round(rate, 1)
+        eager, compiled_rate = measured.get(f"{kind}_eager_img_per_s"), measured.get(f"{kind}_compiled_img_per_s")
+        if eager and compiled_rate:
+            measured[f"{kind}_speedup"] = round(compiled_rate / eager, 3)
+            if kind == "model_only":
+                measured["meets_target"] = compiled_rate / eager >= TARGET_SPEEDUP
+        yield result
 
 
 def main() -> None:
@@ -109,8 +115,9 @@ def main() -> None:
     options = ["--data.root", args.data_root] if args.data_root else []
     forever = time.time() + 3600
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    emit({"speeds": method_speeds(list(METHODS), options, args.steps, args.warmup, forever),
-          "compile": compile_comparison(["simclr", "mocov2"], options, args.steps, args.warmup, forever),
+    speeds = method_speeds(list(METHODS), options, args.steps, args.warmup, forever)
+    compiled = compile_comparison(["simclr", "mocov2"], options, args.steps, args.warmup, forever)
+    emit({"speeds": collections.deque(speeds, 1)[0], "compile": collections.deque(compiled, 1)[0],
           **environment(device)}, None)  # fmt: skip
 
 
