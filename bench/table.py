@@ -49,8 +49,10 @@ TABLE_FILE, CHECKS_FILE = "table.json", "checks.json"  # what a session writes t
 TABLE_METHODS = tuple(METHODS)  # the order runs start in, and are left out from the end of when time is short
 LABELS = {"mocov2": "MoCo v2", "mocov3": "MoCo v3", "mochi": "MoCHi (1024, 1024, 128)", "barlowtwins": "Barlow Twins",
           "wmse": "W-MSE", "alignuniform": "Alignment + uniformity"}  # fmt: skip
+SEEDS = (0, 1)  # the table's columns: seed 0 the first sessions, seed 1 the next
 MIN_EPOCHS, MAX_EPOCHS = 30, 100  # every method at the same number, at least 30; 100 is the recipes' default
 TRAIN_IMAGES = 60_000  # Fashion-MNIST's training set
+MIN_GAIN = 1.05  # more runs side by side are tried while the total img/s grows by at least 5%
 NOT_MEASURED = "not measured yet"
 
 
@@ -168,8 +170,8 @@ def fit_throughput(run: TableRun, options: Sequence[str]) -> float:
 def probe_concurrency(
     counts: Sequence[int], root: Path, options: Sequence[str], steps: int, deadline: float
 ) -> dict[int, float]:
-    """{runs side by side: their total img/s} of SimCLR runs of `steps` steps, for each count that finishes before
-    `deadline`."""
+    """{runs side by side: their total img/s} of SimCLR runs of `steps` steps, for `counts` in order until one
+    gains less than MIN_GAIN over the best so far or would end after `deadline`."""
     probe = [*options, "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
              "--trainer.log_every_n_steps", str(max(1, steps // 5)), "--trainer.enable_checkpointing", "false",
              "--export_backbone", "false"]  # fmt: skip
@@ -181,6 +183,8 @@ def probe_concurrency(
         if len(rates) < count:
             break
         totals[count] = round(sum(rates), 1)
+        if len(totals) > 1 and totals[count] < MIN_GAIN * max(totals[c] for c in totals if c != count):
+            break
     return totals
 
 
@@ -294,14 +298,14 @@ def environment(table: dict) -> str:
 def table_lines(tables: list[dict]) -> list[str]:
     """The methods table: a row for every registered method, from the sessions' table.json files."""
     runs = finished_runs(tables)
-    seeds = sorted(runs) or [0]
+    seeds = sorted(set(runs) | set(SEEDS))
     header = " / ".join(str(seed) for seed in seeds)
     lines = [
         f"| method | kNN top-1 (seed {header}) | linear top-1 (seed {header}) | epochs | img/s alone | measured on |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for method in TABLE_METHODS:
-        done = [runs[seed].get(method) for seed in seeds]
+        done = [runs.get(seed, {}).get(method) for seed in seeds]
         measured = [pair for pair in done if pair]
         speeds = [table["speeds"][method] for _, table in measured if table.get("speeds", {}).get(method)]
         cells = [
