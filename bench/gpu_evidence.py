@@ -44,8 +44,9 @@ import step_speed  # noqa: E402
 import table  # noqa: E402
 from common import ProcessesFailed, environment, in_process, start_forkserver  # noqa: E402
 
-from selfsup.atomic import write_text  # noqa: E402
+from selfsup.atomic import check_writable, write_text  # noqa: E402
 from selfsup.data.pack import pack  # noqa: E402
+from selfsup.errors import ConfigurationError  # noqa: E402
 
 CHECK_BUDGETS = {"ddp": 40, "speeds": 55, "placements": 15, "compile": 50, "packed": 40}  # seconds on the GPU
 FINAL_MARGIN_S = 15  # left at the end for the last writes and the processes to end
@@ -223,6 +224,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="the table's epochs (default: as many as fit)")
     parser.add_argument("--smoke", action="store_true", help="every stage at toy size on the CPU")
     args = parser.parse_args()
+    if not args.minutes > 0 or (args.epochs is not None and args.epochs < 1):
+        parser.error("--minutes must be positive and --epochs at least 1")
+    try:
+        check_writable(args.out, "--out", folder=True)
+    except ConfigurationError as error:
+        sys.exit(f"error: {error}")
     args.methods = tuple(args.methods or (SMOKE_METHODS if args.smoke else table.TABLE_METHODS))
     started = time.monotonic()
     deadline = started + 60 * args.minutes - FINAL_MARGIN_S

@@ -19,6 +19,7 @@ import argparse
 import collections
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def configured(method: str, options: Sequence[str]) -> tuple[Method, SelfSupData
     """The method and data `train.py fit --config <method> --config data/fashion_mnist <options>` would train."""
     arguments = ["--config", method, "--config", "data/fashion_mnist", *options, "--wandb", "false",
                  "--trainer.logger", "false"]  # fmt: skip
-    cli = SelfSupCLI(args=config_files(arguments), run=False)
+    with warnings.catch_warnings():  # Lightning warns that this process's own command line is not the one parsed
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter")
+        cli = SelfSupCLI(args=config_files(arguments), run=False)
     return cli.model, cli.datamodule
 
 
