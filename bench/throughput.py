@@ -168,7 +168,7 @@ def main() -> None:
         "fashion_mnist", root=args.data_root, batch_size=args.batch_size, max_samples=None if cuda else 1024
     )
     images = torch.randint(0, 256, (args.batch_size, 1, 28, 28), dtype=torch.uint8, device=device)
-    step_compile = args.compile_mode if args.compile_step else False
+    step_compile = {"mode": args.compile_mode} if args.compile_step else None
     ceiling, step_flops = model_only(build(args, data).to(device), images, args.steps, args.warmup, step_compile)
     real = end_to_end(build(args, data), data, device, args.steps, args.warmup)
     result = {
