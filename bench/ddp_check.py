@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, environment, free_port, in_processes  # noqa: E402
 
 from selfsup.methods import METHODS, Method  # noqa: E402
-from selfsup.optim import LARS  # noqa: E402
 
 WORLD_SIZE = 2
 # Two ranks against one process, as the relative difference of the weight updates over the steps. bf16 keeps 8
@@ -103,7 +102,9 @@ def train(name: str, check: DdpCheck, device: torch.device, rank: int, world_siz
     step = _Step(method)
     if world_size > 1:
         step = DistributedDataParallel(step, broadcast_buffers=False)  # the queues must agree by themselves
-    optimizer = LARS([p for p in method.parameters() if p.requires_grad], lr=0.1, weight_decay=1e-5)
+    # plain SGD: the update is the gradient's (LARS would rescale each layer's by its norm, and a layer with a
+    # gradient near zero would turn its rounding into a full-size update)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     share = slice(rank * check.batch_size // world_size, (rank + 1) * check.batch_size // world_size)
     start = snapshot(method)
     losses = []
