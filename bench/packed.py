@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, environment  # noqa: E402
 from data import imagenet_like_jpeg  # noqa: E402
-from throughput import end_to_end  # noqa: E402
+from throughput import build, end_to_end  # noqa: E402
 
 from selfsup.data import SelfSupDataModule  # noqa: E402
 from selfsup.data.pack import pack  # noqa: E402
@@ -47,22 +47,10 @@ def make_folder(root: Path, count: int, classes: int = 100) -> None:
         pool.map(write_jpeg, tasks, chunksize=64)
 
 
-def main() -> None:
-    cuda = torch.cuda.is_available()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=8192 if cuda else 64)
-    parser.add_argument("--size", type=int, default=224 if cuda else 32, help="packed size = view size")
-    parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet18"] if cuda else ["test_resnet"])
-    parser.add_argument("--batch-size", type=int, default=256 if cuda else 8)
-    parser.add_argument("--steps", type=int, default=50 if cuda else 2, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=15 if cuda else 1, help="untimed steps first")
-    parser.add_argument("--workers", type=int, default=14 if cuda else 2, help="DataLoader workers of the folder")
-    parser.add_argument("--placements", nargs="+", default=["gpu", "host"] if cuda else ["host"])
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args()
-    device = torch.device("cuda" if cuda else "cpu")
+def measure(args: argparse.Namespace, device: torch.device) -> dict:
+    """Generate the folder, pack it, and time `Trainer.fit` from each source for each backbone (`args`: main's
+    options); everything generated is removed afterwards."""
     torch.backends.cudnn.benchmark = True
-
     work = Path(tempfile.mkdtemp(prefix="bench_packed_"))
     try:
         make_folder(work / "folder" / "train", args.images)
@@ -79,22 +67,38 @@ def main() -> None:
                 data = SelfSupDataModule(
                     batch_size=args.batch_size, image_size=args.size, folder_image_size=args.size, **options
                 )
-                rates[f"{backbone}_{name}_img_per_s"] = round(end_to_end(run, data, device), 1)
+                rate = end_to_end(build(run, data), data, device, args.steps, args.warmup)
+                rates[f"{backbone}_{name}_img_per_s"] = round(rate, 1)
     finally:
         shutil.rmtree(work)
-    result = {
+    return {
         "benchmark": "packed",
         "method": "simclr (two views)",
         "images": f"{args.images} generated JPEGs, 500x375, quality 90, in 100 classes",
         "size": args.size,
         "batch_size": args.batch_size,
         "folder_workers": args.workers,
-        "precision": "bf16-mixed" if cuda else "32-true",
+        "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
         "pack_seconds": round(pack_seconds, 1),
         **rates,
-        **environment(device),
     }
-    emit(result, args.out)
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=8192 if cuda else 64)
+    parser.add_argument("--size", type=int, default=224 if cuda else 32, help="packed size = view size")
+    parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet18"] if cuda else ["test_resnet"])
+    parser.add_argument("--batch-size", type=int, default=256 if cuda else 8)
+    parser.add_argument("--steps", type=int, default=50 if cuda else 2, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=15 if cuda else 1, help="untimed steps first")
+    parser.add_argument("--workers", type=int, default=14 if cuda else 2, help="DataLoader workers of the folder")
+    parser.add_argument("--placements", nargs="+", default=["gpu", "host"] if cuda else ["host"])
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    device = torch.device("cuda" if cuda else "cpu")
+    emit({**measure(args, device), **environment(device)}, args.out)
 
 
 if __name__ == "__main__":

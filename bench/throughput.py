@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfsup.data import SelfSupDataModule  # noqa: E402
-from selfsup.methods import SimCLR  # noqa: E402
+from selfsup.methods import Method, SimCLR  # noqa: E402
 from selfsup.optim import LARS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,17 +54,20 @@ def build(args: argparse.Namespace, data: SelfSupDataModule) -> SimCLR:
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks (SXM)
 
 
-def model_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> tuple[float, float]:
-    """(images/s, model FLOPs per step) of forward + backward + optimizer step on fixed views."""
-    method = build(args, data).to(device)
+def model_only(
+    method: Method, images: torch.Tensor, steps: int, warmup: int, compiled: dict | None = None
+) -> tuple[float, float]:
+    """(images/s, model FLOPs per step) of forward + backward + optimizer step of `method` (on the device of
+    `images`, a uint8 batch) on fixed views of `images`. `compiled`: None runs the step eagerly, else it is
+    torch.compile's arguments (mode, backend) for the whole per-step computation (`Method.compute_losses`)."""
+    device = images.device
     optimizer = LARS(method.parameters(), lr=0.1, weight_decay=1e-5)
-    images = torch.randint(0, 256, (args.batch_size, 1, 28, 28), dtype=torch.uint8, device=device)
     views = [v.clone() for v in method.multiview(images)]  # fixed views: no augmentation in the timed loop
-    labels = torch.randint(0, data.num_classes, (args.batch_size,), device=device)
+    labels = torch.randint(0, max(2, method.hparams.num_classes or 2), (len(images),), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    losses = torch.compile(method.compute_losses, mode=args.compile_mode) if args.compile_step else None
+    compute = method.compute_losses if compiled is None else torch.compile(method.compute_losses, **compiled)
 
-    def step(compute_losses=losses or method.compute_losses) -> None:
+    def step(compute_losses=compute) -> None:
         with autocast:
             loss, probe_loss, _ = compute_losses(views, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -73,7 +76,7 @@ def model_only(args: argparse.Namespace, data: SelfSupDataModule, device: torch.
 
     with FlopCounterMode(display=False) as flops:  # eager, once: what the model computes, however it is run
         step(method.compute_losses)
-    return images_per_second(step, args.batch_size, args.steps, args.warmup, device), flops.get_total_flops()
+    return images_per_second(step, len(images), steps, warmup, device), flops.get_total_flops()
 
 
 def flop_utilisation(device: torch.device, flops_per_s: float) -> float | None:
@@ -115,14 +118,15 @@ class _StepTimer(pl.Callback):
             self.end = time.perf_counter()
 
 
-def end_to_end(args: argparse.Namespace, data: SelfSupDataModule, device: torch.device) -> float:
-    method = build(args, data)
-    timer = _StepTimer(args.warmup)
+def end_to_end(method: Method, data: SelfSupDataModule, device: torch.device, steps: int, warmup: int) -> float:
+    """Images/s of `Trainer.fit` of `method` on `data` (batch draw, augmentation, step, Lightning's loop), timed
+    over `steps` steps after `warmup`."""
+    timer = _StepTimer(warmup)
     trainer = pl.Trainer(
         accelerator=device.type,
         devices=1,
         precision="bf16-mixed" if device.type == "cuda" else "32-true",
-        max_steps=args.warmup + args.steps,
+        max_steps=warmup + steps,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -131,7 +135,7 @@ def end_to_end(args: argparse.Namespace, data: SelfSupDataModule, device: torch.
         callbacks=[timer],
     )
     trainer.fit(method, datamodule=data)
-    return timer.timed_steps * args.batch_size / (timer.end - timer.start)
+    return timer.timed_steps * data.batch_size / (timer.end - timer.start)
 
 
 def main() -> None:
@@ -163,8 +167,10 @@ def main() -> None:
     data = SelfSupDataModule(
         "fashion_mnist", root=args.data_root, batch_size=args.batch_size, max_samples=None if cuda else 1024
     )
-    ceiling, step_flops = model_only(args, data, device)
-    real = end_to_end(args, data, device)
+    images = torch.randint(0, 256, (args.batch_size, 1, 28, 28), dtype=torch.uint8, device=device)
+    step_compile = {"mode": args.compile_mode} if args.compile_step else None
+    ceiling, step_flops = model_only(build(args, data).to(device), images, args.steps, args.warmup, step_compile)
+    real = end_to_end(build(args, data), data, device, args.steps, args.warmup)
     result = {
         "benchmark": "throughput",
         "method": "simclr",

@@ -1,0 +1,44 @@
+"""bench/gpu_evidence.py --smoke: the GPU session's command end to end at toy size on the CPU, every stage, with what
+each stage wrote checked: the files a session brings back are complete and say what they measured."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("simclr",)  # one run: the concurrency probe has run two side by side
+
+
+def test_the_smoke_runs_every_stage_and_writes_each_result(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "bench/gpu_evidence.py", "--smoke", "--out", str(out), "--seed", "1",
+               "--methods", *METHODS]  # fmt: skip
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert sorted(path.name for path in out.iterdir()) == ["checks.json", "log.txt", "table.json"]
+    assert "done in" in (out / "log.txt").read_text().splitlines()[-1]
+
+    checks = json.loads((out / "checks.json").read_text())["checks"]
+    assert not [name for name, result in checks.items() if "error" in result]
+    assert set(checks) == {"ddp", "speeds", "placements", "compile", "packed"}
+    ddp = checks["ddp"]
+    assert ddp["passed"] and set(ddp["results"]) == {"simclr", "mocov2", "swav"}
+    for result in ddp["results"].values():  # the ranks end identical, and as one process on the whole batches
+        assert result["ranks_largest_difference"] == 0.0 and result["update_vs_one_process"] < ddp["update_tolerance"]
+        assert len(result["rank_losses"]) == 2 and len(result["one_process_losses"]) == ddp["steps"]
+    assert set(checks["speeds"]["img_per_s"]) == set(METHODS) and min(checks["speeds"]["img_per_s"].values()) > 0
+    assert checks["placements"]["passed"] and checks["placements"]["batches_compared"] > 0
+    simclr = checks["compile"]["results"]["simclr"]
+    assert simclr["model_only_eager_img_per_s"] > 0 and simclr["model_only_speedup"] > 0
+    packed = checks["packed"]
+    assert packed["test_resnet_folder_img_per_s"] > 0 and packed["test_resnet_packed_host_img_per_s"] > 0
+
+    result = json.loads((out / "table.json").read_text())
+    assert result["seed"] == 1 and result["epochs"] == 1 and result["not_run"] == {}
+    assert set(result["concurrency_img_per_s"]) == {"1", "2"}
+    assert result["plan"]["methods"] == list(METHODS) and set(result["runs"]) == set(METHODS)
+    for method, run in result["runs"].items():
+        assert run["finished"] and run["epochs_trained"] == run["epochs"] == 1, (method, run)
+        assert 0 <= run["knn_top1"] <= 1 and 0 <= run["linear_top1"] <= 1
+        assert run["fit_command"].startswith(f"python train.py fit --config {method} --config data/fashion_mnist")
