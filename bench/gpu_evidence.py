@@ -8,6 +8,7 @@ everything that finished:
                   placements    host (pinned copy, side stream), gpu and gpu_shard batches equal (placement_check.py)
                   compile       SimCLR and MoCo v2, eager and compiled, model-only and end to end (step_speed.py)
                   packed        packed against image_folder at 224 px, ResNet-50, a generated set (bench/packed.py)
+                  (--checks names those to run: a later session of the table needs only the speeds)
     table.json    the table (bench/table.py): the runs side by side measured first, then every method that fits at
                   one number of epochs (at least 30), trained and scored; rewritten after each run
     log.txt       what happened, when
@@ -48,7 +49,8 @@ from selfsup.atomic import check_writable, write_text  # noqa: E402
 from selfsup.data.pack import pack  # noqa: E402
 from selfsup.errors import ConfigurationError  # noqa: E402
 
-CHECK_BUDGETS = {"ddp": 40, "speeds": 55, "placements": 15, "compile": 50, "packed": 40}  # seconds on the GPU
+# seconds on the GPU, 3.8 minutes in all; compiling (inductor, a ResNet-18 step, twice a method) takes the most
+CHECK_BUDGETS = {"ddp": 35, "speeds": 45, "placements": 15, "compile": 90, "packed": 45}
 FINAL_MARGIN_S = 15  # left at the end for the last writes and the processes to end
 TOY_IMAGES = 256  # the smoke's training set
 SMOKE_METHODS = ("simclr", "mocov2", "swav")  # the smoke's table (every method trains in tests/methods)
@@ -83,7 +85,7 @@ class Size:
             placement_batch=512,
             packed=argparse.Namespace(images=4096, size=224, backbones=["resnet50"], batch_size=256, steps=20,
                                       warmup=8, workers=14, placements=["gpu", "host"]),
-            compile_methods=("simclr", "mocov2"), concurrency=(1, 2, 4, 6), probe_steps=150,
+            compile_methods=("simclr", "mocov2"), concurrency=(1, 2, 4), probe_steps=150,
             epochs=(table.MIN_EPOCHS, table.MAX_EPOCHS), train_images=table.TRAIN_IMAGES, overhead_s=45,
             budget_scale=1.0,
         )  # fmt: skip
@@ -108,11 +110,12 @@ class Evidence:
     """The --out folder: checks.json and table.json rewritten whole (atomically) after every piece, log.txt
     appended line by line."""
 
-    def __init__(self, out: Path, started: float) -> None:
+    def __init__(self, out: Path, started: float, seed: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.started = out, started
         self.checks: dict[str, object] = {}
-        self.environment = environment(device()) | {"session": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}
+        session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.environment = environment(device()) | {"session": session, "seed": seed}
 
     def log(self, line: str) -> None:
         stamped = f"[{time.monotonic() - self.started:6.1f} s] {line}"
@@ -147,23 +150,35 @@ def run_check(
     return result
 
 
-def checks(evidence: Evidence, size: Size, methods: tuple[str, ...]) -> dict[str, float]:
-    """Every check within its budget; the img/s alone of `methods`, for the table's plan."""
-    budgets = {name: seconds * size.budget_scale for name, seconds in CHECK_BUDGETS.items()}
-    run_check(evidence, "ddp", budgets["ddp"], ddp_check.measure, size.ddp, budgets["ddp"], isolate=False)
+def checks(
+    evidence: Evidence, size: Size, methods: tuple[str, ...], which: tuple[str, ...], deadline: float
+) -> dict[str, float]:
+    """The checks `which` within their budgets (none past `deadline`, time.monotonic); the img/s alone of
+    `methods`, for the table's plan."""
+
+    def budget(name: str) -> float:
+        return min(CHECK_BUDGETS[name] * size.budget_scale, max(0.0, deadline - time.monotonic()))
+
+    speeds: object = {}
+    if "ddp" in which:
+        run_check(evidence, "ddp", budget("ddp"), ddp_check.measure, size.ddp, budget("ddp"), isolate=False)
     steps = size.speed_steps
-    stop_at = time.time() + budgets["speeds"] - 10
-    speeds = run_check(evidence, "speeds", budgets["speeds"], step_speed.method_speeds, methods,
-                       size.fit_options, *steps, stop_at)  # fmt: skip
-    run_check(evidence, "placements", budgets["placements"], placement_check.measure, size.placement,
-              size.placement_batch, 5)  # fmt: skip
-    stop_at = time.time() + budgets["compile"] - 20
-    run_check(evidence, "compile", budgets["compile"], step_speed.compile_comparison, size.compile_methods,
-              size.fit_options, *steps, stop_at, size.compile_backend)  # fmt: skip
-    # on a GPU in its own process, whose exit frees the GPU memory of a ResNet-50 at 224 px before the table's runs;
-    # on a CPU here, where the packer's workers start from this process's forkserver, with their imports done
-    run_check(evidence, "packed", budgets["packed"], packed.measure, size.packed, device(),
-              isolate=device().type == "cuda")  # fmt: skip
+    if "speeds" in which:
+        seconds = budget("speeds")
+        speeds = run_check(evidence, "speeds", seconds, step_speed.method_speeds, methods, size.fit_options, *steps,
+                           time.time() + seconds - 10)  # fmt: skip
+    if "placements" in which:
+        run_check(evidence, "placements", budget("placements"), placement_check.measure, size.placement,
+                  size.placement_batch, 5)  # fmt: skip
+    if "compile" in which:
+        seconds = budget("compile")
+        run_check(evidence, "compile", seconds, step_speed.compile_comparison, size.compile_methods,
+                  size.fit_options, *steps, time.time() + seconds - 20, size.compile_backend)  # fmt: skip
+    if "packed" in which:
+        # on a GPU in its own process, whose exit frees the GPU memory of a ResNet-50 at 224 px before the table's
+        # runs; on a CPU here, where the packer's workers start from this process's forkserver, imports done
+        run_check(evidence, "packed", budget("packed"), packed.measure, size.packed, device(),
+                  isolate=device().type == "cuda")  # fmt: skip
     return speeds.get("img_per_s", {}) if isinstance(speeds, dict) else {}
 
 
@@ -174,7 +189,7 @@ def device() -> torch.device:
 def the_table(evidence: Evidence, size: Size, args: argparse.Namespace, speeds: dict, deadline: float) -> None:
     """Measure how many runs side by side, plan what fits in the time left, run it; table.json after each step."""
     with tempfile.TemporaryDirectory(prefix="gpu_evidence_runs_") as scratch:
-        record = {"seed": args.seed, "speeds": speeds, **evidence.environment}
+        record = {"speeds": speeds, **evidence.environment}
         evidence.log(f"table: how many runs side by side, trying {size.concurrency}")
         probe_end = min(deadline, time.monotonic() + 30 * len(size.concurrency) * size.budget_scale)
         totals = table.probe_concurrency(size.concurrency, Path(scratch) / "probe", size.fit_options,
@@ -222,24 +237,36 @@ def main() -> None:
                         help="the table's methods, in priority order (default: every registered one; the smoke's: "
                         f"{' '.join(SMOKE_METHODS)})")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None, help="the table's epochs (default: as many as fit)")
+    parser.add_argument(
+        "--checks",
+        nargs="*",
+        choices=tuple(CHECK_BUDGETS),
+        default=tuple(CHECK_BUDGETS),
+        help="the checks to run (default: all; a later session of the table: speeds)",
+    )
     parser.add_argument("--smoke", action="store_true", help="every stage at toy size on the CPU")
     args = parser.parse_args()
     if not args.minutes > 0 or (args.epochs is not None and args.epochs < 1):
-        parser.error("--minutes must be positive and --epochs at least 1")
+        sys.exit("error: --minutes must be positive and --epochs at least 1")
+    if not args.smoke and not torch.cuda.is_available():
+        sys.exit("error: no CUDA device here: run this on the GPU machine, or pass --smoke for the CPU smoke")
+    if not args.smoke and args.methods and args.epochs is None:
+        sys.exit("error: --methods continues an earlier session's table: pass its --epochs too (table.json: epochs)")
     try:
         check_writable(args.out, "--out", folder=True)
     except ConfigurationError as error:
         sys.exit(f"error: {error}")
     args.methods = tuple(args.methods or (SMOKE_METHODS if args.smoke else table.TABLE_METHODS))
+    args.checks = tuple(args.checks)
     started = time.monotonic()
     deadline = started + 60 * args.minutes - FINAL_MARGIN_S
-    evidence = Evidence(args.out, started)
+    evidence = Evidence(args.out, started, args.seed)
     start_forkserver()
     with tempfile.TemporaryDirectory(prefix="gpu_evidence_") as scratch:
         size = Size.smoke(toy_set(Path(scratch))) if args.smoke else Size.gpu(args.data_root)
         evidence.log(f"{'smoke' if args.smoke else 'GPU session'} on {evidence.environment['device']}, seed "
                      f"{args.seed}, ends within {args.minutes} min")  # fmt: skip
-        speeds = checks(evidence, size, args.methods)
+        speeds = checks(evidence, size, args.methods, args.checks, deadline)
         the_table(evidence, size, args, speeds, deadline)
     evidence.log(f"done in {time.monotonic() - started:.0f} s")
 

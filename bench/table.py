@@ -17,7 +17,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import math
 import os
 import statistics
 import sys
@@ -53,6 +52,8 @@ SEEDS = (0, 1)  # the table's columns: seed 0 the first sessions, seed 1 the nex
 MIN_EPOCHS, MAX_EPOCHS = 30, 100  # every method at the same number, at least 30; 100 is the recipes' default
 TRAIN_IMAGES = 60_000  # Fashion-MNIST's training set
 MIN_GAIN = 1.05  # more runs side by side are tried while the total img/s grows by at least 5%
+FIT_START_UP_S = 15  # a run's start-up before Lightning's fit starts (several runs starting at once)
+PLAN_MARGIN = 1.25  # the plan's estimate times this must fit: staggered starts, speeds that vary, evaluation
 NOT_MEASURED = "not measured yet"
 
 
@@ -130,7 +131,8 @@ def train_and_score(run: TableRun, options: Sequence[str], eval_options: Sequenc
     run.root.mkdir(parents=True, exist_ok=True)
     log = run.root / "train.log"
     start = time.perf_counter()
-    minutes = max(stop_at - time.time(), 1.0) / 60
+    # --stop_after_minutes counts from the fit's start, after its start-up (arguments, model, data on the device)
+    minutes = max(stop_at - time.time() - FIT_START_UP_S, 1.0) / 60
     call([*run.fit_command(options), "--stop_after_minutes", f"{minutes:.3f}"], log)
     fit_s = time.perf_counter() - start
     checkpoint = last_checkpoint(run.run_folder())
@@ -208,26 +210,43 @@ def plan(
     epochs: int | None = None, images: int = TRAIN_IMAGES,
 ) -> Plan:  # fmt: skip
     """The most of `methods` (from the first) that train `min_epochs` each in `seconds`, then the most epochs (up to
-    `max_epochs`) that all of them fit, or `epochs` if given. `speeds`: each method's img/s alone (a method not
-    measured counts as the slowest measured); `totals`: total img/s of runs side by side, by count (the best count
-    runs at its total over one run's); `overhead_s`: a run's start-up and evaluation."""
+    `max_epochs`) that all of them fit, or `epochs` if given; at the number of runs side by side that fits the most.
+    `speeds`: each method's img/s alone (a method not measured counts as the slowest measured); `totals`: total
+    img/s of runs side by side, by count; `overhead_s`: a run's start-up and evaluation. The runs go in waves of
+    `concurrent`, each run at its speed alone times its measured share with its wave's size of runs beside it (at
+    the nearest count measured at or above it), and the estimate carries a margin of PLAN_MARGIN."""
     if epochs is not None:
         min_epochs = max_epochs = epochs
-    concurrent = max(totals, key=totals.get) if totals else 1
-    gain = totals[concurrent] / totals[1] if 1 in totals else 1.0
     slowest = min(speeds.values()) if speeds else None
     if slowest is None:
-        return Plan(min_epochs, concurrent, (), methods, 0.0)
+        return Plan(min_epochs, 1, (), methods, 0.0)
 
-    def need(chosen: Sequence[str], epochs: int) -> float:
-        train = sum(images * epochs / speeds.get(m, slowest) for m in chosen) / gain
-        return train + overhead_s * math.ceil(len(chosen) / concurrent)
+    def share(wave: int) -> float:
+        """One run's fraction of its speed alone with `wave` runs side by side."""
+        if 1 not in totals:
+            return 1.0
+        count = min((c for c in totals if c >= wave), default=max(totals))
+        return totals[count] / (count * totals[1])
 
-    count = next((n for n in range(len(methods), 0, -1) if need(methods[:n], min_epochs) <= seconds), 0)
+    def need(chosen: Sequence[str], epochs: int, concurrent: int) -> float:
+        waves = [chosen[i : i + concurrent] for i in range(0, len(chosen), concurrent)]
+        return PLAN_MARGIN * sum(
+            max(images * epochs / (speeds.get(m, slowest) * share(len(wave))) for m in wave) + overhead_s
+            for wave in waves
+        )
+
+    def fitting(concurrent: int) -> int:
+        return next((n for n in range(len(methods), 0, -1) if need(methods[:n], min_epochs, concurrent) <= seconds), 0)
+
+    counts = sorted(totals) if 1 in totals else [1]
+    concurrent = max(counts, key=lambda c: (fitting(c), -need(methods[: fitting(c)], min_epochs, c)))
+    count = fitting(concurrent)
     chosen, epochs = methods[:count], min_epochs
-    while count == len(methods) and epochs < max_epochs and need(chosen, epochs + 1) <= seconds:
+    while count == len(methods) and epochs < max_epochs and need(chosen, epochs + 1, concurrent) <= seconds:
         epochs += 1
-    return Plan(epochs, min(concurrent, max(1, count)), chosen, methods[count:], round(need(chosen, epochs)))
+    return Plan(
+        epochs, min(concurrent, max(1, count)), chosen, methods[count:], round(need(chosen, epochs, concurrent))
+    )
 
 
 def run_table(
@@ -254,19 +273,22 @@ def run_table(
 
 def collect(folder: Path, results: Path = RESULTS, checks: Path = CHECKS) -> None:
     """Copy a session's table.json and checks.json (the files of its --out folder) into bench/results, named by
-    seed and session: sessions add up, none replaces another."""
-    table_file = folder / TABLE_FILE
-    if not table_file.is_file():
-        sys.exit(f"error: {table_file} does not exist: pass the folder a GPU session's files came back in")
-    table = json.loads(table_file.read_text())
-    name = f"seed{table['seed']}_{table['session']}.json"
-    for source, destination in ((table_file, results / name), (folder / CHECKS_FILE, checks / name)):
+    seed and session: sessions add up, none replaces another. A session cut short before its table brings back its
+    checks alone."""
+    files = [(folder / TABLE_FILE, results), (folder / CHECKS_FILE, checks)]
+    present = [(source, into) for source, into in files if source.is_file()]
+    if not present:
+        sys.exit(f"error: {folder} holds neither {TABLE_FILE} nor {CHECKS_FILE}: pass the folder a GPU session's "
+                 "files came back in")  # fmt: skip
+    described = json.loads(present[0][0].read_text())
+    name = f"seed{described['seed']}_{described['session']}.json"
+    for source, into in present:
+        destination = into / name
         if destination.exists():
             sys.exit(f"error: {destination} exists: this session was collected already")
-        if source.is_file():
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            write_text(destination, source.read_text())
-            print(f"{source} -> {destination}")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        write_text(destination, source.read_text())
+        print(f"{source} -> {destination}")
 
 
 def finished_runs(tables: list[dict]) -> dict[int, dict[str, tuple[dict, dict]]]:
@@ -279,15 +301,15 @@ def finished_runs(tables: list[dict]) -> dict[int, dict[str, tuple[dict, dict]]]
     return runs
 
 
-def percent(values: list[float | None]) -> str:
-    """'mean (seed 0 / seed 1)' over the seeds measured, or what is missing."""
-    measured = [value for value in values if value is not None]
+def percent(values: list[float | None], seeds: list[int]) -> str:
+    """'mean (seed 0 / seed 1)' over the seeds measured, the value of the one seed measured, or what is missing."""
+    measured = [(value, seed) for value, seed in zip(values, seeds, strict=True) if value is not None]
     if not measured:
         return NOT_MEASURED
-    if len(values) == 1:
-        return f"{measured[0]:.2%}"
-    seeds = " / ".join("-" if value is None else f"{value:.2%}" for value in values)
-    return f"{statistics.fmean(measured):.2%} ({seeds})"
+    if len(measured) == 1:
+        return f"{measured[0][0]:.2%} (seed {measured[0][1]} only)"
+    each = " / ".join("-" if value is None else f"{value:.2%}" for value in values)
+    return f"{statistics.fmean(value for value, _ in measured):.2%} ({each})"
 
 
 def environment(table: dict) -> str:
@@ -309,8 +331,8 @@ def table_lines(tables: list[dict]) -> list[str]:
         measured = [pair for pair in done if pair]
         speeds = [table["speeds"][method] for _, table in measured if table.get("speeds", {}).get(method)]
         cells = [
-            percent([pair and pair[0]["knn_top1"] for pair in done]),
-            percent([pair and pair[0]["linear_top1"] for pair in done]),
+            percent([pair and pair[0]["knn_top1"] for pair in done], seeds),
+            percent([pair and pair[0]["linear_top1"] for pair in done], seeds),
             ", ".join(sorted({str(run["epochs"]) for run, _ in measured})),
             f"{statistics.fmean(speeds):,.0f}" if speeds else "",
             "; ".join(sorted({environment(table) for _, table in measured})),

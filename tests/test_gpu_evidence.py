@@ -1,13 +1,19 @@
 """bench/gpu_evidence.py --smoke: the GPU session's command end to end at toy size on the CPU, every stage, with what
 each stage wrote checked: the files a session brings back are complete and say what they measured."""
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("simclr",)  # one run: the concurrency probe has run two side by side
+sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import each other by module name
+gpu_evidence = importlib.import_module("gpu_evidence")
 
 
 def test_the_smoke_runs_every_stage_and_writes_each_result(tmp_path: Path) -> None:
@@ -31,6 +37,7 @@ def test_the_smoke_runs_every_stage_and_writes_each_result(tmp_path: Path) -> No
     assert checks["placements"]["passed"] and checks["placements"]["batches_compared"] > 0
     simclr = checks["compile"]["results"]["simclr"]
     assert simclr["model_only_eager_img_per_s"] > 0 and simclr["model_only_speedup"] > 0
+    assert checks["compile"]["not_reached"] == [] and checks["speeds"]["not_reached"] == []  # the smoke's budgets fit
     packed = checks["packed"]
     assert packed["test_resnet_folder_img_per_s"] > 0 and packed["test_resnet_packed_host_img_per_s"] > 0
 
@@ -42,3 +49,23 @@ def test_the_smoke_runs_every_stage_and_writes_each_result(tmp_path: Path) -> No
         assert run["finished"] and run["epochs_trained"] == run["epochs"] == 1, (method, run)
         assert 0 <= run["knn_top1"] <= 1 and 0 <= run["linear_top1"] <= 1
         assert run["fit_command"].startswith(f"python train.py fit --config {method} --config data/fashion_mnist")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ([], "no CUDA device here: run this on the GPU machine, or pass --smoke"),
+        (["--methods", "byol"], "pass its --epochs too"),
+        (["--minutes", "0"], "--minutes must be positive"),
+    ],
+)
+def test_a_session_started_wrongly_stops_in_one_line_before_any_work(
+    arguments: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without CUDA the GPU sizes would train a ResNet-50 on the CPU for the whole session; `--methods` alone
+    continues a table at another number of epochs than the first session's."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: "no CUDA" not in message)
+    monkeypatch.setattr(sys, "argv", ["gpu_evidence.py", "--out", str(tmp_path / "out"), *arguments])
+    with pytest.raises(SystemExit, match=message):
+        gpu_evidence.main()
+    assert not (tmp_path / "out").exists()
