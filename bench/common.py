@@ -94,35 +94,47 @@ def start(target: Callable[..., object], args: tuple) -> tuple[Connection, multi
 
 
 def in_processes(target: Callable[..., object], args: tuple, nprocs: int, timeout_s: float) -> list:
-    """[target(rank, nprocs, *args) for each rank], each in its own process, in rank order. Processes still
-    running after `timeout_s` are ended, and so are the others when one fails: a hung collective never holds the
-    caller past its budget. A target that is a generator sends each value it yields as its partial result so far
-    (the last is its result), so that one ended at its time limit still gives what it measured."""
+    """[target(rank, nprocs, *args) for each rank], each in its own process. Processes still running after
+    `timeout_s` are ended, and so are the others as soon as one fails, which the error names: a hung collective never
+    holds the caller past its budget. A target that is a generator sends each value it yields as its partial result
+    so far (the last is its result), so that one ended at its time limit still gives what it measured (rank 0's, in
+    the error's `partial`)."""
     started = [start(target, (rank, nprocs, *args)) for rank in range(nprocs)]
     deadline = time.monotonic() + timeout_s
-    outcomes: list = []
+    pending = {receiver: rank for rank, (receiver, _) in enumerate(started)}
+    results: dict[int, object] = {}
+    partials: dict[int, object] = {}
     try:
-        for rank, (receiver, process) in enumerate(started):
-            ok, partial = None, None
-            while ok is None:
-                if not receiver.poll(max(0.0, deadline - time.monotonic())):
-                    raise ProcessesFailed(f"rank {rank} of {nprocs} ended at its limit of {timeout_s:.0f} s", partial)
+        while pending:
+            ready = multiprocessing.connection.wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                late = ", ".join(str(rank) for rank in sorted(pending.values()))
+                raise ProcessesFailed(
+                    f"rank {late} of {nprocs} ended at the limit of {timeout_s:.0f} s", partials.get(0)
+                )
+            for receiver in ready:
+                rank, process = pending[receiver], started[pending[receiver]][1]
                 try:
                     ok, outcome = receiver.recv()
                 except EOFError:
                     process.join()
-                    raise ProcessesFailed(f"rank {rank} of {nprocs} died (exit {process.exitcode})", partial) from None
-                partial = outcome if ok is None else partial
-            if not ok:
-                raise ProcessesFailed(f"rank {rank} of {nprocs} failed: {outcome}", partial)
-            outcomes.append(outcome)
+                    raise ProcessesFailed(
+                        f"rank {rank} of {nprocs} died (exit {process.exitcode})", partials.get(0)
+                    ) from None
+                if ok is None:
+                    partials[rank] = outcome
+                elif not ok:
+                    raise ProcessesFailed(f"rank {rank} of {nprocs} failed: {outcome}", partials.get(0))
+                else:
+                    results[rank] = outcome
+                    del pending[receiver]
     finally:
         for _, process in started:
-            process.join(max(0.0, deadline - time.monotonic()) if len(outcomes) == nprocs else 0)
+            process.join(max(0.0, deadline - time.monotonic()) if len(results) == nprocs else 0)
             if process.is_alive():
                 process.kill()
                 process.join()
-    return outcomes
+    return [results[rank] for rank in range(nprocs)]
 
 
 def in_process(target: Callable[..., object], args: tuple, timeout_s: float) -> object:

@@ -19,6 +19,7 @@ are not updated (their EMA follows the weights, which are compared); the queues 
 
 import dataclasses
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, environment, free_port, in_processes  # noqa: E402
+from common import ProcessesFailed, emit, environment, free_port, in_processes  # noqa: E402
 
 from selfsup.methods import METHODS, Method  # noqa: E402
 
@@ -138,9 +139,16 @@ def update_difference(ranks: dict, alone: dict) -> float:
     return ((ranks_update - alone_update).norm() / alone_update.norm()).item()
 
 
-def rank_main(rank: int, world_size: int, port: int, check: DdpCheck, cuda: bool) -> dict | None:
+def agreement(rank_losses: dict[str, tuple[float, Tensor]]) -> dict[str, dict]:
+    """Each method's largest difference between the ranks, and whether they agree."""
+    return {name: {"ranks_largest_difference": difference, "ranks_agree": difference == 0.0}
+            for name, (difference, _) in rank_losses.items()}  # fmt: skip
+
+
+def rank_main(rank: int, world_size: int, port: int, check: DdpCheck, cuda: bool) -> Iterator[dict]:
     """One rank: train every method under DDP and measure how far this rank is from rank 0; rank 0 then leaves the
-    group and trains the same steps alone on the whole batches. Rank 0 returns the comparison."""
+    group and trains the same steps alone on the whole batches. Rank 0 yields the comparison as it grows (each
+    method's agreement, then its match with one process); its last value is the whole."""
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     trained, rank_losses = {}, {}
@@ -151,9 +159,11 @@ def rank_main(rank: int, world_size: int, port: int, check: DdpCheck, cuda: bool
         losses = [torch.tensor(trained[name]["losses"]) for _ in range(world_size)]
         dist.all_gather(losses, torch.tensor(trained[name]["losses"]))
         rank_losses[name] = (differences.item(), torch.stack(losses))
+        if rank == 0:  # the ranks' agreement so far, kept if the check is ended at its budget
+            yield agreement(rank_losses)
     dist.destroy_process_group()
     if rank != 0:
-        return None
+        return
     precision = "bf16" if cuda else "fp32"
     results = {}
     for name in check.methods:
@@ -170,15 +180,20 @@ def rank_main(rank: int, world_size: int, port: int, check: DdpCheck, cuda: bool
             "ranks_agree": difference == 0.0,
             "matches_one_process": update <= UPDATE_TOLERANCE[precision],
         }
-    return results
+        yield agreement(rank_losses) | results
 
 
 def measure(check: DdpCheck, timeout_s: float) -> dict:
-    """The check on this machine's device: two ranks, then one process, within `timeout_s`."""
+    """The check on this machine's device: two ranks, then one process, within `timeout_s`; what it measured before
+    an error or its limit, with the error."""
     cuda = torch.cuda.is_available()
-    results = in_processes(rank_main, (free_port(), check, cuda), WORLD_SIZE, timeout_s)[0]
+    try:
+        results, error = in_processes(rank_main, (free_port(), check, cuda), WORLD_SIZE, timeout_s)[0], None
+    except ProcessesFailed as failed:
+        results, error = failed.partial or {}, str(failed)
     precision = "bf16" if cuda else "fp32"
-    return {
+    complete = error is None and set(results) == set(check.methods)
+    return ({"error": error} if error else {}) | {
         "check": "ddp_one_device",
         "world_size": WORLD_SIZE,
         "backend": "gloo",
@@ -187,7 +202,7 @@ def measure(check: DdpCheck, timeout_s: float) -> dict:
         "update_tolerance": UPDATE_TOLERANCE[precision],
         **dataclasses.asdict(check),
         "results": results,
-        "passed": all(r["ranks_agree"] and r["matches_one_process"] for r in results.values()),
+        "passed": complete and all(r["ranks_agree"] and r["matches_one_process"] for r in results.values()),
     }
 
 

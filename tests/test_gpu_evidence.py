@@ -5,6 +5,7 @@ import importlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("simclr",)  # one run: the concurrency probe has run two side by side
 sys.path.insert(0, str(REPO / "bench"))  # the bench scripts import each other by module name
-gpu_evidence = importlib.import_module("gpu_evidence")
+gpu_evidence, common = importlib.import_module("gpu_evidence"), importlib.import_module("common")
 
 
 def test_the_smoke_runs_every_stage_and_writes_each_result(tmp_path: Path) -> None:
@@ -69,3 +70,18 @@ def test_a_session_started_wrongly_stops_in_one_line_before_any_work(
     with pytest.raises(SystemExit, match=message):
         gpu_evidence.main()
     assert not (tmp_path / "out").exists()
+
+
+def _rank_1_fails(rank: int, nprocs: int) -> str:
+    if rank == 1:
+        raise ValueError("rank 1's own error")
+    time.sleep(60)  # rank 0 waits in a collective that rank 1 never joins
+    return "never"
+
+
+def test_a_failing_rank_is_named_at_once_not_reported_as_the_others_time_limit() -> None:
+    """The ranks were read in order: rank 1's error waited for rank 0's limit and was reported as rank 0's timeout."""
+    start = time.monotonic()
+    with pytest.raises(common.ProcessesFailed, match="rank 1 of 2 failed: ValueError: rank 1's own error"):
+        common.in_processes(_rank_1_fails, (), 2, timeout_s=45)
+    assert time.monotonic() - start < 30  # rank 0 was ended with the failure, not at its limit
