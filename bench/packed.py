@@ -11,11 +11,13 @@ and the packing time. The views are rendered at the packed size, so every path t
 """
 
 import argparse
+import collections
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -47,31 +49,13 @@ def make_folder(root: Path, count: int, classes: int = 100) -> None:
         pool.map(write_jpeg, tasks, chunksize=64)
 
 
-def measure(args: argparse.Namespace, device: torch.device) -> dict:
+def measurements(args: argparse.Namespace, device: torch.device) -> Iterator[dict]:
     """Generate the folder, pack it, and time `Trainer.fit` from each source for each backbone (`args`: main's
-    options); everything generated is removed afterwards."""
+    options), yielding what is measured so far after each, so that a run ended at a time limit keeps it; everything
+    generated is removed afterwards."""
     torch.backends.cudnn.benchmark = True
     work = Path(tempfile.mkdtemp(prefix="bench_packed_"))
-    try:
-        make_folder(work / "folder" / "train", args.images)
-        start = time.perf_counter()
-        pack(work / "folder", args.size, work / "packed", workers=len(os.sched_getaffinity(0)))
-        pack_seconds = time.perf_counter() - start
-        sources = {"folder": dict(dataset="image_folder", root=str(work / "folder"), num_workers=args.workers)}
-        for placement in args.placements:
-            sources[f"packed_{placement}"] = dict(dataset="packed", root=str(work / "packed"), placement=placement)
-        rates = {}
-        for backbone in args.backbones:
-            run = argparse.Namespace(**vars(args), backbone=backbone, compile=False, compile_augment=False)
-            for name, options in sources.items():
-                data = SelfSupDataModule(
-                    batch_size=args.batch_size, image_size=args.size, folder_image_size=args.size, **options
-                )
-                rate = end_to_end(build(run, data), data, device, args.steps, args.warmup)
-                rates[f"{backbone}_{name}_img_per_s"] = round(rate, 1)
-    finally:
-        shutil.rmtree(work)
-    return {
+    result = {
         "benchmark": "packed",
         "method": "simclr (two views)",
         "images": f"{args.images} generated JPEGs, 500x375, quality 90, in 100 classes",
@@ -79,9 +63,27 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict:
         "batch_size": args.batch_size,
         "folder_workers": args.workers,
         "precision": "bf16-mixed" if device.type == "cuda" else "32-true",
-        "pack_seconds": round(pack_seconds, 1),
-        **rates,
     }
+    try:
+        make_folder(work / "folder" / "train", args.images)
+        start = time.perf_counter()
+        pack(work / "folder", args.size, work / "packed", workers=len(os.sched_getaffinity(0)))
+        result["pack_seconds"] = round(time.perf_counter() - start, 1)
+        yield result
+        sources = {"folder": dict(dataset="image_folder", root=str(work / "folder"), num_workers=args.workers)}
+        for placement in args.placements:
+            sources[f"packed_{placement}"] = dict(dataset="packed", root=str(work / "packed"), placement=placement)
+        for backbone in args.backbones:
+            run = argparse.Namespace(**vars(args), backbone=backbone, compile=False, compile_augment=False)
+            for name, options in sources.items():
+                data = SelfSupDataModule(
+                    batch_size=args.batch_size, image_size=args.size, folder_image_size=args.size, **options
+                )
+                rate = end_to_end(build(run, data), data, device, args.steps, args.warmup)
+                result[f"{backbone}_{name}_img_per_s"] = round(rate, 1)
+                yield result
+    finally:
+        shutil.rmtree(work)
 
 
 def main() -> None:
@@ -98,7 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     device = torch.device("cuda" if cuda else "cpu")
-    emit({**measure(args, device), **environment(device)}, args.out)
+    emit({**collections.deque(measurements(args, device), maxlen=1)[0], **environment(device)}, args.out)
 
 
 if __name__ == "__main__":
