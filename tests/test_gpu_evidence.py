@@ -30,9 +30,10 @@ def test_the_smoke_runs_every_stage_and_writes_each_result(tmp_path: Path) -> No
     assert not [name for name, result in checks.items() if "error" in result]
     assert set(checks) == {"ddp", "speeds", "placements", "compile", "packed"}
     ddp = checks["ddp"]
-    assert ddp["passed"] and set(ddp["results"]) == {"simclr", "mocov2", "swav"}
+    assert ddp["passed"] and set(ddp["results"]) == {"simclr fp32", "mocov2 fp32", "swav fp32"}  # a CPU's runs
     for result in ddp["results"].values():  # the ranks end identical, and as one process on the whole batches
-        assert result["ranks_largest_difference"] == 0.0 and result["update_vs_one_process"] < ddp["update_tolerance"]
+        assert result["ranks_largest_difference"] == 0.0
+        assert result["update_vs_one_process"] < ddp["update_tolerance"]["fp32"]
         assert len(result["rank_losses"]) == 2 and len(result["one_process_losses"]) == ddp["steps"]
     assert set(checks["speeds"]["img_per_s"]) == set(METHODS) and min(checks["speeds"]["img_per_s"].values()) > 0
     assert checks["placements"]["passed"] and checks["placements"]["batches_compared"] > 0
