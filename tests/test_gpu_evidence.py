@@ -86,3 +86,15 @@ def test_a_failing_rank_is_named_at_once_not_reported_as_the_others_time_limit()
     with pytest.raises(common.ProcessesFailed, match="rank 1 of 2 failed: ValueError: rank 1's own error"):
         common.in_processes(_rank_1_fails, (), 2, timeout_s=45)
     assert time.monotonic() - start < 30  # rank 0 was ended with the failure, not at its limit
+
+
+def _measures_then_hangs() -> object:
+    yield {"measured": 1}
+    yield {"measured": 2}
+    time.sleep(60)  # a check past its budget
+
+
+def test_a_check_ended_at_its_budget_keeps_what_it_had_measured() -> None:
+    with pytest.raises(common.ProcessesFailed, match="rank 0 of 1 ended at the limit of 8 s") as failed:
+        common.in_process(_measures_then_hangs, (), timeout_s=8)
+    assert failed.value.partial == {"measured": 2}
