@@ -9,6 +9,7 @@ from torch import Tensor
 from selfsup.errors import ConfigurationError
 from selfsup.losses import AttractionRepulsion, InfoNCELoss, attraction_repulsion, queue_info_nce_and_hardness
 from selfsup.runs import Metric
+from tests.losses.checks import assert_close_with_gradients, unit
 
 
 def reference_anchor_loss(anchor: Tensor, positives: Tensor, negatives: Tensor, t_plus: float, t_minus: float):
@@ -19,18 +20,6 @@ def reference_anchor_loss(anchor: Tensor, positives: Tensor, negatives: Tensor, 
     attraction = (torch.exp(t_plus * positive_cost) / torch.exp(t_plus * positive_cost).sum() * positive_cost).sum()
     repulsion = (torch.exp(-t_minus * negative_cost) / torch.exp(-t_minus * negative_cost).sum() * negative_cost).sum()
     return attraction - repulsion
-
-
-def unit(rows: int, seed: int) -> Tensor:
-    return F.normalize(torch.randn(rows, 8, generator=torch.Generator().manual_seed(seed)), dim=1)
-
-
-def assert_close_with_gradients(loss: Tensor, expected: Tensor, inputs: list[Tensor]) -> None:
-    """float32 against the float64 reference: the loss and the gradient of every input."""
-    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
-    gradients = torch.autograd.grad(loss, inputs)
-    for gradient, expected_gradient in zip(gradients, torch.autograd.grad(expected, inputs), strict=True):
-        torch.testing.assert_close(gradient.double(), expected_gradient.double(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(("t_plus", "t_minus"), [(1.0, 1.0), (0.0, 2.0), (3.0, 0.0)])

@@ -11,11 +11,7 @@ from torch import Tensor
 import selfsup.losses as losses
 from selfsup.models.hard_negative_mixing import HardNegativeMixing
 from selfsup.runs import Metric
-
-
-def unit(rows: int, seed: int) -> Tensor:
-    return F.normalize(torch.randn(rows, 8, generator=torch.Generator().manual_seed(seed)), dim=1)
-
+from tests.losses.checks import unit
 
 # Each exported loss, called on the embeddings `z` (6, 8) that carry the gradient.
 CALLS: dict[str, Callable[[Tensor], Tensor]] = {

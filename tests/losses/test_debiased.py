@@ -22,6 +22,7 @@ from selfsup.losses import (
 from selfsup.losses.info_nce import negatives_conflicts
 from selfsup.runs import Metric
 from tests.conftest import RANKS, free_port, start_ranks
+from tests.losses.checks import assert_close_with_gradients, unit
 
 
 def reference_anchor_loss(positive: Tensor, negatives: Tensor, t: float, tau_plus: float, beta: float) -> Tensor:
@@ -52,18 +53,6 @@ def reference_queue(queries: Tensor, keys: Tensor, queue: Tensor, t: float, tau_
     queries, keys, queue = queries.double(), keys.double(), queue.double()
     losses = [reference_anchor_loss(q @ k, queue @ q, t, tau_plus, beta) for q, k in zip(queries, keys, strict=True)]
     return torch.stack(losses).mean()
-
-
-def unit(rows: int, seed: int) -> Tensor:
-    return F.normalize(torch.randn(rows, 8, generator=torch.Generator().manual_seed(seed)), dim=1)
-
-
-def assert_close_with_gradients(loss: Tensor, expected: Tensor, inputs: list[Tensor]) -> None:
-    """float32 against the float64 reference: the loss and the gradient of every input."""
-    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
-    gradients = torch.autograd.grad(loss, inputs)
-    for gradient, expected_gradient in zip(gradients, torch.autograd.grad(expected, inputs), strict=True):
-        torch.testing.assert_close(gradient.double(), expected_gradient.double(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(("tau_plus", "beta"), [(0.1, 0.0), (0.1, 1.0), (0.0, 0.5), (0.3, 2.0)])

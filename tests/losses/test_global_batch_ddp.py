@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from selfsup.distributed import gather, rank
 from selfsup.losses import barlow_twins_loss, vicreg_loss
 from tests.conftest import outcomes_of_ranks
+from tests.losses.checks import average_gradients_as_ddp_does
 from tests.losses.test_barlow_twins import reference_barlow_twins
 from tests.losses.test_vicreg import reference_vicreg
 
@@ -46,13 +47,6 @@ def with_other_ranks_detached(z: Tensor) -> Tensor:
     everyone = gather(z)
     start = rank() * LOCAL_BATCH
     return torch.cat([everyone[:start], z, everyone[start + LOCAL_BATCH :]])
-
-
-def average_gradients_as_ddp_does(model: nn.Module) -> None:
-    """DDP's reduction: each parameter's gradient summed over the ranks and divided by their number."""
-    for parameter in model.parameters():
-        dist.all_reduce(parameter.grad)
-        parameter.grad /= WORLD_SIZE
 
 
 def _ddp_worker(process_rank: int, port: int, results) -> None:

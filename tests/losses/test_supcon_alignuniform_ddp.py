@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from selfsup.losses import align_uniform_terms, supervised_contrastive_loss, uniformity
 from tests.conftest import outcomes_of_ranks
+from tests.losses.checks import average_gradients_as_ddp_does
 
 WORLD_SIZE, GLOBAL_BATCH, INPUT_DIM, EMBEDDING_DIM = 2, 8, 6, 5
 LOCAL_BATCH = GLOBAL_BATCH // WORLD_SIZE
@@ -45,9 +46,7 @@ def _ddp_worker(process_rank: int, port: int, results) -> None:
         z_a, z_b = model(torch.cat(inputs)).chunk(2)
         loss = loss_function(z_a, z_b, LABELS[local])
         loss.backward()
-        for parameter in model.parameters():  # DDP's reduction: the mean over the ranks
-            dist.all_reduce(parameter.grad)
-            parameter.grad /= WORLD_SIZE
+        average_gradients_as_ddp_does(model)
         outcome[name] = {
             "loss": loss.item(),
             "inputs": [x.grad.tolist() for x in inputs],

@@ -18,6 +18,7 @@ from selfsup.losses import whiten, wmse_loss, wmse_terms
 from selfsup.losses.wmse import sub_batch_orders
 from selfsup.methods import WMSE
 from tests.conftest import outcomes_of_ranks
+from tests.losses.checks import average_gradients_as_ddp_does
 
 
 def reference_whitening_matrix(v: Tensor, eps: float) -> Tensor:
@@ -182,9 +183,7 @@ def _ddp_worker(process_rank: int, port: int, results) -> None:
     model = projector()
     loss = wmse_terms([model(x) for x in inputs], W_SIZE, rank_orders(process_rank)).loss
     loss.backward()
-    for parameter in model.parameters():  # DDP's reduction: the mean over the ranks
-        dist.all_reduce(parameter.grad)
-        parameter.grad /= WORLD_SIZE
+    average_gradients_as_ddp_does(model)
     outcome = {
         "loss": loss.item(),
         "inputs": [x.grad.tolist() for x in inputs],
