@@ -292,13 +292,14 @@ def check_destination(destination: Path, draws_map: bool, random_init: bool) -> 
     earlier evaluation's results of the same kind (trained weights, or the random-init baseline), never a file of
     the user's, nor the other kind of results, that would be replaced."""
     check_writable(destination, "--output")
-    earlier_evaluation = destination.is_file() and _is_results(destination)
+    earlier = _earlier_results(destination)
+    earlier_evaluation = earlier is not None
     if destination.is_file() and not earlier_evaluation:
         raise ConfigurationError(
             f"--output {destination} exists and is not the results of `selfsup eval`, so it is not replaced; "
             "choose a new file name."
         )
-    if earlier_evaluation and _is_baseline(json.loads(destination.read_text())) != random_init:
+    if earlier_evaluation and _is_baseline(earlier) != random_init:
         held, written = ("the random-init baseline", "trained") if not random_init else ("trained", "random-init")
         raise ConfigurationError(
             f"--output {destination} holds the results of {held} weights, which {written} results do not replace; "
@@ -322,9 +323,9 @@ def accumulated(results: dict[str, Any], destination: Path) -> dict[str, Any]:
     trained, or the same random initialisation) wrote to `destination` and this one did not measure again:
     `--linear_probe false` re-measures the rest and keeps the probe's figures. It says what it kept; results of
     another checkpoint, or of this one before it trained on, are replaced whole."""
-    if not _is_results(destination):
+    earlier = _earlier_results(destination)
+    if earlier is None:
         return results
-    earlier = json.loads(destination.read_text())
     identity = ("checkpoint", "global_step", "random_init_seed")
     if any(earlier.get(key) != results.get(key) for key in identity):
         return results
@@ -339,12 +340,13 @@ def _is_baseline(results: dict[str, Any]) -> bool:
     return "random_init_seed" in results
 
 
-def _is_results(path: Path) -> bool:
+def _earlier_results(path: Path) -> dict[str, Any] | None:
+    """The results of `selfsup eval` that `path` holds, or None: no file, or not such results."""
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(results, dict) and "knn" in results and "checkpoint" in results
+        return None
+    return results if isinstance(results, dict) and "knn" in results and "checkpoint" in results else None
 
 
 def write(results: dict[str, Any], destination: Path, wandb_project: str | None) -> None:
